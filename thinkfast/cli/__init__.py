@@ -1,0 +1,67 @@
+"""The ``thinkfast`` command line: one click group, one module per subcommand."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from thinkfast import __version__
+from thinkfast.errors import ThinkfastError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ThinkfastGroup(click.Group):
+    """A click group that turns :class:`ThinkfastError` into one message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ThinkfastError as exc:
+            _print_error(exc)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; anything already written is kept", style="yellow")
+            sys.exit(130)
+
+
+def _print_error(exc: ThinkfastError) -> None:
+    """One line for one problem; a counted list for several."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    if len(lines) == 1:
+        err_console.print("[bold red]error:[/bold red] ", end="")
+        err_console.print(lines[0], markup=False)
+        return
+    err_console.print(f"[bold red]{len(lines)} errors:[/bold red]")
+    for line in lines:
+        err_console.print(f"  - {line}", markup=False)
+
+
+@click.group(cls=ThinkfastGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="thinkfast")
+def cli() -> None:
+    """thinkfast: distill Transformers into fast Mamba reasoners and measure accuracy per second.
+
+    \b
+    distill   train a student from a teacher, stage by stage, from a TOML recipe
+    generate  sample many answers per problem, timed
+    evaluate  grade samples; coverage and accuracy vs samples and vs seconds
+    profile   throughput and memory over a batch x length grid
+    """
+
+
+def _register_commands() -> None:
+    from thinkfast.cli import distill, evaluate, generate, plugins, profile, recipe
+
+    for module in (distill, generate, evaluate, profile, plugins, recipe):
+        cli.add_command(module.command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="thinkfast")

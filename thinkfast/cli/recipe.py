@@ -1,0 +1,41 @@
+"""``thinkfast recipe validate|show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from thinkfast.cli.options import set_option
+from thinkfast.config.loader import load_recipe
+from thinkfast.config.toml_writer import dumps
+from thinkfast.config.validate import to_dict
+
+console = Console(highlight=False)
+
+
+@click.group("recipe")
+def command() -> None:
+    """Check a recipe, or print it fully resolved."""
+
+
+@command.command("validate")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@set_option
+def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE (a TOML file): every key, type, range and plugin name.
+
+    Exits 0 when it is valid and 2 with one message per problem otherwise.
+    """
+    load_recipe(recipe, overrides)
+    console.print(f"{recipe}: valid")
+
+
+@command.command("show")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@set_option
+def show(recipe: Path, overrides: tuple[str, ...]) -> None:
+    """Print RECIPE with includes merged, overrides applied and every default filled in (TOML)."""
+    resolved = load_recipe(recipe, overrides)
+    click.echo(dumps(to_dict(resolved)), nl=False)

@@ -1,0 +1,77 @@
+"""Recipe sections shared by several subcommands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from thinkfast.config.fields import option
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class RunSection:
+    """Settings shared by every subcommand."""
+
+    name: str = option("run", "Name of the run; used in the default output directory and in reports.")
+    seed: int = option(0, "Seed for every random number generator (data order, init, sampling).", min=0)
+    device: str = option("auto", "Device: 'auto' (first CUDA GPU if any, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: str = option("auto", "Compute dtype: 'auto' is bfloat16 on GPU and float32 on CPU.", choices=DTYPES)
+    output_dir: str = option("", "Where outputs go; empty means runs/<name>. `--output-dir` overrides it.")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.device not in ("auto", "cpu", "cuda") and not (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        ):
+            return [("device", f"{self.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")]
+        return []
+
+
+@dataclass
+class ModelSpec:
+    """A model to load: a Hugging Face hub id, a local directory, or a ``.gguf`` file."""
+
+    model: str = option("", "Hub id (e.g. 'meta-llama/Llama-3.2-1B-Instruct'), local directory or .gguf file path.")
+    gguf_file: str = option("", "GGUF file name inside a hub repo or directory (leave empty otherwise).")
+    revision: str = option("", "Hub revision (branch, tag or commit); empty means the default branch.")
+    tokenizer: str = option("", "Load the tokenizer from here instead of from `model`.")
+
+
+@dataclass
+class StudentSection:
+    """Which student architecture to build from the teacher."""
+
+    plugin_family: ClassVar[str] = "students"
+    plugin_field: ClassVar[str] = "kind"
+
+    kind: str = option("mambainllama", "Student plugin name (see `thinkfast plugins`).", plugin="students")
+    options: dict[str, Any] = option({}, "Options of the chosen student plugin (see the recipe reference).")
+    checkpoint: str = option("", "Start from this saved student directory instead of converting the teacher.")
+
+
+@dataclass
+class KernelsSection:
+    """Which kernel plugin runs each operation; 'auto' picks the best available for the device."""
+
+    ssm: str = option("auto", "SSD chunk scan and step.", plugin="kernels")
+    conv: str = option("auto", "Causal depthwise conv1d and its step.", plugin="kernels")
+    attention: str = option("auto", "Attention prefill and decode.", plugin="kernels")
+
+
+@dataclass
+class DataSpec:
+    """Where problems or training records come from: a dataset plugin plus its options."""
+
+    plugin_family: ClassVar[str] = "datasets"
+    plugin_field: ClassVar[str] = "dataset"
+
+    dataset: str = option("synthetic-arith", "Dataset plugin name (see `thinkfast plugins`).", plugin="datasets")
+    path: str = option("", "Local file or directory to read instead of the plugin's default source (hub or built-in).")
+    split: str = option("train", "Split to read ('train', 'test', ...).")
+    offset: int = option(0, "Skip this many records first (e.g. to hold out a slice).", min=0)
+    limit: int = option(0, "Read at most this many records after `offset`; 0 means all.", min=0)
+    template: str = option("auto", "Prompt rendering: 'chat' (tokenizer chat template), 'plain', or 'auto' "
+                           "(chat when the tokenizer has a template).", choices=("auto", "chat", "plain"))
+    few_shot: int = option(0, "Number of worked examples put before each prompt.", min=0)
+    options: dict[str, Any] = option({}, "Options of the chosen dataset plugin (see the recipe reference).")

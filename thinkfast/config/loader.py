@@ -1,0 +1,107 @@
+"""Reading recipe files: TOML parsing, ``include`` merging and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from thinkfast.errors import RecipeError
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; a syntax error names the file and line."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise RecipeError([f"{path}: recipe file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: tables merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_with_includes(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe with its ``include`` chain resolved (relative to the including file)."""
+    path = path.resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise RecipeError([f"{path}: include: recipes include each other in a cycle ({chain})"])
+    data = read_toml(path)
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise RecipeError([f"{path}: include: expected a path or a list of paths, got {includes!r}"])
+    merged: dict[str, Any] = {}
+    for inc in includes:
+        inc_path = (path.parent / inc)
+        if not inc_path.exists():
+            raise RecipeError([f"{path}: include: {inc!r} not found (looked for {inc_path})"])
+        merged = deep_merge(merged, read_with_includes(inc_path, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set student.kind=llamba
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``; values are TOML, bare words strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise RecipeError([f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set generate.n_samples=16"])
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError([f"--set {item!r}: the key is empty"])
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _parse_value(raw.strip())
+    return out
+
+
+def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), *,
+                extra: dict[str, Any] | None = None):
+    """Read, merge and validate a recipe into a :class:`~thinkfast.config.schema.Recipe`.
+
+    ``path`` None builds a recipe from defaults, ``extra`` (CLI flags as a nested dict) and
+    ``overrides``, in that order of increasing precedence. Every problem is reported at once.
+    """
+    from thinkfast.config.schema import Recipe
+    from thinkfast.config.validate import from_dict
+
+    data: dict[str, Any] = {}
+    source = "<command line>"
+    if path is not None:
+        path = Path(path)
+        data = read_with_includes(path)
+        source = str(path)
+    if extra:
+        data = deep_merge(data, extra)
+    if overrides:
+        data = deep_merge(data, parse_overrides(overrides))
+    data.pop("include", None)
+    recipe = from_dict(Recipe, data, source=source)
+    recipe.source = source
+    return recipe

@@ -1,0 +1,237 @@
+"""Turning plain dicts (parsed TOML) into config dataclasses, collecting every problem.
+
+:func:`from_dict` walks a dataclass's fields, checks types, ranges, choices and plugin names,
+and reports *all* problems at once as a :class:`~thinkfast.errors.RecipeError`, each naming the
+file, the key path, the bad value and a fix.
+
+A dataclass that names a plugin and carries that plugin's options declares two class variables,
+``plugin_family`` and ``plugin_field`` (the field holding the plugin's name), plus an
+``options: dict`` field. The options are then validated against the plugin component's
+``Options`` dataclass (if it has one) and replaced by the full set, defaults filled in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+from thinkfast.errors import RecipeError
+from thinkfast.suggest import did_you_mean
+
+
+class Problems:
+    """Collects problems found while validating one file."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        where = f"{self.source}: " if self.source else ""
+        self.items.append(f"{where}{path or '<top level>'}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise RecipeError(self.items)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin is list:
+        (item,) = get_args(tp) or (Any,)
+        return f"list of {_type_name(item)}"
+    if origin is dict:
+        return "table"
+    if dataclasses.is_dataclass(tp):
+        return "table"
+    if tp is type(None):
+        return "none"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _convert(value: Any, tp: Any, path: str, problems: Problems, meta: dict[str, Any]) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial = Problems(problems.source)
+            converted = _convert(value, arg, path, trial, meta)
+            if not trial.items:
+                return converted
+        problems.add(path, f"expected {_type_name(tp)}, got {value!r}")
+        return None
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            problems.add(path, f"{value!r} is not one of {', '.join(map(repr, allowed))}"
+                         f"{did_you_mean(str(value), map(str, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            problems.add(path, f"expected {_type_name(tp)}, got {value!r}")
+            return []
+        (item_tp,) = get_args(tp) or (Any,)
+        return [_convert(v, item_tp, _join(path, i), problems, meta) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            problems.add(path, f"expected a table, got {value!r}")
+            return {}
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.add(path, f"expected a table, got {value!r}")
+            return tp()
+        return _build(tp, value, path, problems)
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.add(path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.add(path, f"expected an integer, got {value!r}")
+            return value
+        _check_range(value, path, problems, meta)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.add(path, f"expected a number, got {value!r}")
+            return value
+        _check_range(value, path, problems, meta)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.add(path, f"expected a string, got {value!r}")
+            return value
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            problems.add(path, f"{value!r} is not one of {', '.join(choices)}{did_you_mean(value, choices)}")
+        return value
+    return value
+
+
+def _check_range(value: float, path: str, problems: Problems, meta: dict[str, Any]) -> None:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        problems.add(path, f"{value!r} is below the minimum {lo}")
+    if hi is not None and value > hi:
+        problems.add(path, f"{value!r} is above the maximum {hi}")
+
+
+def _check_plugin(value: Any, family: str, path: str, problems: Problems) -> None:
+    from thinkfast.registry import get_registry
+
+    registry = get_registry()
+    names = registry.names(family)
+    items = value if isinstance(value, list) else [value]
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or item == "auto":
+            continue
+        if item not in names:
+            where = _join(path, i) if isinstance(value, list) else path
+            problems.add(where, f"no {family} plugin named {item!r}{did_you_mean(item, names)}; "
+                         f"installed: {', '.join(names) or 'none'}")
+
+
+def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            problems.add(_join(path, key), f"unknown key{did_you_mean(key, fields)}; "
+                         f"valid keys here: {', '.join(fields)}")
+            continue
+        f = fields[key]
+        meta = dict(f.metadata)
+        converted = _convert(value, hints[key], _join(path, key), problems, meta)
+        if meta.get("plugin"):
+            _check_plugin(value, meta["plugin"], _join(path, key), problems)
+        kwargs[key] = converted
+    for name, f in fields.items():
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.add(_join(path, name), "required key is missing")
+    if any(
+        name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for name, f in fields.items()
+    ):
+        return None
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        problems.add(path, str(exc))
+        return None
+    _validate_plugin_options(obj, path, problems)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        for key, message in check() or []:
+            problems.add(_join(path, key), message)
+    return obj
+
+
+def _validate_plugin_options(obj: Any, path: str, problems: Problems) -> None:
+    family = getattr(obj, "plugin_family", None)
+    field_name = getattr(obj, "plugin_field", None)
+    if not family or not field_name or not hasattr(obj, "options"):
+        return
+    name = getattr(obj, field_name)
+    from thinkfast.registry import get_registry
+
+    registry = get_registry()
+    if not isinstance(name, str) or name not in registry.names(family):
+        return  # already reported by the plugin-name check
+    options_cls = getattr(registry.get(family, name), "Options", None)
+    if options_cls is None or not dataclasses.is_dataclass(options_cls):
+        return
+    built = _build(options_cls, obj.options or {}, _join(path, "options"), problems)
+    if built is not None:
+        obj.options = to_dict(built)
+
+
+def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = "") -> Any:
+    """Build ``cls`` from ``data``; raise :class:`RecipeError` listing every problem.
+
+    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules.
+    """
+    problems = Problems(source)
+    obj = _build(cls, data, path, problems)
+    problems.raise_if_any()
+    return obj
+
+
+def build_collecting(cls: type, data: dict[str, Any], problems: Problems, path: str) -> Any:
+    """Like :func:`from_dict` but adds problems to an existing collector (for nested plugin options)."""
+    return _build(cls, data, path, problems)
+
+
+def to_dict(obj: Any) -> Any:
+    """A config object as plain TOML-compatible data (None values dropped)."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = to_dict(getattr(obj, f.name))
+            if value is not None:
+                out[f.name] = value
+        return out
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items() if v is not None}
+    return obj

@@ -1,0 +1,27 @@
+"""The ``[generate]`` recipe section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thinkfast.config.common import DataSpec
+from thinkfast.config.fields import option
+
+
+@dataclass
+class GenerateSection:
+    """Sampling many chain-of-thought answers per problem."""
+
+    model: str = option("", "Model directory written by `distill`, or a teacher spec (hub id, dir, .gguf).")
+    data: DataSpec = option(default_factory=lambda: DataSpec(dataset="gsm8k", split="test"),
+                            help="Problems to answer.")
+    n_samples: int = option(8, "Samples per problem.", min=1)
+    temperature: float = option(0.8, "Sampling temperature; 0 means greedy.", min=0.0)
+    top_p: float = option(1.0, "Nucleus sampling mass (1 disables).", min=0.0, max=1.0)
+    top_k: int = option(0, "Keep only the k most likely tokens (0 disables).", min=0)
+    min_p: float = option(0.0, "Drop tokens below min_p x the top probability (0 disables).", min=0.0, max=1.0)
+    max_new_tokens: int = option(512, "Generated tokens per sample at most.", unit="tokens", min=1)
+    stop: list[str] = option([], "Stop strings (the sample ends before them).")
+    batch_size: int = option(64, "Decode slots in flight.", min=1)
+    cuda_graphs: bool = option(True, "Capture the decode step in CUDA graphs (GPU only).")
+    state_dtype: str = option("float32", "dtype of the SSM state.", choices=("float32", "bfloat16", "float16"))

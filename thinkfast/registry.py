@@ -1,0 +1,180 @@
+"""Discovering, loading and looking up plugins.
+
+Plugins come from the ``thinkfast`` entry-point group. The built-in ones (in this project's
+``plugins/`` folder, imported as ``thinkfast_plugins``) register through that group too, exactly
+as a third-party package does. ``THINKFAST_PLUGINS`` (comma-separated entry-point or
+distribution names) restricts which third-party entry points load; set but empty, only the
+built-ins load. A plugin that fails on import or registration becomes a :class:`LoadError`,
+shown as a warning and by ``thinkfast plugins``; the rest keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from thinkfast import hookspecs
+from thinkfast.errors import PluginConflictError, PluginNotFoundError
+from thinkfast.hookspecs import FAMILIES
+from thinkfast.suggest import did_you_mean
+
+ENTRY_POINT_GROUP = "thinkfast"
+BUILTIN_DISTRIBUTION = "thinkfast"
+ALLOW_LIST_ENV = "THINKFAST_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One registered component."""
+
+    family: str
+    name: str
+    component: Any
+    package: str
+    version: str
+    module: str
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """A plugin module that could not be imported or failed while registering."""
+
+    entry_point: str
+    package: str
+    version: str
+    error: str
+    detail: str
+
+
+@dataclass
+class Registry:
+    """Every loaded component, by family and name, plus what failed to load."""
+
+    entries: dict[str, dict[str, PluginEntry]] = field(
+        default_factory=lambda: {family: {} for family in FAMILIES}
+    )
+    load_errors: list[LoadError] = field(default_factory=list)
+
+    def names(self, family: str) -> list[str]:
+        """Registered names in ``family``, sorted."""
+        return sorted(self.entries[family])
+
+    def entry(self, family: str, name: str) -> PluginEntry:
+        """The entry for ``name``; :class:`PluginNotFoundError` lists what is installed."""
+        try:
+            return self.entries[family][name]
+        except KeyError:
+            installed = ", ".join(self.names(family)) or "none"
+            raise PluginNotFoundError(
+                f"no {family} plugin named '{name}'{did_you_mean(name, self.names(family))}; "
+                f"installed: {installed}"
+            ) from None
+
+    def get(self, family: str, name: str) -> Any:
+        """The registered component (class or object) for ``name``."""
+        return self.entry(family, name).component
+
+    def all_entries(self) -> list[PluginEntry]:
+        return [e for family in FAMILIES for e in sorted(self.entries[family].values(), key=lambda e: e.name)]
+
+    def add(self, family: str, name: str, component: Any, package: str, version: str, module: str) -> None:
+        existing = self.entries[family].get(name)
+        if existing is not None:
+            raise PluginConflictError(
+                f"two plugins register the {family} name '{name}': "
+                f"{existing.package} {existing.version} ({existing.module}) and {package} {version} ({module}); "
+                f"uninstall one of them or restrict THINKFAST_PLUGINS"
+            )
+        self.entries[family][name] = PluginEntry(family, name, component, package, version, module)
+
+
+def _allowed(ep: metadata.EntryPoint, dist_name: str) -> bool:
+    if dist_name == BUILTIN_DISTRIBUTION:
+        return True
+    raw = os.environ.get(ALLOW_LIST_ENV)
+    if raw is None:
+        return True
+    allowed = {item.strip() for item in raw.split(",") if item.strip()}
+    return ep.name in allowed or dist_name in allowed
+
+
+def _entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
+    """(entry point, distribution name, version), built-ins first, de-duplicated."""
+    found: dict[tuple[str, str], tuple[metadata.EntryPoint, str, str]] = {}
+    for dist in metadata.distributions():
+        dist_name = dist.metadata["Name"] or "unknown"
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                found.setdefault((dist_name, ep.name), (ep, dist_name, dist.version))
+    return sorted(found.values(), key=lambda item: (item[1] != BUILTIN_DISTRIBUTION, item[1], item[0].name))
+
+
+def load_registry(extra_modules: list[Any] | None = None) -> Registry:
+    """Import every allowed entry point and collect what it registers.
+
+    ``extra_modules`` (objects with hook implementations) are registered too, as package
+    ``"<local>"``; tests and embedding applications use it.
+    """
+    registry = Registry()
+    sources: list[tuple[str, str, str, Any]] = []  # (label, package, version, module object)
+    for ep, dist_name, version in _entry_points():
+        if not _allowed(ep, dist_name):
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            registry.load_errors.append(
+                LoadError(f"{ep.name} = {ep.value}", dist_name, version, f"{type(exc).__name__}: {exc}",
+                          traceback.format_exc())
+            )
+            continue
+        sources.append((f"{ep.name} = {ep.value}", dist_name, version, module))
+    for module in extra_modules or []:
+        sources.append((getattr(module, "__name__", repr(module)), "<local>", "", module))
+
+    for label, package, version, module in sources:
+        manager = pluggy.PluginManager(hookspecs.PROJECT)
+        manager.add_hookspecs(hookspecs)
+        module_name = getattr(module, "__name__", label)
+        try:
+            manager.register(module)
+            for family in FAMILIES:
+                hook = getattr(manager.hook, f"register_{family}")
+
+                def register(name: str, component: Any, _family: str = family) -> None:
+                    registry.add(_family, name, component, package, version, module_name)
+
+                hook(register=register)
+        except PluginConflictError:
+            raise
+        except Exception as exc:
+            registry.load_errors.append(
+                LoadError(label, package, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            )
+    return registry
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry()
+        for err in _REGISTRY.load_errors:
+            print(f"warning: plugin {err.entry_point} from {err.package} failed to load: {err.error}",
+                  file=sys.stderr)
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the cached registry (tests that change installed plugins or the environment)."""
+    global _REGISTRY
+    _REGISTRY = None
