@@ -37,5 +37,6 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
 @set_option
 def show(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Print RECIPE with includes merged, overrides applied and every default filled in (TOML)."""
-    resolved = load_recipe(recipe, overrides)
-    click.echo(dumps(to_dict(resolved)), nl=False)
+    resolved = to_dict(load_recipe(recipe, overrides))
+    resolved.pop("include", None)  # already merged in
+    click.echo(dumps(resolved), nl=False)

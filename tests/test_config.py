@@ -1,0 +1,149 @@
+"""Recipe loading and validation: every problem reported once, with file, key path and a fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from thinkfast.config.loader import load_recipe, parse_overrides
+from thinkfast.config.toml_writer import dumps
+from thinkfast.config.validate import to_dict
+from thinkfast.errors import RecipeError
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_of(path: Path, overrides=()) -> list[str]:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, overrides)
+    return info.value.problems
+
+
+def test_defaults_load_without_a_file():
+    recipe = load_recipe(None)
+    assert recipe.run.seed == 0
+    assert recipe.generate.n_samples >= 1
+
+
+def test_misspelled_key_names_file_path_and_suggestion(tmp_path):
+    path = write(tmp_path, "r.toml", """
+        [generate]
+        n_sampels = 4
+    """)
+    (msg,) = problems_of(path)
+    assert str(path) in msg
+    assert "generate.n_sampels" in msg
+    assert "did you mean 'n_samples'" in msg
+
+
+def test_wrong_type_and_out_of_range_are_each_reported(tmp_path):
+    path = write(tmp_path, "r.toml", """
+        [run]
+        seed = "zero"
+        [generate]
+        temperature = -1.0
+        top_p = 2
+    """)
+    problems = problems_of(path)
+    assert len(problems) == 3
+    joined = "\n".join(problems)
+    assert "run.seed: expected an integer, got 'zero'" in joined
+    assert "generate.temperature: -1.0 is below the minimum 0.0" in joined
+    assert "generate.top_p: 2 is above the maximum 1.0" in joined
+
+
+def test_bad_choice_suggests_the_closest(tmp_path):
+    path = write(tmp_path, "r.toml", """
+        [run]
+        dtype = "bfloat61"
+    """)
+    (msg,) = problems_of(path)
+    assert "run.dtype" in msg and "did you mean 'bfloat16'" in msg
+
+
+def test_unknown_plugin_name_lists_installed(tmp_path):
+    path = write(tmp_path, "r.toml", """
+        [generate.data]
+        dataset = "no-such-dataset"
+    """)
+    (msg,) = problems_of(path)
+    assert "generate.data.dataset" in msg
+    assert "no datasets plugin named 'no-such-dataset'" in msg
+    assert "installed:" in msg
+
+
+def test_not_toml_names_the_file(tmp_path):
+    path = write(tmp_path, "r.toml", "[run\nname = 1\n")
+    (msg,) = problems_of(path)
+    assert str(path) in msg and "not valid TOML" in msg
+
+
+def test_missing_file(tmp_path):
+    (msg,) = problems_of(tmp_path / "nope.toml")
+    assert "not found" in msg
+
+
+def test_include_merges_tables_and_lets_the_including_file_win(tmp_path):
+    write(tmp_path, "base.toml", """
+        [run]
+        name = "base"
+        seed = 3
+        [generate]
+        n_samples = 4
+        temperature = 0.5
+    """)
+    path = write(tmp_path, "child.toml", """
+        include = ["base.toml"]
+        [generate]
+        n_samples = 16
+    """)
+    recipe = load_recipe(path)
+    assert recipe.run.name == "base" and recipe.run.seed == 3
+    assert recipe.generate.n_samples == 16 and recipe.generate.temperature == 0.5
+
+
+def test_include_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.toml", 'include = "b.toml"\n')
+    path = write(tmp_path, "b.toml", 'include = "a.toml"\n')
+    (msg,) = problems_of(path)
+    assert "cycle" in msg
+
+
+def test_missing_include(tmp_path):
+    path = write(tmp_path, "a.toml", 'include = "gone.toml"\n')
+    (msg,) = problems_of(path)
+    assert "'gone.toml' not found" in msg
+
+
+def test_overrides_parse_toml_values_and_bare_words():
+    assert parse_overrides(["generate.n_samples=16", "run.name=demo", 'generate.stop=["\\n\\n"]']) == {
+        "generate": {"n_samples": 16, "stop": ["\n\n"]},
+        "run": {"name": "demo"},
+    }
+    with pytest.raises(RecipeError, match="KEY.PATH=VALUE"):
+        parse_overrides(["generate.n_samples"])
+
+
+def test_overrides_beat_the_file_and_are_validated(tmp_path):
+    path = write(tmp_path, "r.toml", "[generate]\nn_samples = 4\n")
+    assert load_recipe(path, ["generate.n_samples=32"]).generate.n_samples == 32
+    (msg,) = problems_of(path, ["generate.n_samples=0"])
+    assert "generate.n_samples: 0 is below the minimum 1" in msg
+
+
+def test_shown_recipe_reloads_to_the_same_config(tmp_path):
+    path = write(tmp_path, "r.toml", """
+        [run]
+        name = "x"
+        [generate]
+        stop = ["Question:"]
+    """)
+    recipe = load_recipe(path)
+    shown = write(tmp_path, "shown.toml", dumps(to_dict(recipe)))
+    assert to_dict(load_recipe(shown)) == to_dict(recipe)

@@ -1,0 +1,63 @@
+"""Plugin discovery: built-ins through entry points, conflicts, broken plugins."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from thinkfast.errors import PluginConflictError, PluginNotFoundError
+from thinkfast.hookspecs import hookimpl
+from thinkfast.registry import load_registry
+
+BUILTINS = {
+    "students": {"llamba", "mambainllama", "transformer"},
+    "datasets": {"gsm8k", "math500", "math", "openmathinstruct2", "jsonl", "synthetic-arith"},
+    "aggregators": {"majority", "reward-model", "verifier"},
+    "kernels": {"torch", "sdpa", "mamba-ssm", "flash-attn"},
+}
+
+
+def _module(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(module, hook_name, hookimpl(fn))
+    return module
+
+
+def test_builtins_register_through_entry_points_as_package_thinkfast():
+    registry = load_registry()
+    assert not registry.load_errors, registry.load_errors
+    for family, names in BUILTINS.items():
+        assert names <= set(registry.names(family)), (family, registry.names(family))
+        for name in names:
+            entry = registry.entry(family, name)
+            assert entry.package == "thinkfast"
+            assert entry.module.startswith("thinkfast_plugins")
+
+
+def test_unknown_name_suggests_and_lists():
+    registry = load_registry()
+    with pytest.raises(PluginNotFoundError) as info:
+        registry.get("aggregators", "majorty")
+    assert "did you mean 'majority'" in str(info.value)
+    assert "installed:" in str(info.value)
+
+
+def test_same_name_twice_in_a_family_names_both_packages():
+    one = _module("pkg_one", register_aggregators=lambda register: register("dup", object))
+    two = _module("pkg_two", register_aggregators=lambda register: register("dup", object))
+    with pytest.raises(PluginConflictError) as info:
+        load_registry(extra_modules=[one, two])
+    assert "pkg_one" in str(info.value) and "pkg_two" in str(info.value) and "'dup'" in str(info.value)
+
+
+def test_plugin_raising_during_registration_is_reported_not_fatal():
+    def bad(register):
+        raise RuntimeError("boom")
+
+    good = _module("good_plugin", register_aggregators=lambda register: register("fine", object))
+    broken = _module("broken_plugin", register_datasets=bad)
+    registry = load_registry(extra_modules=[broken, good])
+    assert "fine" in registry.names("aggregators")
+    assert any("boom" in err.error for err in registry.load_errors)

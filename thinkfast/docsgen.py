@@ -1,0 +1,186 @@
+"""Generate the reference pages from the code, so they cannot drift.
+
+``python -m thinkfast.docsgen`` rewrites ``docs/recipe-reference.md`` (from the recipe
+dataclasses and every registered plugin's ``Options``) and ``docs/cli.md`` (from the click
+commands). ``tests/test_docs.py`` fails when the committed pages differ from what this writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from thinkfast.config.validate import _type_name
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "required"
+    if dataclasses.is_dataclass(value):
+        return "(table)"
+    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        return "(see below)"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value!r}`"
+
+
+def _constraints(meta: dict[str, Any]) -> str:
+    parts = []
+    if meta.get("unit"):
+        parts.append(f"unit: {meta['unit']}")
+    if meta.get("min") is not None:
+        parts.append(f"min {meta['min']}")
+    if meta.get("max") is not None:
+        parts.append(f"max {meta['max']}")
+    if meta.get("choices"):
+        parts.append("one of " + ", ".join(f"`{c}`" for c in meta["choices"]))
+    if meta.get("plugin"):
+        parts.append(f"a `{meta['plugin']}` plugin name")
+    return "; ".join(parts)
+
+
+def _nested_dataclass(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp) or (None,)
+        if dataclasses.is_dataclass(item):
+            return item
+    return None
+
+
+def dataclass_table(cls: type, prefix: str, out: list[str], heading_level: int = 2) -> None:
+    """Append a markdown section for ``cls`` (and, after it, for its nested sections)."""
+    hints = typing.get_type_hints(cls)
+    doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    out.append(f"{'#' * heading_level} `{prefix}`\n")
+    if doc:
+        out.append(doc + "\n")
+    out.append("| key | type | default | meaning |")
+    out.append("| --- | --- | --- | --- |")
+    nested: list[tuple[str, type]] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        meta = dict(f.metadata)
+        tp = hints[f.name]
+        sub = _nested_dataclass(tp)
+        if sub is not None:
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            nested.append((f"[{key}]" if typing.get_origin(tp) is list else key, sub))
+        help_text = meta.get("help", "")
+        extra = _constraints(meta)
+        text = f"{help_text} ({extra})" if extra else help_text
+        out.append(f"| `{f.name}` | {_type_name(tp)} | {_default_text(f)} | {text.replace('|', '/')} |")
+    out.append("")
+    for key, sub in nested:
+        dataclass_table(sub, key, out, heading_level)
+
+
+def recipe_reference() -> str:
+    """The markdown of ``docs/recipe-reference.md``."""
+    from thinkfast.config.schema import Recipe
+    from thinkfast.hookspecs import FAMILIES
+    from thinkfast.registry import load_registry
+
+    out = [
+        "# Recipe reference",
+        "",
+        "Generated from the code by `python -m thinkfast.docsgen`; do not edit by hand.",
+        "",
+        "A recipe is a TOML file. Every section is optional; a subcommand reads the sections it needs.",
+        "Unknown keys, wrong types, out-of-range values and unknown plugin names are rejected before any",
+        "work starts. `include = [\"base.toml\"]` merges base recipes under this one (tables merge key by key).",
+        "On the command line, `--set key.path=value` overrides any key (the value is TOML; a bare word is a string).",
+        "A list of tables such as `distill.stages` is written as `[[distill.stages]]` blocks; its items are",
+        "documented under `[distill.stages]` below.",
+        "",
+    ]
+    section_out: list[str] = []
+    hints = typing.get_type_hints(Recipe)
+    top = [f for f in dataclasses.fields(Recipe) if f.init and _nested_dataclass(hints[f.name]) is None]
+    out.append("## Top level\n")
+    out.append("| key | type | default | meaning |")
+    out.append("| --- | --- | --- | --- |")
+    for f in top:
+        out.append(f"| `{f.name}` | {_type_name(hints[f.name])} | {_default_text(f)} | {f.metadata.get('help', '')} |")
+    out.append("")
+    for f in dataclasses.fields(Recipe):
+        sub = _nested_dataclass(hints[f.name])
+        if sub is not None:
+            dataclass_table(sub, f.name, section_out)
+    out.extend(section_out)
+
+    registry = load_registry()
+    out.append("## Plugin options\n")
+    out.append("Tables named `options` take the options of the plugin chosen beside them. These are the options")
+    out.append("of the plugins that ship with thinkfast; `thinkfast plugins` lists what is installed.\n")
+    for family in FAMILIES:
+        for entry in registry.all_entries():
+            if entry.family != family or entry.package != "thinkfast":
+                continue
+            options = getattr(entry.component, "Options", None)
+            if options is None or not dataclasses.is_dataclass(options):
+                continue
+            dataclass_table(options, f"{family}: {entry.name}", out, heading_level=3)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _command_doc(cmd: click.Command, name: str, out: list[str]) -> None:
+    ctx = click.Context(cmd, info_name=name, terminal_width=100, max_content_width=100,
+                        help_option_names=["-h", "--help"])
+    out.append(f"## `{name}`\n")
+    out.append("```text")
+    out.append(cmd.get_help(ctx))
+    out.append("```\n")
+    if isinstance(cmd, click.Group):
+        for sub_name in sorted(cmd.commands):
+            _command_doc(cmd.commands[sub_name], f"{name} {sub_name}", out)
+
+
+def cli_reference() -> str:
+    """The markdown of ``docs/cli.md``."""
+    from thinkfast.cli import cli
+
+    out = ["# CLI reference", "", "Generated from the code by `python -m thinkfast.docsgen`; do not edit by hand.", ""]
+    _command_doc(cli, "thinkfast", out)
+    return "\n".join(out).rstrip() + "\n"
+
+
+PAGES = {"recipe-reference.md": recipe_reference, "cli.md": cli_reference}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the generated pages (``--check``: only report whether they are current)."""
+    argv = sys.argv[1:] if argv is None else argv
+    stale = []
+    for name, build in PAGES.items():
+        text = build()
+        path = DOCS / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale generated docs: {', '.join(stale)}; run `python -m thinkfast.docsgen`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
