@@ -1,0 +1,113 @@
+"""The command line as a user meets it: exit codes, messages, plugins from other packages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def thinkfast(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (python -m thinkfast, same interpreter)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "thinkfast", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    """The two fixture packages, pip-installed (with their entry points) into a private folder."""
+    site = tmp_path_factory.mktemp("site")
+    for package in ("thinkfast-example-aggregator", "thinkfast-broken-plugin"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+             "--target", str(site), str(FIXTURES / package)],
+            check=True, capture_output=True, timeout=300,
+        )
+    return site
+
+
+def test_help_documents_every_subcommand():
+    result = thinkfast("--help")
+    assert result.returncode == 0
+    for name in ("distill", "generate", "evaluate", "profile", "plugins", "recipe"):
+        assert name in result.stdout
+
+
+def test_validate_reports_each_problem_without_traceback(tmp_path):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(textwrap.dedent("""
+        [generate]
+        n_sampels = 4
+        temperature = "hot"
+
+        [[evaluate.aggregators]]
+        name = "majorty"
+    """))
+    result = thinkfast("recipe", "validate", str(recipe))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "3 errors" in result.stderr
+    assert f"{recipe}: generate.n_sampels: unknown key (did you mean 'n_samples'?)" in result.stderr
+    assert f"{recipe}: generate.temperature: expected a number, got 'hot'" in result.stderr
+    assert f"{recipe}: evaluate.aggregators[0].name: no aggregators plugin named 'majorty' " \
+           "(did you mean 'majority'?)" in result.stderr
+
+
+def test_validate_accepts_a_good_recipe_and_show_fills_defaults(tmp_path):
+    recipe = tmp_path / "good.toml"
+    recipe.write_text('[generate]\nn_samples = 4\n')
+    assert thinkfast("recipe", "validate", str(recipe)).returncode == 0
+    shown = thinkfast("recipe", "show", str(recipe), "--set", "run.seed=7")
+    assert shown.returncode == 0
+    assert "n_samples = 4" in shown.stdout and "seed = 7" in shown.stdout and "top_p = 1.0" in shown.stdout
+
+
+def test_bad_override_is_a_clean_error(tmp_path):
+    recipe = tmp_path / "good.toml"
+    recipe.write_text("")
+    result = thinkfast("recipe", "validate", str(recipe), "--set", "oops")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "KEY.PATH=VALUE" in result.stderr
+
+
+def test_third_party_aggregator_is_listed_and_selectable(plugin_site, tmp_path):
+    env = {"PYTHONPATH": str(plugin_site)}
+    listed = thinkfast("plugins", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    ours = [p for p in data["plugins"] if p["name"] == "first-answer"]
+    assert ours == [{"family": "aggregators", "name": "first-answer", "package": "thinkfast-example-aggregator",
+                     "version": "0.2.0", "module": "thinkfast_example_aggregator"}]
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[[evaluate.aggregators]]\nname = "first-answer"\noptions = { skip_empty = false }\n')
+    assert thinkfast("recipe", "validate", str(recipe), env=env).returncode == 0
+    # without the package it is an unknown name
+    assert thinkfast("recipe", "validate", str(recipe)).returncode == 2
+
+
+def test_broken_plugin_warns_and_the_cli_keeps_working(plugin_site):
+    result = thinkfast("plugins", "--json", env={"PYTHONPATH": str(plugin_site)})
+    assert result.returncode == 0
+    assert "warning: plugin broken = thinkfast_broken_plugin" in result.stderr
+    data = json.loads(result.stdout)
+    (error,) = data["load_errors"]
+    assert error["package"] == "thinkfast-broken-plugin" and "broken on purpose" in error["error"]
+    assert any(p["name"] == "majority" for p in data["plugins"])
+
+
+def test_allow_list_restricts_third_party_plugins(plugin_site):
+    env = {"PYTHONPATH": str(plugin_site), "THINKFAST_PLUGINS": ""}
+    data = json.loads(thinkfast("plugins", "--json", env=env).stdout)
+    assert not data["load_errors"]
+    assert {p["package"] for p in data["plugins"]} == {"thinkfast"}
+    env["THINKFAST_PLUGINS"] = "example_aggregator"
+    data = json.loads(thinkfast("plugins", "--json", env=env).stdout)
+    assert "first-answer" in {p["name"] for p in data["plugins"]} and not data["load_errors"]
