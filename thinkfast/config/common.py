@@ -74,4 +74,10 @@ class DataSpec:
     template: str = option("auto", "Prompt rendering: 'chat' (tokenizer chat template), 'plain', or 'auto' "
                            "(chat when the tokenizer has a template).", choices=("auto", "chat", "plain"))
     few_shot: int = option(0, "Number of worked examples put before each prompt.", min=0)
+    instruction: str = option("", "Text appended to each question telling the model how to mark its final "
+                              "answer; empty means the dataset plugin's own instruction.")
+    responses: str = option("", "Training responses from a `thinkfast generate` output file (samples.jsonl), "
+                            "joined to problems by `problem_id`; empty means the dataset's reference solutions.")
+    responses_filter: str = option("all", "Which teacher responses to train on: 'all', or 'correct' (the "
+                                   "extracted answer equals the reference).", choices=("all", "correct"))
     options: dict[str, Any] = option({}, "Options of the chosen dataset plugin (see the recipe reference).")

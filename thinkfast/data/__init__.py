@@ -1,1 +1,36 @@
-"""data."""
+"""Problems, dataset plugins, prompt rendering, tokenisation and packing.
+
+- :mod:`thinkfast.data.base`: :class:`Problem` and the :class:`DatasetPlugin` base class.
+- :mod:`thinkfast.data.answers`: final-answer extraction and normalisation per answer format.
+- :mod:`thinkfast.data.render`: prompts (chat template or plain) and training examples with loss masks.
+- :mod:`thinkfast.data.packing`: packing examples into fixed-length rows with document ids.
+- :mod:`thinkfast.data.files` / :mod:`thinkfast.data.hub`: reading local files and hub datasets.
+
+Core code reaches dataset plugins only through the registry; :func:`load_problems` is the one
+entry point the subcommands need.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from thinkfast.data.base import DatasetPlugin, Problem
+
+if TYPE_CHECKING:
+    from thinkfast.config.common import DataSpec
+
+__all__ = ["DatasetPlugin", "Problem", "get_plugin", "load_problems"]
+
+
+def get_plugin(spec: DataSpec) -> DatasetPlugin:
+    """The dataset plugin ``spec.dataset``, instantiated with ``spec.options``."""
+    from thinkfast.registry import get_registry
+
+    cls = get_registry().get("datasets", spec.dataset)
+    return cls(spec.options)
+
+
+def load_problems(spec: DataSpec) -> tuple[DatasetPlugin, list[Problem]]:
+    """The plugin named by ``spec`` and the problems it selects (path, split, offset, limit)."""
+    plugin = get_plugin(spec)
+    return plugin, plugin.load(spec)

@@ -1,0 +1,133 @@
+"""The dataset-plugin contract: :class:`Problem` records and the :class:`DatasetPlugin` base class.
+
+A dataset plugin is a :class:`DatasetPlugin` subclass registered under a name in the
+``datasets`` family. It turns a :class:`~thinkfast.config.common.DataSpec` (path, split,
+offset, limit, plugin options) into a list of :class:`Problem` records and knows how answers
+to its problems are written (``answer_format``), how to pull a final answer out of a model's
+text (:meth:`DatasetPlugin.extract_answer`) and, optionally, how to verify one
+(:meth:`DatasetPlugin.check`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from thinkfast.data import answers
+
+if TYPE_CHECKING:
+    from thinkfast.config.common import DataSpec
+
+ANSWER_FORMATS = answers.ANSWER_FORMATS
+
+
+@dataclass
+class Problem:
+    """One problem.
+
+    ``id`` is stable across runs (it does not depend on ``offset``/``limit``): generated samples
+    and teacher responses are joined to problems by it. ``answer`` is the reference final answer
+    as a string, normalised for its dataset's answer format. ``solution`` is a worked chain of
+    thought (without the final-answer line for GSM8K-style data) or None when the source has none.
+    """
+
+    id: str
+    question: str
+    answer: str
+    solution: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NoOptions:
+    """A plugin without options."""
+
+
+class DatasetPlugin:
+    """Base class of dataset plugins.
+
+    Subclasses set ``Options`` (a dataclass of ``thinkfast.config.option`` fields; the recipe
+    validator checks ``[... .data.options]`` against it), ``answer_format`` and
+    ``instruction``, and implement :meth:`read`. :meth:`load` applies ``offset`` and
+    ``limit`` lazily, so a generator-backed :meth:`read` only produces what is used.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    #: How reference answers and model answers are written: "gsm8k", "math" or "plain".
+    answer_format: ClassVar[str] = "plain"
+    #: Appended to every question: tells the model how to mark its final answer.
+    instruction: ClassVar[str] = "Solve the problem step by step. End with 'The answer is <answer>.'"
+
+    def __init__(self, options: Any = None):
+        """``options``: an ``Options`` instance, a dict of its fields (as a recipe gives it) or None."""
+        if options is None:
+            options = {}
+        if isinstance(options, dict):
+            from thinkfast.config.validate import from_dict
+
+            options = from_dict(self.Options, options, path="data.options")
+        self.options = options
+
+    # --- reading -----------------------------------------------------------------------------
+    def read(self, spec: DataSpec) -> Iterable[Problem]:
+        """Every problem of ``spec.split`` (from ``spec.path`` when set), in a fixed order."""
+        raise NotImplementedError
+
+    def load(self, spec: DataSpec) -> list[Problem]:
+        """Problems ``offset .. offset + limit`` (``limit`` 0: to the end) of ``read(spec)``."""
+        stop = spec.offset + spec.limit if spec.limit else None
+        return list(itertools.islice(iter(self.read(spec)), spec.offset, stop))
+
+    def iter_problems(self, spec: DataSpec) -> Iterator[Problem]:
+        """Like :meth:`load` but lazy."""
+        stop = spec.offset + spec.limit if spec.limit else None
+        return itertools.islice(iter(self.read(spec)), spec.offset, stop)
+
+    # --- answers -----------------------------------------------------------------------------
+    def extract_answer(self, text: str) -> str | None:
+        """The final answer written in a model's ``text``, normalised; None if there is none."""
+        return answers.extract_answer(text, self.answer_format)
+
+    def check(self, problem: Problem, text: str) -> bool | None:
+        """Programmatic verdict on ``text`` as an answer to ``problem``; None: no verifier here.
+
+        The default verifies numeric answer formats ("gsm8k") by exact numeric equality and
+        leaves the others (MATH expressions, free text) to the grader.
+        """
+        if self.answer_format != "gsm8k":
+            return None
+        return answers.answers_equal(self.extract_answer(text), problem.answer, self.answer_format)
+
+    def response_text(self, problem: Problem) -> str | None:
+        """The reference worked solution in the form :attr:`instruction` asks for, or None."""
+        return answers.format_response(problem.solution, problem.answer, self.answer_format)
+
+    # --- rendering ---------------------------------------------------------------------------
+    def prompt(self, problem: Problem, tokenizer: Any, template: str = "auto",
+               few_shot: Iterable[Problem] = (), instruction: str = "") -> str:
+        """The generation prompt for ``problem`` (see :func:`thinkfast.data.render.prompt_text`)."""
+        from thinkfast.data.render import prompt_text
+
+        return prompt_text(problem, tokenizer, template, list(few_shot), instruction or self.instruction,
+                           answer_format=self.answer_format)
+
+    def few_shot_problems(self, spec: DataSpec) -> list[Problem]:
+        """``spec.few_shot`` worked examples: the first problems with a solution in the train split.
+
+        They come from the same source (``spec.path`` if set). When ``spec.split`` is "train"
+        itself, the slice ``offset .. offset + limit`` that ``spec`` selects is skipped, so a
+        problem is never its own example.
+        """
+        if spec.few_shot == 0:
+            return []
+        train = dataclasses.replace(spec, split="train", offset=0, limit=0)
+        lo, hi = spec.offset, (spec.offset + spec.limit if spec.limit else None)
+
+        def outside(index: int) -> bool:
+            return spec.split != "train" or index < lo or (hi is not None and index >= hi)
+
+        shots = (p for i, p in enumerate(self.read(train)) if p.solution and outside(i))
+        return list(itertools.islice(shots, spec.few_shot))
