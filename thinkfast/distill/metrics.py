@@ -1,0 +1,79 @@
+"""The metrics log (``metrics.jsonl``) and the live progress display.
+
+``metrics.jsonl`` holds one JSON object per logged optimizer step:
+
+``stage`` (name), ``stage_index``, ``kind``, ``step`` (optimizer steps done in the stage),
+``global_step``, ``loss`` (mean over loss tokens, or over layers/heads for matrix/hidden),
+``lr``, ``grad_norm`` (before clipping), ``tokens`` (tokens consumed in the stage, all
+processes), ``tokens_per_s`` (over the logging window), ``elapsed_s`` (wall seconds since the
+run, or its resumption, started) and ``time`` (Unix seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class MetricsLog:
+    """Appends JSON lines to ``path``; on resume, drops lines logged after the checkpoint."""
+
+    def __init__(self, path: Path, *, resume_global_step: int | None = None):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_global_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("global_step", 0) <= resume_global_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every record of a ``metrics.jsonl`` file."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class ProgressDisplay:
+    """A rich progress bar per stage: step, loss, tokens/s, lr and ETA. Disabled: does nothing."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None):
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._console = console or Console(stderr=True)
+
+    def start_stage(self, label: str, total_steps: int, done: int = 0) -> None:
+        if not self.enabled:
+            return
+        self.close()
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+            TextColumn("lr {task.fields[lr]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=self._console, transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total_steps, completed=done, loss="-", tps="-", lr="-")
+
+    def update(self, step: int, loss: float, tokens_per_s: float, lr: float) -> None:
+        if self._progress is None or self._task is None:
+            return
+        self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:,.0f}",
+                              lr=f"{lr:.2e}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._task = None
