@@ -9,9 +9,47 @@ from thinkfast.config.fields import option
 
 @dataclass
 class ProfileSection:
-    """Throughput and memory over a batch x length grid."""
+    """Throughput and memory over a batch x length grid (every flag of `thinkfast profile` sets one key)."""
 
-    models: list[str] = option(["llama-3.2-1b", "llamba-1b"], "Built-in shapes, model directories or recipes.")
-    batch: list[int] = option([1, 64], "Batch sizes.")
-    seqlen: list[int] = option([1024], "Total lengths (prompt + generated).", unit="tokens")
-    repeats: int = option(5, "Timed repeats per cell (median reported).", min=1)
+    models: list[str] = option(
+        ["llama-3.2-1b", "llamba-1b", "hybrid-1b"],
+        "Built-in shapes (random weights: llama-3.2-1b, llamba-1b, hybrid-1b, their -3b and tiny- variants), "
+        "model directories or recipe files.")
+    batch: list[int] = option([1, 64, 512], "Batch sizes (decode slots).", unit="sequences")
+    seqlen: list[int] = option([1024, 8192], "Total lengths per sequence (prompt + generated).", unit="tokens")
+    prompt_len: int = option(0, "Prompt tokens of each length; 0 means seqlen - gen_len, or seqlen/4 if both are 0.",
+                             unit="tokens", min=0)
+    gen_len: int = option(0, "Generated tokens of each length; 0 means seqlen - prompt_len.", unit="tokens", min=0)
+    warmup: int = option(2, "Untimed calls before timing each measurement.", min=0)
+    repeats: int = option(5, "Timed repeats per measurement (the median is reported).", min=1)
+    decode_points: int = option(3, "Positions, evenly spaced over the generated range, at which a decode step is "
+                                   "timed; the step time is their trapezoidal average.", min=1, max=64)
+    cuda_graphs: bool = option(True, "Capture the decode step in a CUDA graph (GPU only; falls back to eager).")
+    memory_cap: str = option("", "Memory limit such as '40G' (GiB) or '40GB'; empty means the device's memory. "
+                                 "Cells estimated above it are skipped; going above it while running is an OOM.")
+    skip_estimated: bool = option(True, "Skip cells whose estimated memory exceeds the limit instead of trying them.")
+    bandwidth: float = option(0.0, "Device memory bandwidth for the bandwidth-bound fraction; 0 measures it with a "
+                                   "large device-to-device copy.", unit="GB/s", min=0.0)
+    baseline: str = option("", "Model the speedups are relative to; empty means the first all-attention model.")
+    plots: bool = option(True, "Write profile.png (decode tokens/s vs batch, one panel per length).")
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = []
+        if not self.models:
+            problems.append(("models", "empty; name at least one model, e.g. ['llama-3.2-1b', 'llamba-1b']"))
+        for key in ("batch", "seqlen"):
+            values = getattr(self, key)
+            if not values:
+                problems.append((key, "empty; give at least one size"))
+            elif any(v < 1 for v in values):
+                problems.append((key, f"{values} has a value below 1"))
+        if self.baseline and self.baseline not in self.models:
+            problems.append(("baseline", f"{self.baseline!r} is not one of models {self.models}"))
+        if self.memory_cap:
+            from thinkfast.profile.grid import parse_memory
+
+            try:
+                parse_memory(self.memory_cap)
+            except ValueError as exc:
+                problems.append(("memory_cap", str(exc)))
+        return problems
