@@ -1,0 +1,142 @@
+"""Pieces of `generate` that need no model: slot scheduling, stop strings, output files and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from thinkfast.errors import DataError, ThinkfastError
+from thinkfast.generate.output import (
+    SampleRecord,
+    SampleWriter,
+    check_settings,
+    merge_samples,
+    problem_seconds,
+    read_done,
+    shard_name,
+    write_json,
+)
+from thinkfast.generate.scheduler import SlotScheduler
+from thinkfast.generate.stops import StopChecker, cut_at_stop
+
+# ---------------------------------------------------------------- scheduler
+
+
+def test_scheduler_groups_by_request_and_refills():
+    sched = SlotScheduler(4, [(0, range(3)), (1, range(3)), (2, [1])])
+    first = sched.assign()
+    assert [(a.request, a.slots, a.sample_indices) for a in first] == [(0, (0, 1, 2), (0, 1, 2)), (1, (3,), (0,))]
+    assert sched.assign() == []  # nothing free
+    assert sched.release(1) == (0, 1)
+    assert sched.release(3) == (1, 0)
+    again = sched.assign()
+    # request 1 continues in a new group (a second prefill of the same prompt)
+    assert [(a.request, a.slots, a.sample_indices) for a in again] == [(1, (1, 3), (1, 2))]
+    for slot in (0, 1, 2, 3):
+        sched.release(slot)
+    assert [(a.request, a.slots, a.sample_indices) for a in sched.assign()] == [(2, (0,), (1,))]
+    assert not sched.idle
+    sched.release(0)
+    assert sched.idle
+
+
+def test_scheduler_runs_every_item_exactly_once():
+    items = [(r, range(r % 4 + 1)) for r in range(10)]
+    sched = SlotScheduler(3, items)
+    seen = []
+    while not sched.idle:
+        sched.assign()
+        slot = min(sched.running)  # finish one at a time
+        seen.append(sched.release(slot))
+    assert sorted(seen) == sorted((r, s) for r, samples in items for s in samples)
+
+
+# ---------------------------------------------------------------- stop strings
+
+
+def _decode(tokens):
+    """Tokens are code points; 0 is an 'invisible' special token."""
+    return "".join(chr(t) for t in tokens if t)
+
+
+def test_cut_at_stop_takes_the_earliest_stop():
+    assert cut_at_stop("abc\n\nQ: x", ["Q:", "\n\n"]) == "abc"
+    assert cut_at_stop("abc", ["\n\n"]) is None
+
+
+def test_stop_checker_finds_the_first_token_completing_a_stop():
+    checker = StopChecker(["END"], _decode)
+    tokens = [ord(c) for c in "xxENDyyEND"]
+    assert checker.first_stop(tokens, 0) == (5, "xx")
+    # already-checked prefix is skipped, but a stop spanning the boundary is still found
+    assert checker.first_stop(tokens, 4) == (5, "xx")
+    assert checker.first_stop(tokens[:4], 0) is None
+    assert not StopChecker([], _decode)
+    assert StopChecker(["", "x"], _decode).stops == ["x"]
+
+
+def test_stop_checker_window_covers_long_gaps():
+    checker = StopChecker(["\n\n"], _decode)
+    tokens = [ord("a")] * 100 + [ord("\n"), 0, 0, ord("\n"), ord("b")]
+    assert checker.first_stop(tokens, 101) == (104, "a" * 100)
+
+
+# ---------------------------------------------------------------- output files
+
+
+def _record(pid: str, i: int, seconds: float = 1.0) -> SampleRecord:
+    return SampleRecord(pid, i, f"text {pid} {i}", 3, "eos", "42", "gsm8k", seconds)
+
+
+def test_writer_appends_and_resume_reads_done(tmp_path):
+    with SampleWriter(tmp_path / "samples.jsonl") as w:
+        w.write(_record("p1", 0))
+        w.write(_record("p1", 1, 2.5))
+    with SampleWriter(tmp_path / "samples.jsonl") as w:  # re-open appends
+        w.write(_record("p2", 0))
+    done = read_done(tmp_path)
+    assert set(done) == {("p1", 0), ("p1", 1), ("p2", 0)}
+    assert done[("p1", 1)]["text"] == "text p1 1"
+    assert problem_seconds(done.values()) == {"p1": 3.5, "p2": 1.0}
+
+
+def test_a_torn_last_line_is_dropped_and_appending_continues(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    with SampleWriter(path) as w:
+        w.write(_record("p1", 0))
+    with path.open("a") as fh:
+        fh.write('{"problem_id": "p1", "sample_in')  # crash mid-write
+    assert set(read_done(tmp_path)) == {("p1", 0)}
+    with SampleWriter(path) as w:
+        w.write(_record("p1", 1))
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["sample_index"] for line in lines] == [0, 1]
+
+
+def test_a_corrupt_middle_line_names_the_file_and_line(tmp_path):
+    (tmp_path / "samples.jsonl").write_text('{"problem_id": "a", "sample_index": 0}\nnot json\n')
+    with pytest.raises(DataError, match=r"samples.jsonl:2"):
+        read_done(tmp_path)
+
+
+def test_merge_unions_shards_in_problem_order(tmp_path):
+    with SampleWriter(tmp_path / "samples.jsonl") as w:
+        w.write(_record("b", 1))
+    for rank, recs in enumerate([[_record("c", 0), _record("b", 0)], [_record("a", 0), _record("b", 1)]]):
+        with SampleWriter(tmp_path / shard_name(rank)) as w:
+            for r in recs:
+                w.write(r)
+    assert merge_samples(tmp_path, ["a", "b", "c"]) == 4
+    lines = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [(r["problem_id"], r["sample_index"]) for r in lines] == [("a", 0), ("b", 0), ("b", 1), ("c", 0)]
+    assert not list(tmp_path.glob("samples.rank*"))
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    settings = {"model": "m", "seed": 0, "temperature": 0.8}
+    check_settings(tmp_path, settings)  # nothing there yet
+    write_json(tmp_path / "run.json", {"settings": settings})
+    check_settings(tmp_path, dict(settings))
+    with pytest.raises(ThinkfastError, match=r"temperature: 0.8 -> 1.0.*--output-dir"):
+        check_settings(tmp_path, {**settings, "temperature": 1.0})

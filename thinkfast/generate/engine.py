@@ -1,0 +1,246 @@
+"""The batched sampler: prefill once per prompt, decode a fixed batch of slots, refill as slots free up.
+
+Shapes and state (``B`` = batch size = number of decode slots, ``T`` = max new tokens), all on
+the model's device:
+
+- ``tokens (B,) int64``: the last token of each slot, fed to the next step;
+- ``positions (B,) int64``: the index of that token in its sequence;
+- ``keys (B,)``, ``sample_indices (B,)``: the counters of the slot's work item (see
+  :mod:`thinkfast.generate.sampling`);
+- ``num_generated (B,) int64``: tokens generated so far (including the first, sampled from the prefill);
+- ``out (B, T) int64``: the generated tokens;
+- ``done (B,) bool`` / ``hit_eos (B,) bool``: finished rows (EOS or ``T`` tokens) and why.
+
+One decode step (:meth:`Engine._decode_step`) runs ``model.step`` on every slot, samples on the
+device, appends, and updates ``done`` for finished rows, all in place on fixed shapes with no host
+synchronisation; on CUDA it is captured once in a CUDA graph and replayed. Finished rows stay
+frozen (their position does not advance) until refilled. The host looks at ``done`` only every
+``check_every`` steps: it hands finished samples out, checks stop strings on the newly generated
+text, and prefills pending work into the free slots, so the batch stays full (continuous batching).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from thinkfast.errors import ThinkfastError
+from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
+from thinkfast.generate.scheduler import Assignment, SlotScheduler
+from thinkfast.generate.stops import StopChecker
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to sample from: ``prompt_ids (L,) int64`` (any device), its 32-bit ``key``,
+    and the sample indices still to generate for it."""
+
+    prompt_ids: torch.Tensor
+    key: int
+    sample_indices: tuple[int, ...]
+
+
+@dataclass
+class Finished:
+    """A finished sample. ``tokens`` are the generated ids (a final EOS included); ``stop_text``
+    is the decoded text cut before the stop string when ``finish_reason == "stop"``;
+    ``seconds`` is the wall time attributed to the sample."""
+
+    request: int
+    sample_index: int
+    tokens: list[int]
+    finish_reason: str
+    stop_text: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything fixed for one engine (it shapes the cache and the captured step).
+
+    ``max_seqlen`` (tokens) bounds prompt length + ``max_new_tokens``; ``check_every`` is the
+    number of decode steps between host checks; ``eos_ids`` end a sample when sampled.
+    """
+
+    batch_size: int
+    max_seqlen: int
+    max_new_tokens: int
+    sampling: SamplingParams
+    seed: int = 0
+    eos_ids: tuple[int, ...] = ()
+    check_every: int = 16
+    cuda_graphs: bool = True
+    dtype: torch.dtype | None = None
+    state_dtype: torch.dtype | None = None
+
+
+class Engine:
+    """Continuous-batching sampler over a ``ThinkfastLM``-like model.
+
+    The model provides ``allocate_cache(batch_size, max_seqlen, dtype=, state_dtype=)``,
+    ``prefill(prompt_ids (L,), cache, slots (n,)) -> logits (n, V)`` and
+    ``step(tokens (B,), positions (B,), cache) -> logits (B, V)`` (docs/architecture.md).
+    """
+
+    def __init__(self, model: torch.nn.Module, settings: EngineSettings, stop_checker: StopChecker | None = None):
+        self.model = model
+        self.settings = settings
+        self.stop_checker = stop_checker if stop_checker else None
+        self.device = next(model.parameters()).device
+        B, T = settings.batch_size, settings.max_new_tokens
+        if T >= settings.max_seqlen:
+            raise ThinkfastError(f"generate.max_new_tokens ({T}) leaves no room for a prompt in a "
+                                 f"{settings.max_seqlen}-token cache; lower generate.max_new_tokens")
+        kwargs = {}
+        if settings.dtype is not None:
+            kwargs["dtype"] = settings.dtype
+        if settings.state_dtype is not None:
+            kwargs["state_dtype"] = settings.state_dtype
+        self.cache = model.allocate_cache(B, settings.max_seqlen, **kwargs)
+        dev = self.device
+        self.tokens = torch.zeros(B, dtype=torch.long, device=dev)
+        self.positions = torch.zeros(B, dtype=torch.long, device=dev)
+        self.keys = torch.zeros(B, dtype=torch.long, device=dev)
+        self.sample_indices = torch.zeros(B, dtype=torch.long, device=dev)
+        self.num_generated = torch.zeros(B, dtype=torch.long, device=dev)
+        self.out = torch.zeros(B, T, dtype=torch.long, device=dev)
+        self.done = torch.ones(B, dtype=torch.bool, device=dev)
+        self.hit_eos = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.eos_ids = torch.tensor(settings.eos_ids, dtype=torch.long, device=dev)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        if settings.cuda_graphs and dev.type == "cuda":
+            self._capture()
+
+    # ------------------------------------------------------------------ device-side pieces
+
+    @torch.no_grad()
+    def _decode_step(self) -> None:
+        """One token for every slot, in place; finished rows are left unchanged. No host sync."""
+        s = self.settings
+        logits = self.model.step(self.tokens, self.positions, self.cache)  # (B, V)
+        uniforms = counter_uniform(s.seed, self.keys, self.sample_indices, self.num_generated)
+        nxt = sample_tokens(logits, uniforms, s.sampling)  # (B,)
+        live = ~self.done
+        col = self.num_generated.clamp(max=s.max_new_tokens - 1).unsqueeze(1)  # (B, 1)
+        kept = self.out.gather(1, col).squeeze(1)
+        self.out.scatter_(1, col, torch.where(live, nxt, kept).unsqueeze(1))
+        is_eos = (nxt.unsqueeze(1) == self.eos_ids).any(dim=1) & live
+        self.num_generated.add_(live.long())
+        self.hit_eos.logical_or_(is_eos)
+        self.done.logical_or_(is_eos | (self.num_generated >= s.max_new_tokens))
+        self.tokens.copy_(torch.where(live, nxt, self.tokens))
+        self.positions.add_(live.long())
+
+    def _capture(self) -> None:
+        """Record :meth:`_decode_step` in a CUDA graph (all slots are idle, so warm-up changes nothing that matters)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._decode_step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._decode_step()
+        self._graph = graph
+
+    def decode(self, steps: int) -> None:
+        """Run ``steps`` decode steps (graph replays on CUDA)."""
+        for _ in range(steps):
+            if self._graph is not None:
+                self._graph.replay()
+            else:
+                self._decode_step()
+
+    @torch.no_grad()
+    def _start(self, request: Request, assignment: Assignment) -> None:
+        """Prefill ``request``'s prompt once into the assigned slots and sample each slot's first token."""
+        s = self.settings
+        prompt = request.prompt_ids.to(self.device, torch.long)
+        if prompt.numel() + s.max_new_tokens > s.max_seqlen:
+            raise ThinkfastError(
+                f"a prompt of {prompt.numel()} tokens plus generate.max_new_tokens={s.max_new_tokens} exceeds the "
+                f"{s.max_seqlen}-token cache; lower generate.max_new_tokens or shorten the prompt template"
+            )
+        n = len(assignment.slots)
+        slots = torch.tensor(assignment.slots, dtype=torch.long, device=self.device)
+        samples = torch.tensor(assignment.sample_indices, dtype=torch.long, device=self.device)
+        keys = torch.full((n,), request.key, dtype=torch.long, device=self.device)
+        zero = torch.zeros(n, dtype=torch.long, device=self.device)
+        logits = self.model.prefill(prompt, self.cache, slots)  # (n, V)
+        first = sample_tokens(logits, counter_uniform(s.seed, keys, samples, zero), s.sampling)
+        is_eos = (first.unsqueeze(1) == self.eos_ids).any(dim=1)
+        self.tokens[slots] = first
+        self.positions[slots] = prompt.numel()
+        self.keys[slots] = keys
+        self.sample_indices[slots] = samples
+        self.num_generated[slots] = 1
+        self.out[slots, 0] = first
+        self.hit_eos[slots] = is_eos
+        self.done[slots] = is_eos | (s.max_new_tokens <= 1)
+
+    # ------------------------------------------------------------------ host loop
+
+    def generate(self, requests: Sequence[Request],
+                 on_progress: Callable[[int], None] | None = None) -> Iterator[Finished]:
+        """Run every request's samples; yield each sample as soon as the host sees it finish.
+
+        ``on_progress(tokens)`` is called after every check with the tokens generated since the last one.
+        """
+        s = self.settings
+        sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)))
+        checked = [0] * s.batch_size  # leading tokens of each slot known to be free of stop strings
+        seconds = [0.0] * s.batch_size
+        last_count = torch.zeros(s.batch_size, dtype=torch.long)
+        while not sched.idle:
+            tick = time.perf_counter()
+            for assignment in sched.assign():
+                self._start(requests[assignment.request], assignment)
+                for slot in assignment.slots:
+                    checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
+            self.decode(s.check_every)
+            busy = sorted(sched.running)
+            finished, counts = self._harvest(busy, checked)
+            share = (time.perf_counter() - tick) / max(len(busy), 1)
+            for slot in busy:
+                seconds[slot] += share
+            if on_progress is not None:
+                idx = torch.tensor(busy, dtype=torch.long)
+                on_progress(int((counts[idx] - last_count[idx]).sum()))
+                last_count[idx] = counts[idx]
+            if finished:
+                stopped = [slot for slot, item in finished.items() if item.finish_reason == "stop"]
+                if stopped:
+                    self.done[torch.tensor(stopped, device=self.device)] = True
+                for slot, item in finished.items():
+                    item.request, item.sample_index = sched.release(slot)
+                    item.seconds = seconds[slot]
+                    yield item
+
+    def _harvest(self, busy: list[int], checked: list[int]) -> tuple[dict[int, Finished], torch.Tensor]:
+        """One host sync: the samples that finished among ``busy`` slots (by slot), and every slot's token count."""
+        both = torch.cat([self.num_generated, self.done.long()]).cpu()  # the one sync per check
+        counts, done = both[: len(checked)], both[len(checked):].bool()
+        watch = busy if self.stop_checker else [b for b in busy if done[b]]
+        if not watch:
+            return {}, counts
+        width = int(counts[watch].max())
+        idx = torch.tensor(watch, dtype=torch.long, device=self.device)
+        rows = self.out[idx, :width].cpu().tolist()
+        eos = self.hit_eos[idx].cpu().tolist()
+        finished: dict[int, Finished] = {}
+        for slot, row, hit in zip(watch, rows, eos, strict=True):
+            tokens = row[: int(counts[slot])]
+            if self.stop_checker:
+                found = self.stop_checker.first_stop(tokens, checked[slot])
+                checked[slot] = len(tokens)
+                if found is not None:
+                    t, text = found
+                    finished[slot] = Finished(-1, -1, tokens[:t], "stop", text)
+                    continue
+            if done[slot]:
+                finished[slot] = Finished(-1, -1, tokens, "eos" if hit else "length")
+        return finished, counts

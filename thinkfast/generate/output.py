@@ -1,0 +1,160 @@
+"""The files ``generate`` writes: ``samples.jsonl``, ``run.json``, and resuming from them.
+
+``samples.jsonl`` gets one JSON object per finished sample, appended and flushed as soon as the
+sample ends, so an interrupted run loses at most the samples still in flight. Under
+``torchrun`` each rank appends to ``samples.rank<R>.jsonl`` and rank 0 merges every file into
+``samples.jsonl`` at the end. A re-run with the same output directory reads all of these,
+skips every ``(problem_id, sample_index)`` already present and generates only the rest;
+because sampling noise is keyed by (seed, problem, sample, token index), the result equals
+an uninterrupted run. ``run.json`` records the settings at the start (a re-run with other
+settings is refused) and the timings at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from thinkfast.errors import DataError, ThinkfastError
+
+SAMPLES = "samples.jsonl"
+RUN = "run.json"
+
+
+@dataclass
+class SampleRecord:
+    """One line of ``samples.jsonl``.
+
+    ``num_tokens`` counts generated tokens including a final EOS token; ``seconds`` is the
+    wall time attributed to this sample (its share of every decode interval it ran in plus its
+    share of its prompt's prefill).
+    """
+
+    problem_id: str
+    sample_index: int
+    text: str
+    num_tokens: int
+    finish_reason: str  # "eos" | "stop" | "length"
+    answer: str = ""
+    dataset: str = ""
+    seconds: float = 0.0
+
+
+def shard_name(rank: int) -> str:
+    return f"samples.rank{rank}.jsonl"
+
+
+def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
+    """Records of one samples file. An unterminated last line (a crash mid-write) is dropped,
+    and with ``repair`` also cut from the file so that appending continues cleanly."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    end = raw.rfind(b"\n") + 1
+    if end < len(raw) and repair:
+        with path.open("r+b") as fh:
+            fh.truncate(end)
+    records = []
+    for lineno, line in enumerate(raw[:end].decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); delete the line or use another "
+                            f"--output-dir") from None
+    return records
+
+
+def sample_files(out_dir: Path) -> list[Path]:
+    """``samples.jsonl`` plus any per-rank shard files, merged first."""
+    return [out_dir / SAMPLES, *sorted(out_dir.glob("samples.rank*.jsonl"))]
+
+
+def read_done(out_dir: Path, *, repair: bool = False) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every sample already written in ``out_dir``, keyed by ``(problem_id, sample_index)``."""
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in sample_files(out_dir):
+        for rec in _read_jsonl(path, repair=repair):
+            done.setdefault((str(rec["problem_id"]), int(rec["sample_index"])), rec)
+    return done
+
+
+class SampleWriter:
+    """Appends records to one samples file, flushing after every write."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _read_jsonl(path, repair=True)
+        self.path = path
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: SampleRecord) -> None:
+        self._fh.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> SampleWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def merge_samples(out_dir: Path, problem_order: Iterable[str]) -> int:
+    """Rewrite ``samples.jsonl`` as the union of all sample files, ordered by problem then sample index.
+
+    Shard files are removed after the merged file is in place (written to a temporary file and
+    renamed, so a crash never leaves a half-written ``samples.jsonl``). Returns the record count.
+    """
+    done = read_done(out_dir)
+    rank = {pid: i for i, pid in enumerate(problem_order)}
+    keys = sorted(done, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1]))
+    tmp = out_dir / (SAMPLES + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for key in keys:
+            fh.write(json.dumps(done[key], ensure_ascii=False) + "\n")
+    os.replace(tmp, out_dir / SAMPLES)
+    for shard in out_dir.glob("samples.rank*.jsonl"):
+        shard.unlink()
+    return len(keys)
+
+
+def problem_seconds(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Generation seconds per problem: the sum of its samples' attributed seconds."""
+    out: dict[str, float] = {}
+    for rec in records:
+        pid = str(rec["problem_id"])
+        out[pid] = out.get(pid, 0.0) + float(rec.get("seconds", 0.0))
+    return out
+
+
+def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume into ``out_dir`` if its ``run.json`` was written with other settings."""
+    path = out_dir / RUN
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text()).get("settings", {})
+    except json.JSONDecodeError:
+        return
+    changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise ThinkfastError(
+            f"{path}: this output directory holds samples generated with other settings ({details}); "
+            f"use another --output-dir, or delete {out_dir} to start over"
+        )
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically (temporary file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

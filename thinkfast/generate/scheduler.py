@@ -1,0 +1,70 @@
+"""Continuous batching: which (problem, sample) work item runs in which decode slot.
+
+Pending work is a queue of ``(request, sample_index)`` items in request order. Whenever slots
+are free, the scheduler hands out the next items, grouped by request so that each group
+costs one prefill whose state is copied into all of the group's slots. A request whose ``n``
+samples do not all fit now is continued later with another prefill of the same prompt.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One prefill: request ``request`` starts samples ``sample_indices`` in ``slots`` (same order)."""
+
+    request: int
+    slots: tuple[int, ...]
+    sample_indices: tuple[int, ...]
+
+
+class SlotScheduler:
+    """Tracks free slots and pending work items; never starts an item twice."""
+
+    def __init__(self, num_slots: int, samples_per_request: Iterable[tuple[int, Iterable[int]]]):
+        """``samples_per_request``: ``(request index, sample indices to run)`` pairs, in order."""
+        if num_slots < 1:
+            raise ValueError("num_slots must be >= 1")
+        self.num_slots = num_slots
+        self.pending: deque[tuple[int, int]] = deque(
+            (request, sample) for request, samples in samples_per_request for sample in samples
+        )
+        self.free: list[int] = list(range(num_slots))
+        self.running: dict[int, tuple[int, int]] = {}  # slot -> (request, sample index)
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is pending and no slot is running."""
+        return not self.pending and not self.running
+
+    def assign(self) -> list[Assignment]:
+        """Fill free slots (lowest first) with pending items; one :class:`Assignment` per request group."""
+        self.free.sort()
+        groups: list[Assignment] = []
+        slots: list[int] = []
+        samples: list[int] = []
+        current: int | None = None
+        while self.free and self.pending:
+            request, sample = self.pending[0]
+            if current is not None and request != current:
+                groups.append(Assignment(current, tuple(slots), tuple(samples)))
+                slots, samples = [], []
+            self.pending.popleft()
+            slot = self.free.pop(0)
+            self.running[slot] = (request, sample)
+            current = request
+            slots.append(slot)
+            samples.append(sample)
+        if slots:
+            groups.append(Assignment(current, tuple(slots), tuple(samples)))  # type: ignore[arg-type]
+        return groups
+
+    def release(self, slot: int) -> tuple[int, int]:
+        """Mark ``slot`` finished; returns the ``(request, sample index)`` it was running."""
+        item = self.running.pop(slot)
+        self.free.append(slot)
+        return item
