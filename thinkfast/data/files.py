@@ -1,0 +1,118 @@
+"""Reading records (one JSON object each) from local ``.jsonl``, ``.json`` and ``.parquet`` files.
+
+``data.path`` may name a file (read whatever the split) or a directory, in which case the files
+whose name carries the split as a separate word are read in name order: for split ``train``,
+``train.jsonl``, ``gsm8k_train.jsonl`` and ``main/train-00000-of-00001.parquet`` (the layout of a
+downloaded hub dataset) all match, ``train_1M-00000.parquet`` does not.
+
+Every record comes with its location (``file:line`` for JSON lines, ``file: record N`` for a
+JSON array, ``file: row N`` for parquet) so that errors can point at it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from thinkfast.errors import DataError
+
+SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def _matches_split(path: Path, split: str) -> bool:
+    return re.search(rf"(^|[-_./]){re.escape(split)}($|[-.])", path.name[: -len(path.suffix)]) is not None
+
+
+def resolve_files(path: str | Path, split: str) -> list[Path]:
+    """The files to read for ``split`` under ``path`` (a file, or a directory searched recursively)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data.path: {p} does not exist; point it at a .jsonl, .json or .parquet file or a "
+                        f"directory of them")
+    if p.is_file():
+        if p.suffix not in SUFFIXES:
+            raise DataError(f"data.path: {p} is not a .jsonl, .json or .parquet file")
+        return [p]
+    candidates = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SUFFIXES)
+    chosen = [f for f in candidates if _matches_split(f, split)]
+    if not chosen:
+        found = ", ".join(str(f.relative_to(p)) for f in candidates[:10]) or "no .jsonl/.json/.parquet files"
+        raise DataError(f"data.path: {p} has no file for split {split!r} (found: {found}); name the file "
+                        f"directly in data.path or set data.split")
+    return chosen
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
+                                f"one JSON object") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            yield where, record
+
+
+def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of objects (or {{\"data\": [...]}}); "
+                        f"for one object per line use a .jsonl file")
+    for i, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: record {i}: expected a JSON object, got {type(record).__name__}")
+        yield f"{path}: record {i}", record
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for unreadable files
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
+    row = 0
+    for batch in reader.iter_batches(batch_size=1024):
+        for record in batch.to_pylist():
+            yield f"{path}: row {row}", record
+            row += 1
+
+
+def iter_file(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(location, record)`` for every record of one file."""
+    if path.suffix == ".jsonl":
+        return _jsonl_records(path)
+    if path.suffix == ".json":
+        return _json_records(path)
+    return _parquet_records(path)
+
+
+def iter_records(path: str | Path, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(location, record)`` for every record of ``split`` under ``path``, files in name order."""
+    for file in resolve_files(path, split):
+        yield from iter_file(file)
+
+
+def field(record: dict[str, Any], key: str, where: str, option: str = "") -> str:
+    """``record[key]`` as a string; a :class:`DataError` naming the location when it is missing or empty."""
+    value = record.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        hint = f"; set data.options.{option} to the field that holds it" if option else ""
+        present = ", ".join(sorted(record)) or "none"
+        raise DataError(f"{where}: missing field {key!r} (fields present: {present}){hint}")
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{where}: field {key!r} must be a string or number, got {type(value).__name__}")
+    return str(value)

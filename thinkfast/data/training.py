@@ -1,0 +1,76 @@
+"""Training examples for a distillation stage: problems plus responses, tokenised with loss masks.
+
+The responses are the dataset's reference solutions (:meth:`DatasetPlugin.response_text`), or,
+when ``data.responses`` names a ``thinkfast generate`` output (``samples.jsonl``), the teacher's
+samples joined to the problems by ``problem_id`` (every sample of a problem becomes one example;
+``data.responses_filter = "correct"`` keeps only samples whose extracted answer equals the
+reference).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from thinkfast.config.common import DataSpec
+from thinkfast.data import load_problems
+from thinkfast.data.answers import answers_equal
+from thinkfast.data.base import DatasetPlugin, Problem
+from thinkfast.data.files import field, iter_file
+from thinkfast.data.render import resolve_template, training_example
+from thinkfast.errors import DataError
+
+
+def load_responses(path: str | Path) -> dict[str, list[str]]:
+    """``problem_id -> [text, ...]`` from a samples file (JSON lines with ``problem_id`` and ``text``)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"data.responses: {p} does not exist; point it at the samples.jsonl that "
+                        f"`thinkfast generate` wrote")
+    if p.suffix != ".jsonl":
+        raise DataError(f"data.responses: {p} is not a .jsonl file (expected a `thinkfast generate` samples.jsonl)")
+    responses: dict[str, list[str]] = defaultdict(list)
+    for where, record in iter_file(p):
+        responses[field(record, "problem_id", where)].append(field(record, "text", where))
+    return dict(responses)
+
+
+def response_pairs(plugin: DatasetPlugin, problems: list[Problem], spec: DataSpec) -> list[tuple[Problem, str]]:
+    """``(problem, response)`` pairs to train on (rules in the module docstring)."""
+    if not spec.responses:
+        pairs = [(p, r) for p in problems if (r := plugin.response_text(p)) is not None]
+        if problems and not pairs:
+            raise DataError(f"dataset {spec.dataset!r} has no reference solutions to train on; set "
+                            f"data.responses to a samples.jsonl from `thinkfast generate`")
+        return pairs
+    responses = load_responses(spec.responses)
+    pairs = []
+    for problem in problems:
+        for text in responses.get(problem.id, []):
+            if spec.responses_filter == "correct" and not answers_equal(
+                plugin.extract_answer(text), problem.answer, plugin.answer_format
+            ):
+                continue
+            pairs.append((problem, text))
+    if problems and not pairs:
+        raise DataError(f"data.responses: no sample in {spec.responses} matches a problem id of dataset "
+                        f"{spec.dataset!r} split {spec.split!r} (filter: {spec.responses_filter}); check that "
+                        f"the samples were generated from the same data selection")
+    return pairs
+
+
+def training_examples(spec: DataSpec, tokenizer: Any) -> list[tuple[list[int], list[bool]]]:
+    """``(input_ids, loss_mask)`` for every training pair ``spec`` selects, in problem order."""
+    plugin, problems = load_problems(spec)
+    if not problems:
+        raise DataError(f"dataset {spec.dataset!r} split {spec.split!r} gave no problems "
+                        f"(offset {spec.offset}, limit {spec.limit})")
+    template = resolve_template(spec.template, tokenizer)
+    shots = plugin.few_shot_problems(spec)
+    instruction = spec.instruction or plugin.instruction
+    return [
+        training_example(problem, response, tokenizer, template, shots, instruction,
+                         answer_format=plugin.answer_format)
+        for problem, response in response_pairs(plugin, problems, spec)
+    ]
