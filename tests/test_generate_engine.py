@@ -1,0 +1,128 @@
+"""The batched engine against the slow reference loop (full forward per token), token for token.
+
+Tiny random ThinkfastLMs in float64 (so cached and uncached logits agree far below any sampling
+boundary) of the three kinds: transformer, pure SSM and hybrid.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thinkfast.generate.engine import Engine, EngineSettings, Request
+from thinkfast.generate.reference import reference_sample
+from thinkfast.generate.sampling import SamplingParams
+from thinkfast.generate.stops import StopChecker
+from thinkfast.models.config import ModelConfig, SSMConfig
+from thinkfast.models.model import ThinkfastLM
+
+VOCAB = 48
+EOS = 5
+MIXERS = {
+    "transformer": ["attention"] * 2,
+    "pure": ["ssm"] * 2,
+    "hybrid": ["ssm", "attention", "ssm"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MIXERS))
+def model(request) -> ThinkfastLM:
+    torch.manual_seed(0)
+    ssm = SSMConfig(num_heads=4, head_dim=8, state_size=8, num_x_heads=2, num_b_groups=1, num_c_groups=1,
+                    chunk_size=4, gate=True, norm=True)
+    mixers = MIXERS[request.param]
+    config = ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_layers=len(mixers),
+                         num_heads=4, num_kv_heads=2, head_dim=8, mixers=mixers,
+                         ssm=ssm if "ssm" in mixers else None)
+    return ThinkfastLM(config, dtype=torch.float64).eval()
+
+
+def _requests(lengths=(3, 9, 5, 1, 6), samples=3) -> list[Request]:
+    gen = torch.Generator().manual_seed(1)
+    return [Request(torch.randint(6, VOCAB, (n,), generator=gen), 1000 + 7 * i, tuple(range(samples)))
+            for i, n in enumerate(lengths)]
+
+
+def _run(model, requests, *, batch_size, max_new=16, sampling=SamplingParams(), seed=3, eos=(EOS,),
+         stop_checker=None, check_every=4):
+    settings = EngineSettings(batch_size=batch_size, max_seqlen=max(len(r.prompt_ids) for r in requests) + max_new,
+                              max_new_tokens=max_new, sampling=sampling, seed=seed, eos_ids=eos,
+                              check_every=check_every)
+    engine = Engine(model, settings, stop_checker)
+    return {(f.request, f.sample_index): f for f in engine.generate(requests)}
+
+
+def _assert_matches_reference(model, requests, got, *, max_new=16, sampling=SamplingParams(), seed=3,
+                              eos=(EOS,), stop_checker=None):
+    expected = {(i, s) for i, r in enumerate(requests) for s in r.sample_indices}
+    assert set(got) == expected
+    for (i, s), item in got.items():
+        ref = reference_sample(model, requests[i].prompt_ids, requests[i].key, s, sampling=sampling, seed=seed,
+                               max_new_tokens=max_new, eos_ids=eos, stop_checker=stop_checker)
+        assert (item.tokens, item.finish_reason, item.stop_text) == (ref.tokens, ref.finish_reason, ref.stop_text), \
+            (i, s)
+
+
+def test_engine_matches_reference_with_eos_mid_batch_and_refill(model):
+    requests = _requests()
+    got = _run(model, requests, batch_size=4)  # 15 samples through 4 slots: many refills
+    _assert_matches_reference(model, requests, got)
+    reasons = {f.finish_reason for f in got.values()}
+    assert reasons == {"eos", "length"}  # rows finished at different steps while others kept going
+    assert all(f.seconds > 0 for f in got.values())
+
+
+@pytest.mark.parametrize("sampling", [
+    SamplingParams(temperature=0.7, top_k=10),
+    SamplingParams(temperature=1.3, top_p=0.8, min_p=0.02),
+])
+def test_engine_matches_reference_with_filters(model, sampling):
+    requests = _requests(lengths=(4, 2, 7), samples=2)
+    got = _run(model, requests, batch_size=3, sampling=sampling, check_every=1)
+    _assert_matches_reference(model, requests, got, sampling=sampling)
+
+
+def test_samples_do_not_depend_on_batch_size_or_check_interval(model):
+    requests = _requests(lengths=(4, 8), samples=3)
+    a = _run(model, requests, batch_size=2, check_every=16)
+    b = _run(model, requests, batch_size=6, check_every=3)
+    assert {k: v.tokens for k, v in a.items()} == {k: v.tokens for k, v in b.items()}
+    # sample indices, not slots, key the noise: resuming with only some indices gives the same samples
+    part = _run(model, [Request(r.prompt_ids, r.key, (2,)) for r in requests], batch_size=2)
+    assert all(part[(i, 2)].tokens == a[(i, 2)].tokens for i in range(len(requests)))
+
+
+def test_temperature_zero_is_greedy(model):
+    requests = _requests(lengths=(5, 3), samples=2)
+    got = _run(model, requests, batch_size=3, sampling=SamplingParams(temperature=0.0), eos=())
+    for i, r in enumerate(requests):
+        assert got[(i, 0)].tokens == got[(i, 1)].tokens  # no noise: every sample is the same
+        ids = r.prompt_ids.unsqueeze(0)
+        for tok in got[(i, 0)].tokens:  # each token is the argmax of a full forward
+            assert tok == int(model(ids).logits[0, -1].argmax())
+            ids = torch.cat([ids, torch.tensor([[tok]])], dim=1)
+
+
+def _letters(tokens) -> str:
+    return "".join("" if t == EOS else chr(ord("a") + t % 8) for t in tokens)
+
+
+def test_stop_strings_cut_at_the_first_token_completing_them(model):
+    checker = StopChecker(["cd", "hh"], _letters)
+    requests = _requests()
+    got = _run(model, requests, batch_size=5, stop_checker=checker, max_new=24, check_every=5)
+    _assert_matches_reference(model, requests, got, stop_checker=checker, max_new=24)
+    stopped = [f for f in got.values() if f.finish_reason == "stop"]
+    assert stopped and any(len(f.tokens) < 24 for f in stopped)
+    for f in stopped:
+        full = _letters(f.tokens)
+        assert full.startswith(f.stop_text)
+        assert full.endswith(("cd", "hh")) and "cd" not in full[:-1] and "hh" not in full[:-1]
+        assert f.stop_text == full[:-2]
+
+
+def test_first_token_eos_and_single_token_budget(model):
+    requests = _requests(lengths=(3, 4), samples=2)
+    got = _run(model, requests, batch_size=2, max_new=1)
+    assert all(len(f.tokens) == 1 and f.finish_reason in ("eos", "length") for f in got.values())
+    _assert_matches_reference(model, requests, got, max_new=1)
