@@ -1,8 +1,0 @@
-"""Built-in aggregators plugins."""
-
-from thinkfast.hookspecs import hookimpl
-
-
-@hookimpl
-def register_aggregators(register):
-    """Nothing registered yet."""

@@ -1,0 +1,188 @@
+"""Grading: extract each sample's answer, decide correctness and answer classes, cache the verdicts.
+
+For every problem:
+
+1. the dataset plugin's ``extract_answer(text)`` pulls out each sample's final answer;
+2. each distinct answer is compared with the reference, ``verify(gold, pred)`` in that order
+   (:mod:`thinkfast.evaluate.equivalence`; plain numbers are compared exactly without math-verify);
+3. answers are merged into equivalence classes: two correct answers are one class, a correct and
+   a wrong one are not, and pairs of wrong answers are checked with the same equivalence test
+   (so ``0.5``, ``1/2`` and ``\\frac{1}{2}`` vote together even when the reference is ``3``).
+
+Every verdict is appended to ``grades.jsonl`` in the output directory, keyed by dataset, the two
+answers and their order; a rerun reads it back and only checks what is new.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import numpy as np
+
+from thinkfast.evaluate.equivalence import Check, EquivalencePool, normalize_text
+from thinkfast.evaluate.graded import GradedProblem
+from thinkfast.evaluate.runs import ProblemSamples
+
+#: ``extract(dataset_name, text) -> answer or None``.
+Extractor = Callable[[str, str], "str | None"]
+
+_PLAIN_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def _plain_number(text: str) -> Decimal | None:
+    s = normalize_text(text)
+    if not _PLAIN_NUMBER.fullmatch(s):
+        return None
+    try:
+        return Decimal(s.replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def quick_equal(gold: str, pred: str) -> bool | None:
+    """Decide without math-verify when possible: equal text, or two plain decimal numbers; else None."""
+    if normalize_text(gold) == normalize_text(pred):
+        return True
+    a, b = _plain_number(gold), _plain_number(pred)
+    if a is not None and b is not None:
+        return a == b
+    return None
+
+
+class GradeCache:
+    """Append-only JSONL cache of equivalence verdicts: ``{"dataset", "gold", "pred", "equal", "status"}``."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.verdicts: dict[tuple[str, str, str], Check] = {}
+        if path is not None and path.is_file():
+            with path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        r = json.loads(line)
+                        self.verdicts[(r["dataset"], r["gold"], r["pred"])] = Check(bool(r["equal"]), r["status"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue  # a line cut short by an interrupted run: check that pair again
+
+    def get(self, key: tuple[str, str, str]) -> Check | None:
+        return self.verdicts.get(key)
+
+    def add(self, items: dict[tuple[str, str, str], Check]) -> None:
+        """Remember ``items`` and append them to the file."""
+        self.verdicts.update(items)
+        if self.path is None or not items:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            for (dataset, gold, pred), check in items.items():
+                fh.write(json.dumps({"dataset": dataset, "gold": gold, "pred": pred,
+                                     "equal": check.equal, "status": check.status}) + "\n")
+
+
+class _UnionFind:
+    def __init__(self, size: int):
+        self.parent = list(range(size))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+
+class Grader:
+    """Grades problems with an answer extractor, an :class:`EquivalencePool` and a :class:`GradeCache`."""
+
+    def __init__(self, extract: Extractor, pool: EquivalencePool, cache: GradeCache | None = None):
+        self.extract = extract
+        self.pool = pool
+        self.cache = cache if cache is not None else GradeCache(None)
+        self.counts: Counter[str] = Counter()  # verdict sources: quick, cached, and pool statuses
+
+    def _resolve(self, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Check]:
+        """Verdicts for ``(dataset, gold, pred)`` keys: fast path, cache, then the pool."""
+        out: dict[tuple[str, str, str], Check] = {}
+        todo = []
+        for key in keys:
+            quick = quick_equal(key[1], key[2])
+            cached = self.cache.get(key)
+            if quick is not None:
+                out[key] = Check(quick)
+                self.counts["quick"] += 1
+            elif cached is not None:
+                out[key] = cached
+                self.counts["cached"] += 1
+            else:
+                todo.append(key)
+        todo.sort()
+        fresh = dict(zip(todo, self.pool.check([(gold, pred) for _, gold, pred in todo]), strict=True))
+        self.counts.update(check.status for check in fresh.values())
+        self.cache.add(fresh)
+        out.update(fresh)
+        return out
+
+    def grade(self, problems: list[ProblemSamples]) -> list[GradedProblem]:
+        """Grade every problem; two batched rounds of checks (vs reference, then wrong vs wrong)."""
+        extracted = [[self._safe_extract(p.dataset, t) for t in p.texts] for p in problems]
+        distinct = [sorted({a for a in answers if a is not None}) for answers in extracted]
+
+        ref_keys = {(p.dataset, p.reference, a) for p, answers in zip(problems, distinct, strict=True) for a in answers}
+        ref = self._resolve(ref_keys)
+        pair_keys = set()
+        for p, answers in zip(problems, distinct, strict=True):
+            wrong = [a for a in answers if not ref[(p.dataset, p.reference, a)].equal]
+            pair_keys.update((p.dataset, a, b) for i, a in enumerate(wrong) for b in wrong[i + 1:])
+        pairs = self._resolve(pair_keys)
+        return [self._assemble(p, answers, names, ref, pairs)
+                for p, answers, names in zip(problems, extracted, distinct, strict=True)]
+
+    def _safe_extract(self, dataset: str, text: str) -> str | None:
+        try:
+            answer = self.extract(dataset, text)
+        except Exception:  # garbage text must not take the run down
+            self.counts["extract_error"] += 1
+            return None
+        return answer if answer is None or answer.strip() else None
+
+    @staticmethod
+    def _assemble(p: ProblemSamples, answers: list[str | None], names: list[str],
+                  ref: dict[tuple[str, str, str], Check], pairs: dict[tuple[str, str, str], Check]) -> GradedProblem:
+        is_correct = [ref[(p.dataset, p.reference, a)].equal for a in names]
+        uf = _UnionFind(len(names))
+        correct_ids = [i for i, c in enumerate(is_correct) if c]
+        for i in correct_ids[1:]:
+            uf.union(correct_ids[0], i)
+        for i, a in enumerate(names):
+            for j in range(i + 1, len(names)):
+                if not is_correct[i] and not is_correct[j] and pairs[(p.dataset, a, names[j])].equal:
+                    uf.union(i, j)
+        frequency = Counter(a for a in answers if a is not None)
+        roots = sorted({uf.find(i) for i in range(len(names))},
+                       key=lambda r: -sum(frequency[names[i]] for i in range(len(names)) if uf.find(i) == r))
+        class_of_root = {r: c for c, r in enumerate(roots)}
+        class_of_name = {a: class_of_root[uf.find(i)] for i, a in enumerate(names)}
+        class_answers = [""] * len(roots)
+        for c in range(len(roots)):
+            members = [a for a in names if class_of_name[a] == c]
+            class_answers[c] = max(members, key=lambda a: (frequency[a], -len(a)))
+        classes = np.array([class_of_name[a] if a is not None else -1 for a in answers], dtype=np.int64)
+        class_correct = np.zeros(len(roots), dtype=bool)
+        for a, c in class_of_name.items():
+            class_correct[c] |= is_correct[names.index(a)]
+        correct = np.append(class_correct, False)[classes] if len(answers) else np.zeros(0, dtype=bool)
+        return GradedProblem(
+            problem_id=p.problem_id, dataset=p.dataset, reference=p.reference, question=p.question,
+            texts=list(p.texts), answers=answers, classes=classes, correct=correct,
+            class_answers=class_answers, class_correct=class_correct,
+            num_tokens=np.asarray(p.num_tokens, dtype=np.int64),
+        )

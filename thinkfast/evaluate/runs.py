@@ -1,0 +1,119 @@
+"""Reading what ``thinkfast generate`` writes: ``samples.jsonl`` and ``run.json`` in one run directory.
+
+``samples.jsonl`` holds one JSON object per sample with ``problem_id``, ``sample_index``, ``text``,
+``num_tokens``, ``finish_reason``, ``answer`` (the reference) and ``dataset``; an optional
+``question`` (the problem statement) is used by aggregators that score text with a model.
+``run.json`` holds the model name and ``problem_seconds`` (problem id -> seconds spent
+generating that problem's samples). See docs/architecture.md, "Files between subcommands".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinkfast.errors import DataError
+
+REQUIRED_SAMPLE_KEYS = ("problem_id", "sample_index", "text", "answer", "dataset")
+
+
+@dataclass
+class ProblemSamples:
+    """All samples of one problem, ordered by ``sample_index``."""
+
+    problem_id: str
+    dataset: str
+    reference: str
+    question: str
+    texts: list[str]
+    num_tokens: list[int]
+    finish_reasons: list[str]
+
+
+@dataclass
+class Run:
+    """One model's generation run: its label, problems, and timing metadata from ``run.json``."""
+
+    label: str
+    path: Path
+    problems: list[ProblemSamples]
+    problem_seconds: dict[str, float]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        """Samples per problem (the smallest count if problems differ)."""
+        return min((len(p.texts) for p in self.problems), default=0)
+
+
+def _label(meta: dict[str, Any], run_dir: Path) -> str:
+    model = str(meta.get("model") or "").rstrip("/")
+    if model:
+        return Path(model).name  # hub id or path: its last component
+    return run_dir.resolve().name
+
+
+def read_samples(path: Path) -> list[ProblemSamples]:
+    """Group ``samples.jsonl`` by problem; :class:`DataError` names the file and line of a bad record."""
+    groups: dict[str, dict[str, Any]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            missing = [k for k in REQUIRED_SAMPLE_KEYS if k not in record]
+            if missing:
+                raise DataError(f"{where}: missing key(s) {', '.join(missing)}; a sample needs "
+                                f"{', '.join(REQUIRED_SAMPLE_KEYS)} (see docs/architecture.md)")
+            pid = str(record["problem_id"])
+            group = groups.setdefault(pid, {"dataset": str(record["dataset"]), "answer": str(record["answer"]),
+                                            "question": str(record.get("question") or ""), "samples": {}})
+            if str(record["answer"]) != group["answer"]:
+                raise DataError(f"{where}: problem {pid!r} has reference {record['answer']!r} here but "
+                                f"{group['answer']!r} on an earlier line; one problem has one reference")
+            index = record["sample_index"]
+            if not isinstance(index, int) or index in group["samples"]:
+                raise DataError(f"{where}: sample_index {index!r} of problem {pid!r} is not a new integer")
+            group["samples"][index] = record
+    if not groups:
+        raise DataError(f"{path}: no samples; run `thinkfast generate` first or check the path")
+    problems = []
+    for pid, group in groups.items():
+        ordered = [group["samples"][i] for i in sorted(group["samples"])]
+        problems.append(ProblemSamples(
+            problem_id=pid, dataset=group["dataset"], reference=group["answer"], question=group["question"],
+            texts=[str(r["text"]) for r in ordered],
+            num_tokens=[int(r.get("num_tokens") or 0) for r in ordered],
+            finish_reasons=[str(r.get("finish_reason") or "") for r in ordered],
+        ))
+    return problems
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Read one generation output directory (``samples.jsonl`` + ``run.json``)."""
+    run_dir = Path(run_dir)
+    samples_path = run_dir / "samples.jsonl"
+    if not samples_path.is_file():
+        raise DataError(f"{run_dir}: no samples.jsonl here; pass a directory written by `thinkfast generate`")
+    meta: dict[str, Any] = {}
+    meta_path = run_dir / "run.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{meta_path}: not valid JSON ({exc.msg})") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{meta_path}: expected a JSON object")
+    seconds = meta.get("problem_seconds") or {}
+    if not isinstance(seconds, dict) or not all(isinstance(v, (int, float)) for v in seconds.values()):
+        raise DataError(f"{meta_path}: problem_seconds must map problem ids to seconds (numbers)")
+    return Run(label=_label(meta, run_dir), path=run_dir, problems=read_samples(samples_path),
+               problem_seconds={str(k): float(v) for k, v in seconds.items()}, meta=meta)
