@@ -1,0 +1,81 @@
+"""Causal self-attention mixer (Llama: RoPE incl. Llama-3 scaling, GQA, static KV cache)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from thinkfast.errors import ThinkfastError
+from thinkfast.kernels import Kernels
+from thinkfast.kernels.reference import attention_probs
+from thinkfast.models.cache import AttentionCache
+from thinkfast.models.config import ModelConfig
+from thinkfast.models.layers import RotaryEmbedding
+
+
+class Attention(nn.Module):
+    """Multi-head attention with ``num_kv_heads`` key/value heads; takes the *normed* block input."""
+
+    def __init__(self, config: ModelConfig, *, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype, "bias": config.attention_bias}
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.scale = self.head_dim**-0.5
+        self.q_proj = nn.Linear(config.hidden_size, self.num_heads * self.head_dim, **kw)
+        self.k_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, **kw)
+        self.v_proj = nn.Linear(config.hidden_size, self.num_kv_heads * self.head_dim, **kw)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, **kw)
+        self.rotary = RotaryEmbedding(self.head_dim, config.rope_theta, config.rope_scaling, device=device)
+        self.kernels = Kernels.reference()
+
+    def _qkv(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` ``(..., L, D)`` -> rotated ``q`` ``(..., L, H, Dh)``, ``k`` and ``v`` ``(..., L, Hkv, Dh)``."""
+        shape = x.shape[:-1]
+        q = self.q_proj(x).view(*shape, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(*shape, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(*shape, self.num_kv_heads, self.head_dim)
+        return self.rotary(q, positions), self.rotary(k, positions), v
+
+    @staticmethod
+    def _positions(x: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+        if position_ids is not None:
+            return position_ids
+        return torch.arange(x.shape[1], device=x.device)[None]
+
+    def forward(self, x: torch.Tensor, seq_idx: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, L, D)``, ``seq_idx`` ``(B, L)`` segment index, ``position_ids`` ``(B, L)`` -> ``(B, L, D)``."""
+        q, k, v = self._qkv(x, self._positions(x, position_ids))
+        out = self.kernels.attention.attention_prefill(q, k, v, scale=self.scale, seq_idx=seq_idx)
+        return self.o_proj(out.flatten(-2))
+
+    def attention_matrix(self, x: torch.Tensor, seq_idx: torch.Tensor | None = None,
+                         position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal softmax probabilities ``(B, H, L, L)`` float32 for the normed input ``x`` ``(B, L, D)``."""
+        q, k, _ = self._qkv(x, self._positions(x, position_ids))
+        return attention_probs(q, k, scale=self.scale, seq_idx=seq_idx)
+
+    def allocate_cache(self, batch_size: int, max_seqlen: int, *, dtype: torch.dtype,
+                       state_dtype: torch.dtype, device: torch.device) -> AttentionCache:
+        shape = (batch_size, max_seqlen, self.num_kv_heads, self.head_dim)
+        return AttentionCache(k=torch.zeros(shape, dtype=dtype, device=device),
+                              v=torch.zeros(shape, dtype=dtype, device=device))
+
+    def prefill(self, x: torch.Tensor, cache: AttentionCache, slots: torch.Tensor) -> torch.Tensor:
+        """One prompt ``x`` ``(1, L, D)``: output ``(1, L, D)``; its keys/values go to ``cache[slots, :L]``."""
+        length = x.shape[1]
+        if length > cache.k.shape[1]:
+            raise ThinkfastError(f"a prompt of {length} tokens does not fit a cache of {cache.k.shape[1]} "
+                                 f"positions; raise the maximum sequence length")
+        q, k, v = self._qkv(x, self._positions(x, None))
+        cache.k[slots, :length] = k.to(cache.k.dtype)
+        cache.v[slots, :length] = v.to(cache.v.dtype)
+        out = self.kernels.attention.attention_prefill(q, k, v, scale=self.scale)
+        return self.o_proj(out.flatten(-2))
+
+    def step(self, x: torch.Tensor, positions: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
+        """One token per slot: ``x`` ``(B, D)`` at ``positions`` ``(B,)`` -> ``(B, D)``; writes the KV cache."""
+        q, k, v = self._qkv(x[:, None], positions[:, None])
+        out = self.kernels.attention.attention_decode(
+            q[:, 0], k[:, 0], v[:, 0], cache.k, cache.v, positions, scale=self.scale)
+        return self.o_proj(out.flatten(-2))

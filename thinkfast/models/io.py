@@ -1,0 +1,69 @@
+"""Model directories: ``config.json`` (:class:`ModelConfig`) + ``model.safetensors`` + tokenizer files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkfast.errors import ModelLoadError
+from thinkfast.models.config import ModelConfig
+from thinkfast.models.model import ThinkfastLM
+from thinkfast.models.teacher import finalize_loaded, is_thinkfast_dir
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def save_model(model: ThinkfastLM, tokenizer: Any, directory: str | Path) -> Path:
+    """Write ``model`` (and ``tokenizer``, if not ``None``) to ``directory`` (created); returns the path.
+
+    Weights keep their dtype; a tied LM head is stored once (as ``embed_tokens.weight``).
+    """
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("lm_head.weight", None)
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt", "producer": "thinkfast"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    return out
+
+
+def load_model(directory: str | Path, *, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None, with_tokenizer: bool = True) -> tuple[ThinkfastLM, Any]:
+    """Read a directory written by :func:`save_model`; returns ``(model, tokenizer or None)``.
+
+    ``dtype``/``device`` convert after loading (default: as saved, on CPU). Bit-exact round trip.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(directory)
+    if not is_thinkfast_dir(path):
+        raise ModelLoadError(f"{path} is not a thinkfast model directory ({CONFIG_FILE} with \"format\": "
+                             f"\"thinkfast\" is missing); save one with `thinkfast distill` or give a teacher")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise ModelLoadError(f"{path / WEIGHTS_FILE} is missing")
+    config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
+    state = load_file(str(path / WEIGHTS_FILE), device=str(device) if device is not None else "cpu")
+    model = ThinkfastLM(config, device="meta")
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not (config.tie_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise ModelLoadError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    model = finalize_loaded(model)
+    if dtype is not None:
+        model = model.to(dtype)
+    tokenizer = None
+    if with_tokenizer and any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        from thinkfast.models.teacher import load_tokenizer
+
+        tokenizer = load_tokenizer(str(path))
+    return model, tokenizer

@@ -1,0 +1,157 @@
+"""``ThinkfastLM``: a Llama-style stack of blocks whose mixers are attention or Mamba-2 (SSD), chosen per layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from thinkfast.kernels import Kernels
+from thinkfast.models.attention import Attention
+from thinkfast.models.cache import InferenceCache
+from thinkfast.models.config import ModelConfig
+from thinkfast.models.layers import RMSNorm, SwiGLU
+from thinkfast.models.ssm import SSMMixer
+
+
+def segment_index(doc_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """Document ids ``(B, L)`` -> non-decreasing int32 segment index ``(B, L)`` that grows at each change of id."""
+    if doc_ids is None:
+        return None
+    changes = torch.zeros_like(doc_ids, dtype=torch.int32)
+    changes[:, 1:] = (doc_ids[:, 1:] != doc_ids[:, :-1]).to(torch.int32)
+    return torch.cumsum(changes, dim=1, dtype=torch.int32)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``h = x + mixer(norm(x)); out = h + mlp(norm(h))``, ``(B, L, D) -> (B, L, D)``."""
+
+    def __init__(self, config: ModelConfig, layer_idx: int, *, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.layer_idx = layer_idx
+        self.kind = config.mixers[layer_idx]
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.mixer: Attention | SSMMixer = (Attention if self.kind == "attention" else SSMMixer)(config, **kw)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.mlp_bias, **kw)
+
+    def forward(self, x: torch.Tensor, doc_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, *, seq_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, L, D)``; ``doc_ids`` ``(B, L)`` (or a precomputed ``seq_idx``); ``position_ids`` ``(B, L)``."""
+        if seq_idx is None:
+            seq_idx = segment_index(doc_ids)
+        h = x + self.mixer(self.input_layernorm(x), seq_idx, position_ids)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+    def prefill(self, x: torch.Tensor, cache, slots: torch.Tensor) -> torch.Tensor:
+        h = x + self.mixer.prefill(self.input_layernorm(x), cache, slots)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+    def step(self, x: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        h = x + self.mixer.step(self.input_layernorm(x), positions, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+@dataclass
+class LMOutput:
+    """``logits`` ``(B, L, V)``; ``hidden_states``: ``num_layers + 1`` tensors ``(B, L, D)`` (each layer's
+    input, then the last layer's output, before the final norm) when requested, else ``None``."""
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class ThinkfastLM(nn.Module):
+    """Causal LM: embeddings, ``num_layers`` :class:`Block` s, final RMSNorm, LM head (tied or not).
+
+    Construct with random weights (``Linear``/``Embedding`` ~ N(0, 0.02), SSM parameters as Mamba-2) on any
+    ``device``/``dtype``; ``device="meta"`` allocates nothing (for parameter counts).
+    """
+
+    def __init__(self, config: ModelConfig, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, kernels: Kernels | None = None):
+        super().__init__()
+        self.config = config
+        kw = {"device": device, "dtype": dtype}
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, **kw)
+        self.layers = nn.ModuleList(Block(config, i, **kw) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, **kw)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, **kw)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self._init_dense_weights()
+        self.set_kernels(kernels or Kernels.reference())
+
+    @torch.no_grad()
+    def _init_dense_weights(self, std: float = 0.02) -> None:
+        if self.embed_tokens.weight.device.type == "meta":
+            return
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.normal_(0.0, std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+
+    # --- kernels ---------------------------------------------------------------------------
+    def set_kernels(self, kernels: Kernels) -> ThinkfastLM:
+        """Use ``kernels`` (see :func:`thinkfast.kernels.select_kernels`) in every mixer; returns ``self``."""
+        self.kernels = kernels
+        for block in self.layers:
+            block.mixer.kernels = kernels
+        return self
+
+    # --- training / scoring ----------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False) -> LMOutput:
+        """``input_ids`` ``(B, L)`` long; ``doc_ids`` ``(B, L)`` long marks packed documents (no attention
+        or state crosses a change of id; positions keep counting, which RoPE's relativity makes harmless)."""
+        seq_idx = segment_index(doc_ids)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        x = self.embed_tokens(input_ids)
+        hidden = [x] if output_hidden_states else None
+        for block in self.layers:
+            x = block(x, position_ids=positions, seq_idx=seq_idx)
+            if hidden is not None:
+                hidden.append(x)
+        logits = self.lm_head(self.norm(x))
+        return LMOutput(logits=logits, hidden_states=tuple(hidden) if hidden is not None else None)
+
+    # --- inference -------------------------------------------------------------------------
+    def allocate_cache(self, batch_size: int, max_seqlen: int, *, dtype: torch.dtype | None = None,
+                       state_dtype: torch.dtype = torch.float32,
+                       device: torch.device | str | None = None) -> InferenceCache:
+        """Per-layer caches for ``batch_size`` slots of ``max_seqlen`` tokens.
+
+        ``dtype`` (KV cache and conv state) defaults to the model's; ``state_dtype`` is the SSM state's.
+        """
+        param = self.embed_tokens.weight
+        dtype = dtype or param.dtype
+        device = torch.device(device) if device is not None else param.device
+        layers = [block.mixer.allocate_cache(batch_size, max_seqlen, dtype=dtype, state_dtype=state_dtype,
+                                             device=device) for block in self.layers]
+        return InferenceCache(layers=layers, batch_size=batch_size, max_seqlen=max_seqlen)
+
+    def prefill(self, prompt_ids: torch.Tensor, cache: InferenceCache, slots: torch.Tensor) -> torch.Tensor:
+        """Run one prompt ``(L,)`` once, store its state in every slot of ``slots`` ``(n,)``; returns the
+        next-token logits ``(n, V)`` (the same row ``n`` times)."""
+        x = self.embed_tokens(prompt_ids[None])
+        for block, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = block.prefill(x, layer_cache, slots)
+        logits = self.lm_head(self.norm(x[:, -1]))  # (1, V)
+        return logits.expand(slots.shape[0], -1)
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """Decode one token per slot: ``tokens`` ``(B,)`` at ``positions`` ``(B,)`` -> logits ``(B, V)``.
+
+        Fixed shapes and no host synchronisation, so it can be captured in a CUDA graph.
+        """
+        x = self.embed_tokens(tokens)
+        for block, layer_cache in zip(self.layers, cache.layers, strict=True):
+            x = block.step(x, positions, layer_cache)
+        return self.lm_head(self.norm(x))
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters())
