@@ -31,7 +31,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 from thinkfast.errors import ThinkfastError
 
@@ -176,13 +181,22 @@ def read_position(path: Path) -> Position:
                               f"to start over") from None
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
-    """Load model, optimizer, scheduler and this process's RNG state from ``path`` (every process calls it)."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None) -> None:
+    """Load model, optimizer, scheduler and this process's RNG state from ``path`` (every process calls it).
+
+    With ``optimizer`` None only the model weights and RNG states load (a checkpoint taken at the
+    boundary between two stages, whose optimizer belonged to the finished stage).
+    """
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                   options=options)
-    scheduler.load_state_dict(state["scheduler"])
+    if optimizer is None:
+        set_model_state_dict(model, state["model"], options=options)
+    else:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                       options=options)
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
     rngs = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
     rank = _rank()
     if rank >= len(rngs):

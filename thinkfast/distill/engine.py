@@ -1,0 +1,188 @@
+"""``thinkfast distill``: load the teacher, build the student, run the stages, save the student.
+
+Outputs, under the run's output directory:
+
+- ``checkpoints/``: resumable checkpoints (see :mod:`thinkfast.distill.checkpoint`);
+- ``metrics.jsonl``: one line per logged step (see :mod:`thinkfast.distill.metrics`);
+- ``student/``: the final student as a model directory (``config.json``, ``model.safetensors``,
+  tokenizer files) that ``generate``, ``evaluate`` and ``profile`` load;
+- ``recipe.toml``: the resolved recipe the run used.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute
+
+from thinkfast.data.packing import PackedLoader, TokenizedCorpus
+from thinkfast.data.training import training_examples
+from thinkfast.distill import checkpoint as ckpt
+from thinkfast.distill.config import StageSection
+from thinkfast.distill.distributed import DistContext, init_distributed, shard_student, shutdown_distributed
+from thinkfast.distill.metrics import MetricsLog, ProgressDisplay
+from thinkfast.distill.trainer import StepCallback, TrainContext, train_stage
+from thinkfast.errors import EngineUnavailableError, RecipeError
+
+STUDENT_DIR = "student"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
+
+
+def compute_dtypes(dtype_name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
+    """``(teacher weight dtype, autocast dtype or None)`` for ``run.dtype`` on ``device``.
+
+    The student keeps float32 master weights; on a GPU it computes under bfloat16 autocast and
+    the teacher is stored and run in bfloat16 too. On the CPU everything is float32 unless
+    ``run.dtype = "bfloat16"``.
+    """
+    if dtype_name == "float16":
+        raise RecipeError(["run.dtype: 'float16' training is not supported (no loss scaling); use 'bfloat16'"])
+    if dtype_name == "bfloat16" or (dtype_name == "auto" and device.type == "cuda"):
+        return torch.bfloat16, torch.bfloat16
+    return torch.float32, None
+
+
+def stage_loader(stage: StageSection, tokenizer: Any, ctx: DistContext, seed: int,
+                 cache: dict[str, TokenizedCorpus]) -> PackedLoader:
+    """The packed, resumable batch stream of ``stage`` (tokenised examples are shared between stages)."""
+    from thinkfast.config.validate import to_dict
+
+    key = repr((to_dict(stage.data), stage.loss_on))
+    if key not in cache:
+        examples = training_examples(stage.data, tokenizer)
+        if stage.loss_on == "all":
+            examples = [(ids, [True] * len(ids)) for ids, _ in examples]
+        cache[key] = TokenizedCorpus(examples)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return PackedLoader(cache[key], stage.seq_len, stage.batch_size, int(pad), seed=seed, rank=ctx.rank,
+                        world_size=ctx.world_size)
+
+
+def enable_activation_checkpointing(student: nn.Module) -> None:
+    """Recompute every block's activations in the backward pass (parameter names are unchanged)."""
+    for block in student.layers:
+        block.forward = functools.partial(recompute, block.forward, use_reentrant=False)
+
+
+def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
+                needs_teacher: bool) -> tuple[nn.Module | None, nn.Module, Any]:
+    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded."""
+    from thinkfast.models import build_student, load_model, load_teacher
+
+    teacher, tokenizer = None, None
+    if recipe.teacher.model:
+        teacher, tokenizer = load_teacher(recipe.teacher, dtype=torch.float32)
+    elif needs_teacher:
+        raise RecipeError(["teacher.model: the matrix/hidden/kd stages need a teacher; set it to a hub id, "
+                           "a local directory or a .gguf file"])
+    if recipe.student.checkpoint:
+        student, student_tok = load_model(recipe.student.checkpoint, dtype=torch.float32)
+        tokenizer = tokenizer or student_tok
+    elif teacher is not None:
+        student = build_student(teacher, recipe.student.kind, recipe.student.options)
+    else:
+        raise RecipeError(["student.checkpoint: without a teacher, give a saved student directory to train"])
+    if teacher is not None:
+        teacher = teacher.to(device=device, dtype=teacher_dtype).eval().requires_grad_(False)
+    return teacher, student.to(device=device, dtype=torch.float32), tokenizer
+
+
+def _unwrapped_copy(student: nn.Module, strategy: str, ctx: DistContext) -> nn.Module | None:
+    """A plain CPU copy of ``student`` on rank 0 (gathering FSDP shards), None elsewhere."""
+    if strategy != "fsdp" or not ctx.distributed:
+        return student if ctx.is_main else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from thinkfast.models import ThinkfastLM
+
+    state = get_model_state_dict(student, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not ctx.is_main:
+        return None
+    copy = ThinkfastLM(student.config, device="cpu")
+    copy.load_state_dict(state)
+    return copy
+
+
+def run_distill(recipe: Any, output_dir: Path, *, resume: bool = False, progress: bool | None = None,
+                on_step: StepCallback | None = None) -> Path:
+    """Run every stage of ``recipe.distill``; return the final student directory.
+
+    ``resume`` continues from ``<output_dir>/checkpoints/latest`` (bit-for-bit on the CPU);
+    ``progress`` None follows ``distill.progress``. ``on_step`` is called after every optimizer step.
+    """
+    section = recipe.distill
+    if not section.stages:
+        raise RecipeError([f"{recipe.source}: distill.stages: no stages; add [[distill.stages]] tables"])
+    ctx = init_distributed(recipe.run.device)
+    try:
+        return _run(recipe, output_dir, ctx, resume, progress, on_step)
+    finally:
+        shutdown_distributed()
+
+
+def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress: bool | None,
+         on_step: StepCallback | None) -> Path:
+    from thinkfast.config.toml_writer import dumps
+    from thinkfast.config.validate import to_dict
+    from thinkfast.models import save_model
+
+    section = recipe.distill
+    strategy = "ddp" if section.strategy == "auto" else section.strategy
+    if strategy == "fsdp" and ctx.distributed and any(s.kind == "matrix" for s in section.stages):
+        raise RecipeError(["distill.strategy: 'fsdp' cannot run 'matrix' stages (they call the mixers outside "
+                           "their forward); use strategy = 'ddp'"])
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    resume_path = ckpt.latest_checkpoint(checkpoint_dir) if resume else None
+    if resume and resume_path is None:
+        raise ckpt.CheckpointError(f"--resume: no checkpoint in {checkpoint_dir}; run without --resume to start")
+    position = ckpt.read_position(resume_path) if resume_path else None
+    if not resume and ckpt.latest_checkpoint(checkpoint_dir) is not None and ctx.is_main:
+        raise ckpt.CheckpointError(f"{checkpoint_dir} already holds a checkpoint; pass --resume to continue it "
+                                   f"or choose another --output-dir")
+
+    torch.manual_seed(recipe.run.seed)
+    teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)
+    needs_teacher = any(s.kind != "sft" for s in section.stages)
+    teacher, student, tokenizer = load_models(recipe, ctx.device, teacher_dtype, needs_teacher)
+    if position is not None and position.step == 0:  # at a stage boundary: weights only
+        ckpt.load_checkpoint(resume_path, student)
+    if section.activation_checkpointing:
+        enable_activation_checkpointing(student)
+    if strategy == "fsdp" and ctx.distributed:
+        if ctx.device.type != "cuda":
+            raise EngineUnavailableError("distill.strategy = 'fsdp' needs CUDA GPUs; use 'ddp' on the CPU")
+        shard_student(student, ctx.device, autocast_dtype)
+        autocast_dtype = None  # FSDP2's mixed-precision policy casts instead
+    if section.compile:
+        student.compile()
+
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "recipe.toml").write_text(dumps(to_dict(recipe)))
+    metrics = MetricsLog(output_dir / METRICS_FILE,
+                         resume_global_step=position.global_step if position else None) if ctx.is_main else None
+    show = section.progress if progress is None else progress
+    tc = TrainContext(ctx=ctx, student=student, teacher=teacher, checkpoint_dir=checkpoint_dir, metrics=metrics,
+                      progress=ProgressDisplay(show and ctx.is_main), strategy=strategy,
+                      autocast_dtype=autocast_dtype, keep_checkpoints=section.keep_checkpoints, on_step=on_step)
+    corpora: dict[str, TokenizedCorpus] = {}
+    global_step = position.global_step if position else 0
+    for index, stage in enumerate(section.stages):
+        if position is not None and index < position.stage_index:
+            continue
+        loader = stage_loader(stage, tokenizer, ctx, recipe.run.seed, corpora)
+        here = position if position is not None and position.stage_index == index else None
+        global_step = train_stage(tc, index, stage, loader, here, resume_path, global_step)
+
+    final = _unwrapped_copy(student, strategy, ctx)
+    out = output_dir / STUDENT_DIR
+    if final is not None:
+        for block in final.layers:  # drop the activation-checkpointing wrappers before saving
+            block.__dict__.pop("forward", None)
+        save_model(final, tokenizer, out)
+    return out
