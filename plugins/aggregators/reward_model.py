@@ -131,6 +131,7 @@ class RewardModel(Aggregator):
     """Best-of-N / weighted best-of-N over reward-model scores (see the module docstring)."""
 
     Options = RewardModelOptions
+    needs_question = True
 
     def __init__(self, options: Any = None):
         super().__init__(options)

@@ -71,6 +71,10 @@ class Verifier(Aggregator):
         self._model: Any = None
         self._tokenizer: Any = None
 
+    @property
+    def needs_question(self) -> bool:  # type: ignore[override]
+        return self.options.mode == "model"
+
     def _encode(self, problem: GradedProblem, text: str) -> Encoded:
         opt, tok = self.options, self._tokenizer
         content = opt.prompt.format(question=problem.question, response=text)

@@ -1,21 +1,49 @@
-"""``thinkfast evaluate [RECIPE]``."""
+"""``thinkfast evaluate [RECIPE] [--runs DIR ...] [--aggregator NAME ...]``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from thinkfast.cli.options import resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
-from thinkfast.errors import EngineUnavailableError
 
 
 @click.command("evaluate")
 @click.argument("recipe", type=click.Path(path_type=Path), required=False)
+@click.option("--runs", "runs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A `thinkfast generate` output directory (repeatable, one per model); replaces evaluate.runs.")
+@click.option("--aggregator", "aggregators", multiple=True, metavar="NAME",
+              help="Aggregator plugin with default options (repeatable); replaces evaluate.aggregators.")
 @run_options
-def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None) -> None:
-    """Grade samples and report coverage and accuracy against samples and seconds."""
-    loaded = load_recipe(recipe, overrides)
-    resolve_output_dir(loaded, output_dir)
-    raise EngineUnavailableError("the evaluation engine is not implemented yet; the recipe is valid")
+def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str, ...], overrides: tuple[str, ...],
+            output_dir: Path | None) -> None:
+    """Grade samples and report coverage and accuracy against samples and seconds.
+
+    Writes report.json, grades.jsonl (the grading cache) and PNG plots to the output directory
+    and prints a summary table.
+    """
+    from thinkfast.evaluate.engine import REPORT_FILE, evaluate
+    from thinkfast.evaluate.plots import write_plots
+    from thinkfast.evaluate.report import print_summary, write_report
+
+    extra: dict = {}
+    if runs:
+        extra["runs"] = [str(r) for r in runs]
+    if aggregators:
+        extra["aggregators"] = [{"name": name} for name in aggregators]
+    loaded = load_recipe(recipe, overrides, extra={"evaluate": extra} if extra else None)
+    out = resolve_output_dir(loaded, output_dir)
+    section = loaded.evaluate
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console.width = 160
+    evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
+    write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
+    print_summary(evaluation, section.confidence, console)
+    if section.plots:
+        for path in write_plots(evaluation.results, out):
+            console.print(f"wrote {path}")
+    console.print(f"wrote {out / REPORT_FILE}")

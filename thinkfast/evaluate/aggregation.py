@@ -10,6 +10,7 @@ registered in the ``aggregators`` plugin family with:
   seconds this call takes and charges them, per sample, to the time budget;
 - ``choose(self, problem, indices, scores, rng) -> int``: the chosen answer class for the samples
   ``indices`` (``(k,)`` int), ``-1`` for none; ``scores`` is that problem's ``(n,)`` array or None;
+- ``needs_question`` (optional, default False): True if ``score`` reads ``problem.question``;
 - or, instead of ``choose``, a vectorised ``aggregate(self, problem, subsets, scores, rng)``
   taking ``subsets (S, k)`` and returning ``(S,)`` class ids.
 
@@ -35,6 +36,8 @@ class Aggregator:
     """Base class with the defaults of the aggregator contract (see the module docstring)."""
 
     Options: ClassVar[type] = NoOptions
+    #: Whether :meth:`score` reads the problem statement (``question`` in ``samples.jsonl``).
+    needs_question: ClassVar[bool] = False
 
     def __init__(self, options: Any = None):
         if options is None or isinstance(options, dict):

@@ -16,18 +16,35 @@ class AggregatorSpec:
     plugin_field: ClassVar[str] = "name"
 
     name: str = option("majority", "Aggregator plugin name.", plugin="aggregators")
+    label: str = option("", "Name in the report and plots; empty means the plugin name.")
     options: dict[str, Any] = option({}, "Options of the aggregator plugin.")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
 class EvaluateSection:
     """Grading samples and measuring accuracy against samples and seconds."""
 
-    runs: list[str] = option([], "Generation output directories to evaluate (one line per model in plots).")
+    runs: list[str] = option([], "Generation output directories to evaluate (one line per model in plots). "
+                             "`--runs` on the command line replaces this list.")
     aggregators: list[AggregatorSpec] = option(
         default_factory=lambda: [AggregatorSpec()], help="Aggregators to score (`[[evaluate.aggregators]]`).")
-    subsets: int = option(100, "Random k-subsets averaged per k.", min=1)
-    bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals.", min=0)
+    dataset: str = option("", "Dataset plugin whose answer format grades every sample; empty means the "
+                          "`dataset` field of each sample.")
+    subsets: int = option(100, "Random k-subsets averaged per problem and k.", min=1)
+    bootstrap: int = option(1000, "Bootstrap resamples (over problems) for confidence intervals; 0: none.", min=0)
+    confidence: float = option(0.95, "Confidence level of the intervals.", min=0.5, max=0.999)
     grading_timeout: float = option(5.0, "Seconds one equivalence check may take before it counts as wrong.",
                                     unit="s", min=0.1)
     workers: int = option(2, "Grading processes.", min=1)
+    plots: bool = option(True, "Write PNG plots next to report.json.")
+
+    def check(self) -> list[tuple[str, str]]:
+        labels = [a.display for a in self.aggregators if a is not None]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            return [("aggregators", f"two aggregators are called {', '.join(dupes)}; give each a distinct `label`")]
+        return []

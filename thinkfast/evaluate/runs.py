@@ -10,6 +10,7 @@ generating that problem's samples). See docs/architecture.md, "Files between sub
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,12 @@ class Run:
 
 
 def _label(meta: dict[str, Any], run_dir: Path) -> str:
-    model = str(meta.get("model") or "").rstrip("/")
-    if model:
-        return Path(model).name  # hub id or path: its last component
+    """``run.json``'s ``label``, else the model's name when it is a hub id (``org/name``), else the dir name."""
+    if meta.get("label"):
+        return str(meta["label"])
+    model = str(meta.get("model") or "")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not Path(model).exists():
+        return model.split("/")[1]
     return run_dir.resolve().name
 
 

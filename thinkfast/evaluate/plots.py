@@ -1,0 +1,89 @@
+"""PNG plots of coverage and accuracy against samples (k) and against wall-clock seconds.
+
+One line per model, a shaded band for its bootstrap interval. Per dataset four files:
+``<dataset>-coverage-vs-k.png``, ``<dataset>-accuracy-vs-k.png`` (one panel per aggregator),
+``<dataset>-coverage-vs-seconds.png`` and ``<dataset>-accuracy-vs-seconds.png`` (log x).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+from thinkfast.evaluate.engine import ModelResult, Series  # noqa: E402
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "dataset"
+
+
+def _draw(ax, series: Series, label: str, color, by_seconds: bool) -> bool:
+    """One line with its band; False when the x values (seconds) are unknown."""
+    xs = series.seconds if by_seconds else series.ks
+    if any(x is None for x in xs):
+        return False
+    ys = [100 * v for v in series.mean]
+    ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.6, color=color, label=label)
+    ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color, alpha=0.18,
+                    linewidth=0)
+    return True
+
+
+def _axes_style(ax, by_seconds: bool, ylabel: str, title: str) -> None:
+    if by_seconds:
+        ax.set_xscale("log")
+        ax.set_xlabel("wall-clock seconds per problem (log scale)")
+    else:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("samples per problem, k")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _figure(results: list[ModelResult], metric: str, by_seconds: bool, path: Path, dataset: str) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    panels = ["coverage"] if metric == "coverage" else list(dict.fromkeys(a for r in results for a in r.accuracy))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn_any = False
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for i, r in enumerate(results):
+            series = r.coverage if panel == "coverage" else r.accuracy.get(panel)
+            if series is not None:
+                drawn_any |= _draw(ax, series, r.model, colors[i % len(colors)], by_seconds)
+        title = f"{dataset}: coverage (pass@k)" if panel == "coverage" else f"{dataset}: {panel}"
+        _axes_style(ax, by_seconds, "coverage (%)" if panel == "coverage" else "accuracy (%)", title)
+    if not drawn_any:
+        plt.close(fig)
+        return None
+    axes[0][0].legend(frameon=False, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def write_plots(results: list[ModelResult], out_dir: Path) -> list[Path]:
+    """Write every plot for every dataset in ``results``; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dataset in dict.fromkeys(r.dataset for r in results):
+        group = [r for r in results if r.dataset == dataset]
+        for metric in ("coverage", "accuracy"):
+            for by_seconds in (False, True):
+                name = f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png"
+                path = _figure(group, metric, by_seconds, out_dir / name, dataset)
+                if path is not None:
+                    written.append(path)
+    return written
