@@ -3,19 +3,94 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from thinkfast.cli.options import resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
-from thinkfast.errors import EngineUnavailableError
+
+# flag name -> recipe key path (flags given on the command line override the recipe; --set overrides both)
+FLAG_KEYS: dict[str, tuple[str, ...]] = {
+    "model": ("generate", "model"),
+    "dataset": ("generate", "data", "dataset"),
+    "data_path": ("generate", "data", "path"),
+    "split": ("generate", "data", "split"),
+    "limit": ("generate", "data", "limit"),
+    "template": ("generate", "data", "template"),
+    "few_shot": ("generate", "data", "few_shot"),
+    "n": ("generate", "n_samples"),
+    "temperature": ("generate", "temperature"),
+    "top_p": ("generate", "top_p"),
+    "top_k": ("generate", "top_k"),
+    "min_p": ("generate", "min_p"),
+    "max_new_tokens": ("generate", "max_new_tokens"),
+    "stop": ("generate", "stop"),
+    "batch_size": ("generate", "batch_size"),
+    "state_dtype": ("generate", "state_dtype"),
+    "seed": ("run", "seed"),
+    "device": ("run", "device"),
+    "dtype": ("run", "dtype"),
+}
+
+
+def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags that were given, as a nested recipe dict (``None`` and empty ``--stop`` mean not given)."""
+    out: dict[str, Any] = {}
+    for name, path in FLAG_KEYS.items():
+        value = flags.get(name)
+        if value is None or (name == "stop" and not value):
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = list(value) if name == "stop" else value
+    return out
 
 
 @click.command("generate")
 @click.argument("recipe", type=click.Path(path_type=Path), required=False)
+@click.option("--model", help="Model directory written by `distill`, or a teacher (hub id, HF directory, .gguf). "
+                              "Default: generate.model, else [teacher].model.")
+@click.option("--dataset", help="Dataset plugin name (see `thinkfast plugins`). Default: gsm8k.")
+@click.option("--data-path", help="Local file or directory to read problems from instead of the plugin's source.")
+@click.option("--split", help="Dataset split. Default: test.")
+@click.option("--limit", type=click.IntRange(min=0), help="Use the first N problems (0: all).")
+@click.option("--template", type=click.Choice(["auto", "chat", "plain"]),
+              help="Prompt rendering: chat template, plain text, or auto (chat when the tokenizer has one).")
+@click.option("--few-shot", type=click.IntRange(min=0), help="Worked examples put before each question.")
+@click.option("--n", type=click.IntRange(min=1), help="Samples per problem. Default: 8.")
+@click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature; 0 = greedy. Default: 0.8.")
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0), help="Nucleus mass (1 disables). Default: 1.")
+@click.option("--top-k", type=click.IntRange(min=0), help="Keep the k most likely tokens (0 disables). Default: 0.")
+@click.option("--min-p", type=click.FloatRange(0.0, 1.0),
+              help="Drop tokens below min_p x the top probability (0 disables). Default: 0.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Generated tokens per sample at most. Default: 512.")
+@click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
+@click.option("--seed", type=click.IntRange(min=0), help="Sampling seed (run.seed). Default: 0.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Sequences decoded together (slots). Default: 64.")
+@click.option("--state-dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="dtype of the SSM state. Default: float32.")
+@click.option("--device", help="'auto', 'cpu', 'cuda' or 'cuda:N' (run.device). Default: auto.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Weights and KV cache dtype; auto = bfloat16 on GPU, float32 on CPU.")
 @run_options
-def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None) -> None:
-    """Sample n answers per problem with a model; write samples.jsonl and run.json."""
-    loaded = load_recipe(recipe, overrides)
-    resolve_output_dir(loaded, output_dir)
-    raise EngineUnavailableError("the generation engine is not implemented yet; the recipe is valid")
+def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None, **flags: Any) -> None:
+    """Sample n answers per problem; write samples.jsonl and run.json to the output directory.
+
+    \b
+    Re-running with the same output directory generates only the samples still missing.
+    Several GPUs: torchrun --nproc-per-node N -m thinkfast generate ...
+    """
+    from thinkfast.cli import err_console
+    from thinkfast.generate.runner import run_generate
+
+    loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags))
+    out_dir = resolve_output_dir(loaded, output_dir)
+    summary = run_generate(loaded, out_dir, console=err_console)
+    if summary:
+        err_console.print(
+            f"{summary['num_samples']} samples of {summary['num_problems']} problems in {out_dir} "
+            f"({summary['new_samples']} new, {summary['new_tokens']} tokens, "
+            f"{summary['tokens_per_second']:,.0f} tokens/s on {summary['device']})"
+        )

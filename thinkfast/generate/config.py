@@ -12,7 +12,8 @@ from thinkfast.config.fields import option
 class GenerateSection:
     """Sampling many chain-of-thought answers per problem."""
 
-    model: str = option("", "Model directory written by `distill`, or a teacher spec (hub id, dir, .gguf).")
+    model: str = option("", "Model directory written by `distill`, or a teacher (hub id, HF directory, .gguf); "
+                        "empty means the recipe's [teacher].")
     data: DataSpec = option(default_factory=lambda: DataSpec(dataset="gsm8k", split="test"),
                             help="Problems to answer.")
     n_samples: int = option(8, "Samples per problem.", min=1)
@@ -21,7 +22,11 @@ class GenerateSection:
     top_k: int = option(0, "Keep only the k most likely tokens (0 disables).", min=0)
     min_p: float = option(0.0, "Drop tokens below min_p x the top probability (0 disables).", min=0.0, max=1.0)
     max_new_tokens: int = option(512, "Generated tokens per sample at most.", unit="tokens", min=1)
-    stop: list[str] = option([], "Stop strings (the sample ends before them).")
-    batch_size: int = option(64, "Decode slots in flight.", min=1)
-    cuda_graphs: bool = option(True, "Capture the decode step in CUDA graphs (GPU only).")
-    state_dtype: str = option("float32", "dtype of the SSM state.", choices=("float32", "bfloat16", "float16"))
+    stop: list[str] = option([], "Stop strings: a sample ends at the first token that completes one; its text is "
+                             "cut before it.")
+    batch_size: int = option(64, "Decode slots in flight (sequences decoded together each step).", min=1)
+    check_every: int = option(16, "Decode steps between host checks for finished samples and stop strings.",
+                              unit="steps", min=1)
+    cuda_graphs: bool = option(True, "Capture the decode step in a CUDA graph (GPU only; ignored on CPU).")
+    state_dtype: str = option("float32", "dtype of the SSM state in the inference cache.",
+                              choices=("float32", "bfloat16", "float16"))

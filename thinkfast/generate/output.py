@@ -30,8 +30,8 @@ class SampleRecord:
     """One line of ``samples.jsonl``.
 
     ``num_tokens`` counts generated tokens including a final EOS token; ``seconds`` is the
-    wall time attributed to this sample (its share of every decode interval it ran in plus its
-    share of its prompt's prefill).
+    wall time attributed to this sample: every engine cycle (prefills of new work, then
+    ``check_every`` decode steps, then the host check) is split equally among the slots busy in it; ``question`` is the problem's text (for reward models).
     """
 
     problem_id: str
@@ -42,6 +42,7 @@ class SampleRecord:
     answer: str = ""
     dataset: str = ""
     seconds: float = 0.0
+    question: str = ""
 
 
 def shard_name(rank: int) -> str:

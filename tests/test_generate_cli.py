@@ -1,0 +1,109 @@
+"""`thinkfast generate` end to end on CPU: a tiny Llama teacher dir, real GSM8K lines, the real tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def thinkfast(*args: str, env: dict[str, str] | None = None, module: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "thinkfast", *args] if module else [str(ROOT / ".venv/bin/thinkfast"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def _args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["generate", "--model", str(model), "--dataset", "gsm8k", "--data-path", str(data), "--split", "train",
+            "--limit", "3", "--n", "2", "--max-new-tokens", "6", "--batch-size", "3", "--template", "plain",
+            "--temperature", "1.0", "--device", "cpu", "-o", str(out), *extra]
+
+
+def _samples(out: Path) -> dict[tuple[str, int], dict]:
+    lines = (out / "samples.jsonl").read_text().splitlines()
+    return {(r["problem_id"], r["sample_index"]): r for r in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_llama_dir, gsm8k_train_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "run"
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_generate_writes_samples_and_run_json(first_run):
+    samples = _samples(first_run)
+    assert len(samples) == 6 and {k[1] for k in samples} == {0, 1}
+    for rec in samples.values():
+        assert rec["finish_reason"] in ("eos", "length", "stop")
+        assert 1 <= rec["num_tokens"] <= 6 and isinstance(rec["text"], str)
+        assert rec["dataset"] == "gsm8k" and rec["answer"] and rec["question"] and rec["seconds"] > 0
+    run = json.loads((first_run / "run.json").read_text())
+    assert run["status"] == "complete" and run["num_samples"] == 6 and run["num_problems"] == 3
+    assert run["device"].startswith("cpu") and run["dtype"] == "float32" and run["batch_size"] == 3
+    assert run["generated_tokens"] == sum(r["num_tokens"] for r in samples.values())
+    assert run["wall_seconds"] > 0 and run["tokens_per_second"] > 0
+    assert set(run["problem_seconds"]) == {k[0] for k in samples}
+
+
+def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, tiny_llama_dir, gsm8k_train_path,
+                                                                   tmp_path):
+    full = _samples(first_run)
+    out = tmp_path / "resumed"
+    out.mkdir()
+    kept = (first_run / "samples.jsonl").read_text().splitlines()[:2]
+    (out / "samples.jsonl").write_text("\n".join(kept) + "\n" + kept[2 - 1][:15])  # + a torn line
+    (out / "run.json").write_text((first_run / "run.json").read_text())
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
+    assert result.returncode == 0, result.stderr
+    resumed = _samples(out)
+    assert {k: r["text"] for k, r in resumed.items()} == {k: r["text"] for k, r in full.items()}
+    assert json.loads((out / "run.json").read_text())["new_samples"] == 4
+    # nothing left to do: a third run adds nothing
+    again = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
+    assert again.returncode == 0 and json.loads((out / "run.json").read_text())["new_samples"] == 0
+
+
+def test_resume_with_other_settings_is_refused(first_run, tiny_llama_dir, gsm8k_train_path):
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, first_run, "--seed", "5"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "seed: 0 -> 5" in result.stderr and "--output-dir" in result.stderr
+
+
+def test_missing_model_is_a_clean_error(gsm8k_train_path, tmp_path):
+    result = thinkfast(*_args(tmp_path / "nope", gsm8k_train_path, tmp_path / "o"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "nope" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tiny_llama_dir, gsm8k_train_path,
+                                                                  tmp_path):
+    out = tmp_path / "dist"
+    port = str(_free_port())
+    cmd = [sys.executable, "-m", "thinkfast", *_args(tiny_llama_dir, gsm8k_train_path, out)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "RANK": str(r), "LOCAL_RANK": str(r),
+                                   "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+             for r in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    merged = _samples(out)
+    assert {k: r["text"] for k, r in merged.items()} == {k: r["text"] for k, r in _samples(first_run).items()}
+    assert not list(out.glob("*.rank*"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 2 and len(run["devices"]) == 2 and run["num_samples"] == 6

@@ -1,0 +1,102 @@
+"""Sharding problems across ``torchrun`` ranks and merging what the ranks measured.
+
+``torchrun --nproc-per-node N -m thinkfast generate ...`` starts N processes with ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK`` set. Rank ``r`` takes problems ``r, r + N, r + 2N, ...``,
+runs on ``cuda:LOCAL_RANK`` (when the run's device is a GPU), appends its samples to its own
+shard file, and writes its timings to ``run.rank<r>.json``. After a barrier (gloo process
+group, so it works on CPU too) rank 0 merges everything into ``samples.jsonl`` and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when not under torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistEnv:
+        env = os.environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """Items ``rank, rank + world_size, ...``: every item lands on exactly one rank, loads stay balanced."""
+    return list(items[rank::world_size])
+
+
+def rank_stats_name(rank: int) -> str:
+    return f"run.rank{rank}.json"
+
+
+def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Combine per-rank timings: ranks run in parallel, so wall time is the slowest rank's and
+    throughput is all generated tokens over that wall time."""
+    wall = max((float(s["wall_seconds"]) for s in stats), default=0.0)
+    tokens = sum(int(s["generated_tokens"]) for s in stats)
+    return {
+        "wall_seconds": wall,
+        "generated_tokens": tokens,
+        "new_samples": sum(int(s["new_samples"]) for s in stats),
+        "tokens_per_second": tokens / wall if wall > 0 else 0.0,
+        "devices": [s["device"] for s in sorted(stats, key=lambda s: s["rank"])],
+    }
+
+
+def read_rank_stats(out_dir: Path, world_size: int) -> list[dict[str, Any]]:
+    """Every rank's ``run.rank<r>.json``, removed once read."""
+    stats = []
+    for rank in range(world_size):
+        path = out_dir / rank_stats_name(rank)
+        stats.append(json.loads(path.read_text()))
+        path.unlink()
+    return stats
+
+
+class ProcessGroup:
+    """A gloo process group used only for barriers; a no-op outside torchrun."""
+
+    def __init__(self, env: DistEnv, timeout_s: float = 24 * 3600):
+        self.env = env
+        self._owned = False
+        if env.distributed:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+                self._owned = True
+
+    def barrier(self) -> None:
+        if self.env.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self._owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._owned = False

@@ -1,0 +1,269 @@
+"""``thinkfast generate`` end to end: model + problems -> prompts -> engine -> samples.jsonl / run.json."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thinkfast.errors import ModelLoadError, ThinkfastError
+from thinkfast.generate.distributed import (
+    DistEnv,
+    ProcessGroup,
+    merge_rank_stats,
+    rank_stats_name,
+    read_rank_stats,
+    shard,
+)
+from thinkfast.generate.engine import Engine, EngineSettings, Finished, Request
+from thinkfast.generate.output import (
+    RUN,
+    SAMPLES,
+    SampleRecord,
+    SampleWriter,
+    check_settings,
+    merge_samples,
+    problem_seconds,
+    read_done,
+    shard_name,
+    write_json,
+)
+from thinkfast.generate.sampling import SamplingParams, problem_key
+from thinkfast.generate.stops import StopChecker
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class PendingProblem:
+    """A problem with the sample indices still missing from the output directory."""
+
+    problem: Any  # thinkfast.data.Problem
+    prompt_ids: list[int]
+    missing: tuple[int, ...]
+
+
+def resolve_device(name: str, env: DistEnv) -> torch.device:
+    """``auto`` -> a CUDA GPU if any, else CPU; under torchrun a bare ``cuda`` becomes ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and env.distributed:
+        name = f"cuda:{env.local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ThinkfastError(f"run.device = {name!r} but no CUDA GPU is visible; use --set run.device=cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def run_settings(recipe: Any, model_spec: str) -> dict[str, Any]:
+    """What decides the samples; a resumed run must match it exactly."""
+    gen = recipe.generate
+    data = gen.data
+    return {
+        "model": model_spec, "dataset": data.dataset, "path": data.path, "split": data.split,
+        "template": data.template, "few_shot": data.few_shot, "instruction": data.instruction,
+        "dataset_options": data.options, "n_samples": gen.n_samples, "temperature": gen.temperature,
+        "top_p": gen.top_p, "top_k": gen.top_k, "min_p": gen.min_p, "max_new_tokens": gen.max_new_tokens,
+        "stop": list(gen.stop), "seed": recipe.run.seed,
+    }
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """The model's EOS ids (``config.eos_token_ids``), else the tokenizer's ``eos_token_id``."""
+    ids = list(getattr(model.config, "eos_token_ids", None) or [])
+    if not ids and tokenizer.eos_token_id is not None:
+        ids = [tokenizer.eos_token_id]
+    return tuple(int(i) for i in ids)
+
+
+def pending_problems(problems: list[Any], plugin: Any, tokenizer: Any, recipe: Any,
+                     done: dict[tuple[str, int], Any]) -> list[PendingProblem]:
+    """Render and tokenise the prompts of problems that still miss samples."""
+    from thinkfast.data.render import prompt_ids
+
+    data = recipe.generate.data
+    few_shot = plugin.few_shot_problems(data)
+    instruction = data.instruction or plugin.instruction
+    out = []
+    for problem in problems:
+        missing = tuple(s for s in range(recipe.generate.n_samples) if (problem.id, s) not in done)
+        if missing:
+            ids = prompt_ids(problem, tokenizer, data.template, few_shot, instruction,
+                             answer_format=plugin.answer_format)
+            out.append(PendingProblem(problem, ids, missing))
+    return out
+
+
+def _progress(console: Any, disable: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                    console=console, disable=disable, transient=False)
+
+
+def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, Any]:
+    """Generate the samples ``recipe`` asks for into ``out_dir``; returns what ``run.json`` holds (rank 0)."""
+    from thinkfast.data import load_problems
+    from thinkfast.kernels import select_kernels
+    from thinkfast.models.teacher import load_any
+
+    env = DistEnv.from_env()
+    group = ProcessGroup(env)
+    try:
+        gen = recipe.generate
+        device = resolve_device(recipe.run.device, env)
+        dtype = resolve_dtype(recipe.run.dtype, device)
+        spec: Any = gen.model or recipe.teacher
+        model_spec = gen.model or recipe.teacher.model
+        if not model_spec:
+            raise ThinkfastError("no model: set generate.model (a model directory or teacher) or [teacher].model, "
+                                 "or pass --model")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings = run_settings(recipe, model_spec)
+        check_settings(out_dir, settings)
+        plugin, problems = load_problems(gen.data)
+        done = read_done(out_dir)
+        mine = shard(problems, env.rank, env.world_size)
+
+        model, tokenizer = load_any(spec, dtype=dtype, device=device)
+        if tokenizer is None:
+            raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
+                                 f"with its tokenizer or set [teacher].tokenizer")
+        model.set_kernels(select_kernels(recipe.kernels, device)).eval()
+        todo = pending_problems(mine, plugin, tokenizer, recipe, done)
+        if env.is_main and not (out_dir / RUN).exists():
+            write_json(out_dir / RUN, {"status": "running", "settings": settings})
+
+        started = time.perf_counter()
+        new_records = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console)
+        wall = time.perf_counter() - started
+        stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
+                 "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records)}
+        write_json(out_dir / rank_stats_name(env.rank), stats)
+        group.barrier()
+        if not env.is_main:
+            return {}
+        merged = merge_rank_stats(read_rank_stats(out_dir, env.world_size))
+        if env.distributed or any(out_dir.glob("samples.rank*.jsonl")):
+            merge_samples(out_dir, [p.id for p in problems])
+        summary = _summary(recipe, settings, model, device, dtype, out_dir, problems, merged, env)
+        write_json(out_dir / RUN, summary)
+        return summary
+    finally:
+        group.close()
+
+
+def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, recipe: Any, device: torch.device,
+                    dtype: torch.dtype, out_dir: Path, env: DistEnv, console: Any) -> list[SampleRecord]:
+    """Run the engine over this rank's pending problems, appending each sample as it finishes."""
+    gen = recipe.generate
+    total = sum(len(p.missing) for p in todo)
+    if total == 0:
+        return []
+    settings = EngineSettings(
+        batch_size=min(gen.batch_size, total),
+        max_seqlen=max(len(p.prompt_ids) for p in todo) + gen.max_new_tokens,
+        max_new_tokens=gen.max_new_tokens,
+        sampling=SamplingParams(gen.temperature, gen.top_p, gen.top_k, gen.min_p),
+        seed=recipe.run.seed, eos_ids=eos_token_ids(model, tokenizer), check_every=gen.check_every,
+        cuda_graphs=gen.cuda_graphs, dtype=dtype, state_dtype=DTYPES[gen.state_dtype],
+    )
+
+    def decode(tokens: Any) -> str:
+        return tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    engine = Engine(model, settings, StopChecker(gen.stop, decode))
+    requests = [Request(torch.tensor(p.prompt_ids, dtype=torch.long), problem_key(p.problem.id), p.missing)
+                for p in todo]
+    path = out_dir / (shard_name(env.rank) if env.distributed else SAMPLES)
+    records: list[SampleRecord] = []
+    eos = set(settings.eos_ids)
+    tokens_seen = 0
+    started = time.perf_counter()
+    with SampleWriter(path) as writer, _progress(console, disable=not env.is_main) as progress:
+        task = progress.add_task("generate", total=total, rate="")
+
+        def on_progress(tokens: int) -> None:
+            nonlocal tokens_seen
+            tokens_seen += tokens
+            rate = tokens_seen / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, rate=f"{rate:,.0f} tok/s")
+
+        for item in engine.generate(requests, on_progress=on_progress):
+            record = _record(item, todo[item.request], plugin_name=gen.data.dataset, eos=eos, decode=decode)
+            writer.write(record)
+            records.append(record)
+            progress.advance(task)
+    return records
+
+
+def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
+    if item.finish_reason == "stop":
+        text = item.stop_text or ""
+    else:
+        body = item.tokens[:-1] if item.tokens and item.tokens[-1] in eos else item.tokens
+        text = decode(body)
+    problem = pending.problem
+    return SampleRecord(problem_id=problem.id, sample_index=item.sample_index, text=text,
+                        num_tokens=len(item.tokens), finish_reason=item.finish_reason, answer=problem.answer,
+                        dataset=plugin_name, seconds=item.seconds, question=problem.question)
+
+
+def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.device, dtype: torch.dtype,
+             out_dir: Path, problems: list[Any], merged: dict[str, Any], env: DistEnv) -> dict[str, Any]:
+    """``run.json``: settings, hardware, timings of this invocation and per-problem seconds of all samples."""
+    gen = recipe.generate
+    records = list(read_done(out_dir).values())
+    previous: dict[str, Any] = {}
+    if (out_dir / RUN).exists():
+        previous = json.loads((out_dir / RUN).read_text())
+    counts: dict[str, int] = {}
+    for rec in records:
+        counts[str(rec["problem_id"])] = counts.get(str(rec["problem_id"]), 0) + 1
+    complete = all(counts.get(p.id, 0) >= gen.n_samples for p in problems)
+    return {
+        "status": "complete" if complete else "partial",
+        "settings": settings,
+        "model": settings["model"],
+        "student": getattr(model.config, "student", ""),
+        "dataset": gen.data.dataset,
+        "split": gen.data.split,
+        "device": merged["devices"][0],
+        "devices": merged["devices"],
+        "world_size": env.world_size,
+        "dtype": str(dtype).removeprefix("torch."),
+        "state_dtype": gen.state_dtype,
+        "batch_size": gen.batch_size,
+        "check_every": gen.check_every,
+        "cuda_graphs": bool(gen.cuda_graphs and device.type == "cuda"),
+        "n_samples": gen.n_samples,
+        "num_problems": len(problems),
+        "num_samples": len(records),
+        "generated_tokens": sum(int(r.get("num_tokens", 0)) for r in records),
+        "wall_seconds": merged["wall_seconds"],
+        "total_wall_seconds": float(previous.get("total_wall_seconds", 0.0)) + merged["wall_seconds"],
+        "new_samples": merged["new_samples"],
+        "new_tokens": merged["generated_tokens"],
+        "tokens_per_second": merged["tokens_per_second"],
+        "problem_seconds": problem_seconds(records),
+        "torch": torch.__version__,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
