@@ -49,6 +49,8 @@ def test_normalize_number(text, expected):
         ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
         ("So the total is 5.\n#### 1,080", "1080"),
         ("#### $18.", "18"),
+        ("#### Step 1: add\n3 + 4 = 7\n#### Step 2: double\nThe answer is 14.", "14"),
+        ("#### -3", "-3"),
         ("#### 72\nSome trailing chatter with 99 in it.", "72"),
         ("She earns 3 + 4 = 7 dollars. The answer is 7.", "7"),
         ("The answer is: $1,234.50.", "1234.5"),
