@@ -8,18 +8,24 @@ import click
 
 from thinkfast.cli.options import resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
-from thinkfast.errors import EngineUnavailableError
 
 
 @click.command("distill")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @run_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
-def command(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, resume: bool) -> None:
+@click.option("--progress/--no-progress", default=None,
+              help="Show the live progress bar (default: the recipe's distill.progress).")
+def command(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, resume: bool,
+            progress: bool | None) -> None:
     """Distill a student from a teacher, running the stages of RECIPE in order.
 
-    Writes checkpoints, metrics.jsonl and the final student (a model directory) to the output dir.
+    Writes checkpoints/, metrics.jsonl and the final student (a model directory, student/) to the
+    output dir. On several GPUs: torchrun --nproc-per-node N -m thinkfast distill RECIPE.
     """
+    from thinkfast.distill.engine import run_distill
+
     loaded = load_recipe(recipe, overrides)
-    resolve_output_dir(loaded, output_dir)
-    raise EngineUnavailableError("the distillation engine is not implemented yet; the recipe is valid")
+    out = resolve_output_dir(loaded, output_dir)
+    student = run_distill(loaded, out, resume=resume, progress=progress)
+    click.echo(f"student written to {student}")

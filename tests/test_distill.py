@@ -1,0 +1,164 @@
+"""The distillation engine on a tiny random Llama teacher and real GSM8K records (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from thinkfast.config.loader import load_recipe
+from thinkfast.distill.engine import run_distill
+from thinkfast.distill.metrics import read_metrics
+
+STUDENT_SSM = {"conv_kernel": 2, "chunk_size": 16}
+
+
+def _stage(kind: str, **overrides) -> dict:
+    stage = {"kind": kind, "steps": 6, "seq_len": 96, "batch_size": 2, "lr": 3e-3, "warmup_steps": 0,
+             "schedule": "constant", "loss_on": "all" if kind in ("matrix", "hidden") else "responses",
+             "data": {"dataset": "gsm8k", "path": "", "split": "train", "limit": 3}}
+    stage.update(overrides)
+    return stage
+
+
+def _recipe(tiny_llama_dir, gsm8k_train_path, stages: list[dict], student: str = "llamba",
+            student_options: dict | None = None):
+    for stage in stages:
+        stage["data"]["path"] = str(gsm8k_train_path)
+    data = {
+        "run": {"name": "test", "seed": 0, "device": "cpu"},
+        "teacher": {"model": str(tiny_llama_dir)},
+        "student": {"kind": student, "options": STUDENT_SSM if student_options is None else student_options},
+        "distill": {"stages": stages, "progress": False},
+    }
+    return load_recipe(None, extra=data)
+
+
+def _losses(out) -> list[float]:
+    return [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("kind, student, extra", [
+    ("matrix", "llamba", {"seq_len": 32, "lr": 1e-2, "train": ["mixers"]}),
+    ("hidden", "llamba", {}),
+    ("kd", "mambainllama", {}),
+    ("sft", "transformer", {}),
+])
+def test_each_stage_loss_decreases(kind, student, extra, tiny_llama_dir, gsm8k_train_path, tmp_path):
+    options = {} if student == "transformer" else dict(STUDENT_SSM)
+    if student == "mambainllama":
+        options["attention_layers"] = [0]
+    stage = _stage(kind, steps=8, **extra)
+    recipe = _recipe(tiny_llama_dir, gsm8k_train_path, [stage], student, options)
+    run_distill(recipe, tmp_path)
+    losses = _losses(tmp_path)
+    assert len(losses) == 8
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_hidden_stage_leaves_untrained_parameters_untouched(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    from thinkfast.models import build_student, load_model, load_teacher
+
+    recipe = _recipe(tiny_llama_dir, gsm8k_train_path, [_stage("hidden", steps=3, train=["mixers"], layers=[1])])
+    teacher, _ = load_teacher(recipe.teacher)
+    initial = build_student(teacher, "llamba", STUDENT_SSM).state_dict()
+    final, _ = load_model(run_distill(recipe, tmp_path))
+    changed = {k for k, v in final.state_dict().items() if not torch.equal(v, initial[k])}
+    assert changed, "nothing trained"
+    assert all(k.startswith("layers.1.mixer.") for k in changed), sorted(changed)
+
+
+def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    from thinkfast.models import load_model
+
+    def stages():
+        return [_stage("hidden", steps=2, train=["mixers"]),
+                _stage("kd", steps=5, checkpoint_every=2, grad_accum=2, schedule="cosine", warmup_steps=1)]
+
+    full = run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), tmp_path / "full")
+
+    def interrupt(position):
+        if position.stage_index == 1 and position.step == 3:
+            raise KeyboardInterrupt
+
+    part_dir = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), part_dir, on_step=interrupt)
+    assert (part_dir / "checkpoints" / "latest").read_text().strip() == "stage01-step0000002"
+    assert not (part_dir / "student").exists()
+    resumed = run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), part_dir, resume=True)
+
+    a, _ = load_model(full)
+    b, _ = load_model(resumed)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    records = read_metrics(part_dir / "metrics.jsonl")
+    assert [r["global_step"] for r in records] == list(range(1, 8))
+    assert [r["loss"] for r in records] == _losses(tmp_path / "full")
+
+
+def test_packed_documents_do_not_influence_each_other(tiny_llama_dir, smollm_tokenizer):
+    from thinkfast.data.packing import pack
+    from thinkfast.models import build_student, load_teacher
+
+    teacher, _ = load_teacher(str(tiny_llama_dir))
+    student = build_student(teacher, "mambainllama", {**STUDENT_SSM, "attention_layers": [2]}).eval()
+    g = torch.Generator().manual_seed(0)
+    docs = [torch.randint(5, 1000, (n,), generator=g).tolist() for n in (13, 21, 9)]
+    batch = pack([(d, [True] * len(d)) for d in docs], seq_len=48, pad_id=0, shuffle=False)
+    assert batch.input_ids.shape[0] == 1 and int(batch.doc_ids.max()) == 3  # three documents, then padding
+    with torch.no_grad():
+        packed = student(batch.input_ids, doc_ids=batch.doc_ids).logits[0]
+        start = 0
+        for doc in docs:
+            alone = student(torch.tensor([doc])).logits[0]
+            torch.testing.assert_close(packed[start:start + len(doc)], alone, rtol=1e-4, atol=1e-4)
+            start += len(doc)
+        # changing the first document changes nothing downstream of it
+        other = batch.input_ids.clone()
+        other[0, :13] = torch.randint(5, 1000, (13,), generator=g)
+        changed = student(other, doc_ids=batch.doc_ids).logits[0]
+    assert torch.equal(changed[13:], packed[13:])
+    assert not torch.equal(changed[:13], packed[:13])
+
+
+def test_cli_distill_writes_a_loadable_student(tiny_llama_dir, gsm8k_train_path, smollm_tokenizer, tmp_path):
+    from thinkfast.cli import cli
+    from thinkfast.models import load_model
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(f"""
+[run]
+name = "tiny"
+device = "cpu"
+
+[teacher]
+model = "{tiny_llama_dir}"
+
+[student]
+kind = "llamba"
+options = {{ conv_kernel = 2, chunk_size = 16 }}
+
+[[distill.stages]]
+kind = "kd"
+steps = 2
+seq_len = 64
+batch_size = 1
+data = {{ dataset = "gsm8k", path = "{gsm8k_train_path}", limit = 2 }}
+""")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    model, _ = load_model(out / "student", with_tokenizer=False)
+    assert (out / "student" / "tokenizer.json").is_file()
+    assert model.config.student == "llamba" and set(model.config.mixers) == {"ssm"}
+    ids = torch.tensor([smollm_tokenizer("1 + 1 =")["input_ids"]])
+    assert torch.isfinite(model(ids).logits).all()
+    assert len(read_metrics(out / "metrics.jsonl")) == 2
+
+    again = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out), "--no-progress"])
+    assert again.exit_code == 2 and "--resume" in again.output
+    bad = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out), "--set",
+                                   "distill.stages=[{kind='kd', steps=1, train=['attention']}]"])
+    assert bad.exit_code == 2 and "train" in bad.output
