@@ -1,0 +1,102 @@
+"""``thinkfast evaluate`` end to end on the fixture runs: report.json, table, plots, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from thinkfast.cli import cli
+from thinkfast.evaluate.metrics import pass_at_k
+
+FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(cli, ["evaluate", *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate")
+    result = _run(["--runs", str(FIXTURES / "teacher"), "--runs", str(FIXTURES / "student"), "-o", str(out),
+                   "--set", "evaluate.bootstrap=200", "--set", "evaluate.subsets=20",
+                   "--set", 'evaluate.aggregators=[{name="majority"},{name="verifier",options={mode="check"}}]'])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_report_has_every_metric_per_model(evaluated):
+    out, _ = evaluated
+    report = json.loads((out / "report.json").read_text())
+    models = {r["model"]: r for r in report["results"]}
+    assert set(models) == {"Llama-3.2-1B-Instruct", "student"}
+    for r in models.values():
+        assert r["dataset"] == "gsm8k" and r["problems"] == 12 and r["n_samples"] == 8
+        assert r["coverage"]["k"] == [1, 2, 4, 8]
+        for series in (r["coverage"], *r["accuracy"].values()):
+            assert all(lo <= m <= hi for lo, m, hi in zip(series["low"], series["mean"], series["high"], strict=True))
+        assert set(r["accuracy"]) == {"majority", "verifier"}
+        # an oracle check picks a correct answer whenever one is drawn: accuracy@k == coverage@k
+        np_cov, np_ver = r["coverage"]["mean"], r["accuracy"]["verifier"]["mean"]
+        assert np_ver == pytest.approx(np_cov, abs=0.08)
+        assert np_cov == sorted(np_cov)  # coverage grows with k
+    assert report["grading"]["samples"] == 2 * 12 * 8
+
+
+def test_coverage_matches_pass_at_k_of_the_grades(evaluated):
+    out, _ = evaluated
+    report = json.loads((out / "report.json").read_text())
+    teacher = next(r for r in report["results"] if r["model"] == "student")
+    lines = [json.loads(line) for line in (FIXTURES / "student" / "samples.jsonl").read_text().splitlines()]
+    from thinkfast.registry import get_registry
+
+    gsm8k = get_registry().get("datasets", "gsm8k")()
+    correct: dict[str, int] = {}
+    for rec in lines:
+        ok = gsm8k.extract_answer(rec["text"]) == rec["answer"]
+        correct[rec["problem_id"]] = correct.get(rec["problem_id"], 0) + ok
+    for k, mean in zip(teacher["coverage"]["k"], teacher["coverage"]["mean"], strict=True):
+        assert mean == pytest.approx(sum(pass_at_k(8, c, k) for c in correct.values()) / len(correct))
+
+
+def test_seconds_come_from_run_json(evaluated):
+    out, _ = evaluated
+    report = json.loads((out / "report.json").read_text())
+    run = json.loads((FIXTURES / "student" / "run.json").read_text())
+    per_sample = sum(v / 8 for v in run["problem_seconds"].values()) / len(run["problem_seconds"])
+    student = next(r for r in report["results"] if r["model"] == "student")
+    assert student["generation_seconds_per_sample"] == pytest.approx(per_sample)
+    assert student["coverage"]["seconds"] == pytest.approx([k * per_sample for k in (1, 2, 4, 8)])
+    cost = student["aggregator_seconds_per_sample"]["verifier"]
+    assert cost > 0
+    assert student["accuracy"]["verifier"]["seconds"][-1] == pytest.approx(8 * (per_sample + cost))
+
+
+def test_table_and_plots(evaluated):
+    out, output = evaluated
+    assert "Llama-3.2-1B-Instruct" in output and "majority@n" in output and "pass@1" in output
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["gsm8k-accuracy-vs-k.png", "gsm8k-accuracy-vs-seconds.png", "gsm8k-coverage-vs-k.png",
+                     "gsm8k-coverage-vs-seconds.png"]
+    assert all(p.stat().st_size > 10_000 for p in out.glob("*.png"))
+
+
+def test_bad_samples_file_is_a_clean_error(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "student", run)
+    with (run / "samples.jsonl").open("a") as fh:
+        fh.write('{"problem_id": "x", "text": "hi"}\n')
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "samples.jsonl:97" in result.output and "missing key(s) sample_index, answer, dataset" in result.output
+
+
+def test_no_runs_and_unknown_aggregator_are_clean_errors(tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "--runs" in result.output
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty"])
+    assert result.exit_code == 2 and "majority" in result.output
