@@ -24,6 +24,8 @@ class ProfileSection:
     repeats: int = option(5, "Timed repeats per measurement (the median is reported).", min=1)
     decode_points: int = option(3, "Positions, evenly spaced over the generated range, at which a decode step is "
                                    "timed; the step time is their trapezoidal average.", min=1, max=64)
+    state_dtype: str = option("float32", "dtype of the SSM and conv states in the cache.",
+                              choices=("float32", "bfloat16", "float16"))
     cuda_graphs: bool = option(True, "Capture the decode step in a CUDA graph (GPU only; falls back to eager).")
     memory_cap: str = option("", "Memory limit such as '40G' (GiB) or '40GB'; empty means the device's memory. "
                                  "Cells estimated above it are skipped; going above it while running is an OOM.")

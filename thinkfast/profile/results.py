@@ -12,7 +12,8 @@ Top level::
     settings      the resolved [profile] section (with memory_cap_bytes)
     baseline      name of the model speedups are relative to
     models        [{name, source ("shape" | "directory" | "recipe"), spec, student, num_params,
-                   weight_bytes, mixers {"attention": n, "ssm": n}, cache_fixed_bytes, cache_bytes_per_token}]
+                   weight_bytes, mixers {"attention": n, "ssm": n}, cache_fixed_bytes, cache_bytes_per_token,
+                   kernels {operation: plugin}}]
     cells         one per model x grid cell, see :class:`CellResult`
 """
 
@@ -47,6 +48,7 @@ class ModelInfo:
     mixers: dict[str, int]
     cache_fixed_bytes: int
     cache_bytes_per_token: int
+    kernels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,247 @@
+"""The sweep: every model over every grid cell, each cell measured independently.
+
+For one model at one cell (``B`` slots, ``S = P + G`` tokens):
+
+1. estimate the peak (weights + ``B`` slots' cache + workspace, :mod:`thinkfast.profile.memory`);
+   above the limit the cell is ``skipped``;
+2. allocate the cache for ``B`` slots of ``S`` tokens;
+3. prefill: one random ``P``-token prompt into all ``B`` slots, median of ``repeats`` after ``warmup``;
+4. decode: one step for all ``B`` slots at each of ``decode_points`` positions spread over
+   ``[P, S - 1]`` (median each), averaged over the range; this gives the time per step as if all
+   ``G`` tokens had been generated, without spending ``G`` steps per cell;
+5. an out-of-memory error anywhere in 2-4 makes the cell ``oom``; memory is freed and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from thinkfast.config.validate import to_dict
+from thinkfast.kernels import select_kernels
+from thinkfast.profile.config import ProfileSection
+from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
+from thinkfast.profile.grid import Cell, build_grid, parse_memory
+from thinkfast.profile.memory import (
+    CacheFootprint,
+    apply_cap,
+    device_memory,
+    enforce_cap,
+    estimate_cell_bytes,
+    free_memory,
+    is_out_of_memory,
+    measure_cache_footprint,
+    memory_limit,
+    peak_bytes,
+    reset_peak,
+    tensor_bytes,
+)
+from thinkfast.profile.results import (
+    CellResult,
+    DecodePoint,
+    ModelInfo,
+    ProfileResult,
+    device_name,
+    environment_versions,
+)
+from thinkfast.profile.shapes import load_profile_model
+from thinkfast.profile.timing import measure_bandwidth, median_time
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class CellSettings:
+    """How each cell is measured (resolved from the ``[profile]`` section)."""
+
+    warmup: int
+    repeats: int
+    decode_points: int
+    cuda_graphs: bool
+    cap_bytes: int | None
+    limit_bytes: int
+    skip_estimated: bool
+    state_dtype: torch.dtype
+    bandwidth: float  # bytes/s
+
+
+@dataclass
+class ProfiledModel:
+    """A model ready to profile, with what the estimates need."""
+
+    info: ModelInfo
+    model: torch.nn.Module
+    footprint: CacheFootprint
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> the first CUDA device if any, else the CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> bfloat16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def prepare_model(spec: str, device: torch.device, dtype: torch.dtype, state_dtype: torch.dtype,
+                  kernels_section: Any = None) -> ProfiledModel:
+    """Load or build ``spec`` on ``device``, select its kernels, measure its weights and per-slot cache bytes.
+
+    Kernels come from the model's own recipe when ``spec`` is one, else from ``kernels_section``
+    (the profile recipe's ``[kernels]``; None means "auto" for every operation).
+    """
+    loaded = load_profile_model(spec, device, dtype)
+    kernels = select_kernels(loaded.kernels_section or kernels_section, device)
+    model = loaded.model.eval().set_kernels(kernels)
+    config = model.config
+    footprint = measure_cache_footprint(model, dtype, state_dtype)
+    info = ModelInfo(
+        name=loaded.name, source=loaded.source, spec=spec, student=config.student,
+        num_params=sum(p.numel() for p in model.parameters()), weight_bytes=tensor_bytes(model),
+        mixers={kind: config.mixers.count(kind) for kind in ("attention", "ssm")},
+        cache_fixed_bytes=footprint.fixed, cache_bytes_per_token=footprint.per_token, kernels=kernels.names(),
+    )
+    return ProfiledModel(info, model, footprint)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _bytes_per_step(pm: ProfiledModel, batch: int, position: int) -> int:
+    """Bytes a step at ``position`` must move: weights, every slot's state read+written, KV read up to it + written."""
+    fp = pm.footprint
+    return pm.info.weight_bytes + batch * (2 * fp.fixed + fp.per_token * (position + 1))
+
+
+def profile_cell(pm: ProfiledModel, cell: Cell, device: torch.device, settings: CellSettings) -> CellResult:
+    """Measure one model at one cell; OOM and over-limit estimates become the cell's status."""
+    config = pm.model.config
+    result = CellResult(model=pm.info.name, batch=cell.batch, seqlen=cell.seqlen, prompt_len=cell.prompt_len,
+                        gen_len=cell.gen_len, status="ok")
+    result.estimated_bytes = estimate_cell_bytes(
+        pm.info.weight_bytes, pm.footprint, cell.batch, cell.seqlen, cell.prompt_len,
+        config.vocab_size, config.hidden_size, config.intermediate_size)
+    if settings.skip_estimated and result.estimated_bytes > settings.limit_bytes:
+        result.status = "skipped"
+        result.reason = (f"estimated {_gib(result.estimated_bytes)} (cache "
+                         f"{_gib(cell.batch * pm.footprint.slot_bytes(cell.seqlen))}) > limit "
+                         f"{_gib(settings.limit_bytes)}")
+        return result
+    error: str | None = None
+    try:
+        _measure(pm, cell, device, settings, result)
+    except Exception as exc:  # only out-of-memory errors are a result; anything else is a bug
+        if not is_out_of_memory(exc):
+            raise
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    if error is not None:
+        result.status, result.reason = "oom", error
+        for name in ("prefill_seconds", "prefill_tokens_per_s", "decode_step_ms", "decode_tokens_per_s",
+                     "bytes_per_step", "bandwidth_fraction", "peak_memory_bytes", "cuda_graph"):
+            setattr(result, name, None)
+        result.decode_points = []
+    free_memory(device)
+    return result
+
+
+@torch.inference_mode()
+def _measure(pm: ProfiledModel, cell: Cell, device: torch.device, settings: CellSettings,
+             result: CellResult) -> None:
+    """Fill ``result`` with prefill and decode timings for one cell (may raise an out-of-memory error)."""
+    model, config = pm.model, pm.model.config
+    reset_peak(device)
+    cache = model.allocate_cache(cell.batch, cell.seqlen, dtype=next(model.parameters()).dtype,
+                                 state_dtype=settings.state_dtype)
+    held = pm.info.weight_bytes + tensor_bytes(cache)
+    enforce_cap(device, held, settings.cap_bytes)
+
+    prompt = torch.randint(0, config.vocab_size, (cell.prompt_len,), device=device)  # (P,)
+    slots = torch.arange(cell.batch, device=device)  # (B,)
+    prefill_s = median_time(lambda: model.prefill(prompt, cache, slots), device, settings.warmup, settings.repeats)
+    result.prefill_seconds = prefill_s
+    result.prefill_tokens_per_s = cell.prompt_len / prefill_s
+
+    step = DecodeStep(model, cache, cell.batch, config.vocab_size, device, settings.cuda_graphs)
+    result.cuda_graph = step.graph is not None
+    positions = decode_positions(cell.prompt_len, cell.gen_len, settings.decode_points)
+    for position in positions:
+        seconds = median_time(step.at(position), device, settings.warmup, settings.repeats)
+        result.decode_points.append(DecodePoint(position, seconds * 1e3, _bytes_per_step(pm, cell.batch, position)))
+    step_s = trapezoid_mean(positions, [p.step_ms / 1e3 for p in result.decode_points])
+    result.decode_step_ms = step_s * 1e3
+    result.decode_tokens_per_s = cell.batch / step_s
+    result.bytes_per_step = round(trapezoid_mean(positions, [p.bytes_moved for p in result.decode_points]))
+    result.bandwidth_fraction = result.bytes_per_step / step_s / settings.bandwidth
+    result.peak_memory_bytes = peak_bytes(device, held)
+
+
+def _baseline(section: ProfileSection, models: list[ModelInfo]) -> str:
+    if section.baseline:
+        return next(info.name for info in models if info.spec == section.baseline)
+    for info in models:
+        if info.mixers.get("ssm", 0) == 0:
+            return info.name
+    return models[0].name
+
+
+def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: str = "auto",
+                kernels_section: Any = None, on_cell: Callable[[CellResult], None] | None = None,
+                on_model: Callable[[ModelInfo], None] | None = None) -> ProfileResult:
+    """Run the whole sweep of ``section`` and return its :class:`ProfileResult`.
+
+    ``on_model`` is called once each model is ready and ``on_cell`` after each cell (progress display).
+    Models are built one at a time and freed before the next.
+    """
+    device = resolve_device(device_spec)
+    dtype = resolve_dtype(dtype_spec, device)
+    cells = build_grid(section.batch, section.seqlen, section.prompt_len, section.gen_len)
+    cap = parse_memory(section.memory_cap) if section.memory_cap else None
+    apply_cap(device, cap)
+    if section.bandwidth:
+        bandwidth, bandwidth_source = section.bandwidth * 1e9, "given"
+    else:
+        bandwidth, bandwidth_source = measure_bandwidth(device), "measured"
+    settings = CellSettings(
+        warmup=section.warmup, repeats=section.repeats, decode_points=section.decode_points,
+        cuda_graphs=section.cuda_graphs, cap_bytes=cap, limit_bytes=memory_limit(device, cap),
+        skip_estimated=section.skip_estimated, state_dtype=DTYPES[section.state_dtype], bandwidth=bandwidth,
+    )
+    result = ProfileResult(
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        device={"type": device.type, "name": device_name(device), "memory_bytes": device_memory(device),
+                "bandwidth_bytes_per_s": bandwidth, "bandwidth_source": bandwidth_source,
+                "peak_memory_source": "allocator" if device.type == "cuda" else "tensors"},
+        dtype=str(dtype).removeprefix("torch."),
+        versions=environment_versions(),
+        settings={**to_dict(section), "memory_cap_bytes": cap, "limit_bytes": settings.limit_bytes},
+        baseline="",
+    )
+    torch.manual_seed(0)
+    for spec in section.models:
+        pm = prepare_model(spec, device, dtype, settings.state_dtype, kernels_section)
+        if any(info.name == pm.info.name for info in result.models):
+            pm.info.name = spec
+        result.models.append(pm.info)
+        if on_model is not None:
+            on_model(pm.info)
+        for cell in cells:
+            cell_result = profile_cell(pm, cell, device, settings)
+            result.cells.append(cell_result)
+            if on_cell is not None:
+                on_cell(cell_result)
+        del pm
+        gc.collect()
+        free_memory(device)
+    result.baseline = _baseline(section, result.models)
+    return result
