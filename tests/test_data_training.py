@@ -107,3 +107,17 @@ def test_packed_documents_do_not_influence_each_other():
             alone = model(torch.tensor([ids])).logits[0]
             torch.testing.assert_close(packed[start : start + len(ids)], alone, rtol=1e-9, atol=1e-9)
             start += len(ids)
+
+
+def test_batched_examples_equal_single_example_rendering(smollm_tokenizer):
+    from thinkfast.data import load_problems
+    from thinkfast.data.render import training_example
+
+    for template in ("chat", "plain"):
+        s = spec(dataset="synthetic-arith", limit=5, few_shot=1, template=template)
+        plugin, problems = load_problems(s)
+        shots = plugin.few_shot_problems(s)
+        batched = training_examples(s, smollm_tokenizer, chunk_size=2)
+        single = [training_example(p, plugin.response_text(p), smollm_tokenizer, template, shots, plugin.instruction,
+                                   answer_format=plugin.answer_format) for p in problems]
+        assert batched == single

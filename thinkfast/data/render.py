@@ -114,6 +114,24 @@ def prompt_ids(problem: Problem, tokenizer: Any, template: str = "auto", few_sho
     return _encode(tokenizer, text, add_special_tokens=(kind == "plain"))
 
 
+def eos_token_id(tokenizer: Any) -> int:
+    """The tokenizer's EOS id; :class:`DataError` when it has none."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token; training examples end with EOS so the model learns to stop")
+    return int(eos)
+
+
+def response_segment(response: str, template: str) -> str:
+    """The response text as it follows the prompt: stripped, after one space with the plain template."""
+    return response.strip() if template == "chat" else " " + response.strip()
+
+
+def assemble_example(prompt: list[int], response: list[int], eos: int) -> tuple[list[int], list[bool]]:
+    """``(prompt + response + [eos], mask)`` with the mask True on the response and the EOS."""
+    return prompt + response + [eos], [False] * len(prompt) + [True] * (len(response) + 1)
+
+
 def training_example(problem: Problem, response: str, tokenizer: Any, template: str = "auto",
                      few_shot: Sequence[Problem] = (), instruction: str = "", *,
                      answer_format: str = "plain") -> tuple[list[int], list[bool]]:
@@ -122,11 +140,8 @@ def training_example(problem: Problem, response: str, tokenizer: Any, template: 
     Both lists have length ``len(prompt tokens) + len(response tokens) + 1``. With the plain
     template the response follows "Answer:" after one space.
     """
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        raise DataError("the tokenizer has no EOS token; training examples end with EOS so the model learns to stop")
+    eos = eos_token_id(tokenizer)
     kind = resolve_template(template, tokenizer)
     prompt = prompt_ids(problem, tokenizer, kind, few_shot, instruction, answer_format=answer_format)
-    text = response.strip() if kind == "chat" else " " + response.strip()
-    answer = _encode(tokenizer, text, add_special_tokens=False) + [int(eos)]
-    return prompt + answer, [False] * len(prompt) + [True] * len(answer)
+    answer = _encode(tokenizer, response_segment(response, kind), add_special_tokens=False)
+    return assemble_example(prompt, answer, eos)

@@ -18,7 +18,7 @@ from thinkfast.data import load_problems
 from thinkfast.data.answers import answers_equal
 from thinkfast.data.base import DatasetPlugin, Problem
 from thinkfast.data.files import field, iter_file
-from thinkfast.data.render import resolve_template, training_example
+from thinkfast.data.render import assemble_example, eos_token_id, prompt_text, resolve_template, response_segment
 from thinkfast.errors import DataError
 
 
@@ -60,17 +60,29 @@ def response_pairs(plugin: DatasetPlugin, problems: list[Problem], spec: DataSpe
     return pairs
 
 
-def training_examples(spec: DataSpec, tokenizer: Any) -> list[tuple[list[int], list[bool]]]:
-    """``(input_ids, loss_mask)`` for every training pair ``spec`` selects, in problem order."""
+def training_examples(spec: DataSpec, tokenizer: Any, chunk_size: int = 1024) -> list[tuple[list[int], list[bool]]]:
+    """``(input_ids, loss_mask)`` for every training pair ``spec`` selects, in problem order.
+
+    Each example equals :func:`thinkfast.data.render.training_example` of its pair; prompts and
+    responses are tokenised in batches of ``chunk_size`` (the fast tokenizer's batch encoding).
+    """
     plugin, problems = load_problems(spec)
     if not problems:
         raise DataError(f"dataset {spec.dataset!r} split {spec.split!r} gave no problems "
                         f"(offset {spec.offset}, limit {spec.limit})")
-    template = resolve_template(spec.template, tokenizer)
+    kind = resolve_template(spec.template, tokenizer)
+    eos = eos_token_id(tokenizer)
     shots = plugin.few_shot_problems(spec)
     instruction = spec.instruction or plugin.instruction
-    return [
-        training_example(problem, response, tokenizer, template, shots, instruction,
-                         answer_format=plugin.answer_format)
-        for problem, response in response_pairs(plugin, problems, spec)
-    ]
+    pairs = response_pairs(plugin, problems, spec)
+    examples = []
+    for start in range(0, len(pairs), chunk_size):
+        chunk = pairs[start : start + chunk_size]
+        prompts = [prompt_text(p, tokenizer, kind, shots, instruction, answer_format=plugin.answer_format)
+                   for p, _ in chunk]
+        prompt_tokens = tokenizer(prompts, add_special_tokens=(kind == "plain"))["input_ids"]
+        responses = [response_segment(r, kind) for _, r in chunk]
+        response_tokens = tokenizer(responses, add_special_tokens=False)["input_ids"]
+        examples.extend(assemble_example(list(p), list(r), eos)
+                        for p, r in zip(prompt_tokens, response_tokens, strict=True))
+    return examples
