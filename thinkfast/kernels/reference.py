@@ -279,7 +279,7 @@ def attention_prefill(
     """Causal (block-diagonal with ``seq_idx``) softmax attention with GQA.
 
     ``q``: ``(batch, seqlen, nheads, headdim)``; ``k``, ``v``: ``(batch, seqlen, nkv, headdim)``.
-    Softmax in float32. Returns ``(batch, seqlen, nheads, headdim)``.
+    Softmax in float32 (float64 for float64 inputs). Returns ``(batch, seqlen, nheads, headdim)``.
     """
     probs = attention_probs(q, k, scale=scale, seq_idx=seq_idx)  # (b, h, l, l)
     vh = expand_kv(v, q.shape[2])
@@ -289,10 +289,12 @@ def attention_prefill(
 def attention_probs(
     q: torch.Tensor, k: torch.Tensor, *, scale: float, seq_idx: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal softmax attention probabilities ``(batch, nheads, seqlen, seqlen)`` in float32."""
+    """Causal softmax attention probabilities ``(batch, nheads, seqlen, seqlen)`` in float32 (float64 for
+    float64 inputs)."""
     seqlen = q.shape[1]
     kh = expand_kv(k, q.shape[2])
-    scores = torch.einsum("bihd,bjhd->bhij", q.float(), kh.float()) * scale
+    acc = _acc_dtype(q)
+    scores = torch.einsum("bihd,bjhd->bhij", q.to(acc), kh.to(acc)) * scale
     allowed = torch.ones(seqlen, seqlen, dtype=torch.bool, device=q.device).tril()
     if seq_idx is not None:
         allowed = allowed & (seq_idx[:, :, None] == seq_idx[:, None, :])[:, None]
@@ -328,7 +330,8 @@ def attention_decode(
     nheads = q.shape[1]
     kh = expand_kv(k_cache, nheads)  # (b, s, h, d)
     vh = expand_kv(v_cache, nheads)
-    scores = torch.einsum("bhd,bshd->bhs", q.float(), kh.float()) * scale
+    acc = _acc_dtype(q)
+    scores = torch.einsum("bhd,bshd->bhs", q.to(acc), kh.to(acc)) * scale
     valid = torch.arange(k_cache.shape[1], device=q.device)[None, :] <= positions[:, None]  # (b, s)
     scores = scores.masked_fill(~valid[:, None, :], -math.inf)
     probs = torch.softmax(scores, dim=-1)

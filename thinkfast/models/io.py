@@ -63,7 +63,10 @@ def load_model(directory: str | Path, *, dtype: torch.dtype | None = None,
         model = model.to(dtype)
     tokenizer = None
     if with_tokenizer and any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        from transformers import PretrainedConfig
+
         from thinkfast.models.teacher import load_tokenizer
 
-        tokenizer = load_tokenizer(str(path))
+        # an empty config keeps transformers from parsing our config.json as one of its own
+        tokenizer = load_tokenizer(str(path), config=PretrainedConfig())
     return model, tokenizer

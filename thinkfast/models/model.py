@@ -24,6 +24,14 @@ def segment_index(doc_ids: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cumsum(changes, dim=1, dtype=torch.int32)
 
 
+def document_positions(seq_idx: torch.Tensor) -> torch.Tensor:
+    """Position of each token inside its document ``(B, L)`` long, from a segment index ``(B, L)``."""
+    idx = torch.arange(seq_idx.shape[1], device=seq_idx.device).expand_as(seq_idx)
+    starts = torch.zeros_like(idx)
+    starts[:, 1:] = torch.where(seq_idx[:, 1:] != seq_idx[:, :-1], idx[:, 1:], 0)
+    return idx - torch.cummax(starts, dim=1).values
+
+
 class Block(nn.Module):
     """Pre-norm residual block: ``h = x + mixer(norm(x)); out = h + mlp(norm(h))``, ``(B, L, D) -> (B, L, D)``."""
 
@@ -106,9 +114,13 @@ class ThinkfastLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False) -> LMOutput:
         """``input_ids`` ``(B, L)`` long; ``doc_ids`` ``(B, L)`` long marks packed documents (no attention
-        or state crosses a change of id; positions keep counting, which RoPE's relativity makes harmless)."""
+        or state crosses a change of id, and RoPE positions restart at 0 in each document, so a packed row
+        gives the same logits as its documents run one by one)."""
         seq_idx = segment_index(doc_ids)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        if seq_idx is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        else:
+            positions = document_positions(seq_idx)
         x = self.embed_tokens(input_ids)
         hidden = [x] if output_hidden_states else None
         for block in self.layers:
@@ -120,14 +132,16 @@ class ThinkfastLM(nn.Module):
 
     # --- inference -------------------------------------------------------------------------
     def allocate_cache(self, batch_size: int, max_seqlen: int, *, dtype: torch.dtype | None = None,
-                       state_dtype: torch.dtype = torch.float32,
+                       state_dtype: torch.dtype | None = None,
                        device: torch.device | str | None = None) -> InferenceCache:
         """Per-layer caches for ``batch_size`` slots of ``max_seqlen`` tokens.
 
-        ``dtype`` (KV cache and conv state) defaults to the model's; ``state_dtype`` is the SSM state's.
+        ``dtype`` (KV cache and conv state) defaults to the model's; ``state_dtype`` (SSM state) defaults to
+        float32 (float64 for a float64 model).
         """
         param = self.embed_tokens.weight
         dtype = dtype or param.dtype
+        state_dtype = state_dtype or (torch.float64 if param.dtype == torch.float64 else torch.float32)
         device = torch.device(device) if device is not None else param.device
         layers = [block.mixer.allocate_cache(batch_size, max_seqlen, dtype=dtype, state_dtype=state_dtype,
                                              device=device) for block in self.layers]
