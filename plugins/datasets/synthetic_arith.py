@@ -30,17 +30,27 @@ NAMES = ("Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Ines
          "Mei", "Noah", "Olga", "Priya", "Quinn", "Rosa", "Sam", "Tariq")
 ITEMS = ("apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells", "cards")
 _STORY = {
-    "+": ("{name} buys {n} more {item}.", "{name} finds {n} more {item}.", "A friend gives {name} {n} more {item}."),
-    "-": ("{name} gives {n} {item} to a neighbour.", "{name} loses {n} {item}.", "{name} sells {n} {item}."),
+    "+": ("{name} buys {n} more {noun}.", "{name} finds {n} more {noun}.", "A friend gives {name} {n} more {noun}."),
+    "-": ("{name} gives {count} to a neighbour.", "{name} loses {count}.", "{name} sells {count}."),
     "*": ("{name} collects more until there are {n} times as many {item} as before.",),
     "/": ("{name} splits the {item} into {n} equal piles and keeps one pile.",),
 }
 _WORKING = {
-    "+": "{v} + {n} = {r}, so {name} has {r} {item}.",
-    "-": "{v} - {n} = {r}, so {name} has {r} {item}.",
-    "*": "{v} * {n} = {r}, so {name} has {r} {item}.",
-    "/": "{v} / {n} = {r}, so {name} keeps {r} {item}.",
+    "+": "{v} + {n} = {r}, so {name} has {result}.",
+    "-": "{v} - {n} = {r}, so {name} has {result}.",
+    "*": "{v} * {n} = {r}, so {name} has {result}.",
+    "/": "{v} / {n} = {r}, so {name} keeps {result}.",
 }
+
+
+def _noun(n: int, item: str) -> str:
+    """``item`` in singular for one (every item name is a regular plural)."""
+    return item[:-1] if n == 1 else item
+
+
+def _count(n: int, item: str) -> str:
+    """``"1 apple"``, ``"3 apples"``."""
+    return f"{n} {_noun(n, item)}"
 
 
 @dataclass
@@ -99,15 +109,16 @@ class SyntheticArith(DatasetPlugin):
         o = self.options
         name, item = rng.choice(NAMES), rng.choice(ITEMS)
         value = rng.randint(2, o.max_operand)
-        story, working, ops = [f"{name} has {value} {item}."], [], []
+        story, working, ops = [f"{name} has {_count(value, item)}."], [], []
         for _ in range(rng.randint(o.min_steps, o.max_steps)):
             step = self._operation(rng, value)
             if step is None:
                 return None
             op, n = step
             result = {"+": value + n, "-": value - n, "*": value * n, "/": value // n}[op]
-            story.append(rng.choice(_STORY[op]).format(name=name, n=n, item=item))
-            working.append(_WORKING[op].format(v=value, n=n, r=result, name=name, item=item))
+            story.append(rng.choice(_STORY[op]).format(name=name, n=n, item=item, noun=_noun(n, item),
+                                                         count=_count(n, item)))
+            working.append(_WORKING[op].format(v=value, n=n, r=result, name=name, result=_count(result, item)))
             ops.append(op)
             value = result
         question = " ".join(story) + f" How many {item} does {name} have now?"
