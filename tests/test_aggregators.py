@@ -143,3 +143,23 @@ def test_missing_model_is_a_recipe_error():
         _aggregator("reward-model")
     with pytest.raises(RecipeError, match="mode 'model' needs a verifier model"):
         _aggregator("verifier")
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
+def test_reward_model_scores_on_gpu_match_cpu(tiny_llama_dir):
+    """On a CUDA machine: GPU float32 scoring agrees with the CPU, and bfloat16 stays close."""
+    problem = _graded([0, 1, 1], [True, False], [STEPS, "Guess.\n\n\\boxed{15}", STEPS.replace("14", "15")])
+    cpu = _aggregator("reward-model", model=str(tiny_llama_dir), format="rlhflow", device="cpu").score([problem])
+    gpu = _aggregator("reward-model", model=str(tiny_llama_dir), format="rlhflow", device="cuda",
+                      dtype="float32").score([problem])
+    bf16 = _aggregator("reward-model", model=str(tiny_llama_dir), format="rlhflow", device="cuda",
+                       dtype="bfloat16").score([problem])
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(bf16[0], cpu[0], atol=3e-2)
