@@ -1,21 +1,131 @@
-"""``thinkfast profile``."""
+"""``thinkfast profile [RECIPE]``: throughput and memory over a batch x length grid."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 
 from thinkfast.cli.options import resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
-from thinkfast.errors import EngineUnavailableError
+
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+progress_console = Console(stderr=True, highlight=False)
+
+
+def _sizes(what: str, minimum: int = 1):
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+        if value is None:
+            return None
+        from thinkfast.profile.grid import parse_sizes
+
+        try:
+            return parse_sizes(value, what, minimum)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from thinkfast.profile.grid import parse_size
+
+    try:
+        return parse_size(value, param.name.replace("_", "-"))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from thinkfast.profile.grid import parse_memory
+
+    try:
+        parse_memory(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _flags_to_section(**flags: Any) -> dict[str, Any]:
+    """The ``[profile]`` keys the user set on the command line (None means not given)."""
+    section = {key: value for key, value in flags.items() if value is not None}
+    if "models" in section:
+        section["models"] = [m.strip() for m in section["models"].split(",") if m.strip()]
+    if "seqlen" not in section and section.get("prompt_len") and section.get("gen_len"):
+        section["seqlen"] = [section["prompt_len"] + section["gen_len"]]
+    return section
 
 
 @click.command("profile")
 @click.argument("recipe", type=click.Path(path_type=Path), required=False)
+@click.option("--models", metavar="A,B,...", help="Built-in shapes (llama-3.2-1b, llamba-1b, hybrid-1b, -3b and "
+              "tiny- variants), model directories or recipe files. Default: llama-3.2-1b,llamba-1b,hybrid-1b.")
+@click.option("--batch", callback=_sizes("--batch"), metavar="SIZES",
+              help="Batch sizes: one (512) or a list (1,8,64,512). Default: 1,64,512.")
+@click.option("--seqlen", callback=_sizes("--seqlen", minimum=2), metavar="LENGTHS",
+              help="Total tokens per sequence, k = 1024: 8k, or a list 1k,8k,32k. Default: 1k,8k.")
+@click.option("--prompt-len", callback=_size, metavar="TOKENS",
+              help="Prompt tokens of each length (the rest is generated). Default: a quarter of it.")
+@click.option("--gen-len", callback=_size, metavar="TOKENS",
+              help="Generated tokens of each length (the rest is prompt).")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Untimed calls before each measurement.")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats (median reported).")
+@click.option("--decode-points", type=click.IntRange(min=1, max=64), default=None,
+              help="Positions over the generated range at which a decode step is timed.")
+@click.option("--memory-cap", callback=_memory, metavar="BYTES",
+              help="Memory limit, e.g. 40G (GiB) or 40GB; cells estimated above it are skipped.")
+@click.option("--bandwidth", type=click.FloatRange(min=0.0), default=None, metavar="GB/S",
+              help="Device bandwidth for the bandwidth-bound fraction; default: measured.")
+@click.option("--baseline", default=None, help="Model the speedups are relative to (one of --models).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Capture the decode step in a CUDA graph.")
+@click.option("--plots/--no-plots", default=None, help="Write profile.png.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default=None, help="auto, float32, bfloat16 or float16.")
 @run_options
-def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None) -> None:
-    """Measure prefill/decode throughput and memory over a batch x length grid."""
-    loaded = load_recipe(recipe, overrides)
-    resolve_output_dir(loaded, output_dir)
-    raise EngineUnavailableError("the profiler is not implemented yet; the recipe is valid")
+def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None, device: str | None,
+            dtype: str | None, **flags: Any) -> None:
+    """Measure prefill/decode throughput and memory over a batch x length grid.
+
+    \b
+    Example: thinkfast profile --batch 1,64,512 --seqlen 1k,8k --models llama-3.2-1b,llamba-1b,hybrid-1b
+    Writes profile.json and profile.png to the output directory and prints the tables.
+    """
+    from thinkfast.profile.plots import plot_decode_throughput
+    from thinkfast.profile.report import comparison_table, detail_table
+    from thinkfast.profile.runner import run_profile
+
+    extra: dict[str, Any] = {"profile": _flags_to_section(**flags)}
+    run = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
+    if recipe is None:
+        run.setdefault("name", "profile")
+    extra["run"] = run
+    loaded = load_recipe(recipe, overrides, extra=extra)
+    out_dir = resolve_output_dir(loaded, output_dir)
+    section = loaded.profile
+
+    def on_model(info) -> None:
+        progress_console.print(f"[bold]{info.name}[/bold]: {info.num_params / 1e6:,.1f}M parameters, "
+                               f"mixers {info.mixers}, kernels {info.kernels}")
+
+    def on_cell(cell) -> None:
+        where = f"  batch {cell.batch:>5}  length {cell.seqlen:>6}"
+        if cell.status == "ok":
+            progress_console.print(f"{where}  decode {cell.decode_tokens_per_s:>12,.0f} tok/s  "
+                                   f"{cell.decode_step_ms:8.2f} ms/step")
+        else:
+            progress_console.print(f"{where}  {cell.status}: {cell.reason}")
+
+    result = run_profile(section, loaded.run.device, loaded.run.dtype, loaded.kernels,
+                         on_cell=on_cell, on_model=on_model)
+    json_path = result.write(out_dir / "profile.json")
+    console.print(comparison_table(result))
+    console.print(detail_table(result))
+    console.print(f"wrote {json_path}")
+    if section.plots:
+        console.print(f"wrote {plot_decode_throughput(result, out_dir / 'profile.png')}")

@@ -49,7 +49,7 @@ from thinkfast.profile.results import (
     device_name,
     environment_versions,
 )
-from thinkfast.profile.shapes import load_profile_model
+from thinkfast.profile.shapes import load_profile_model, spec_kind
 from thinkfast.profile.timing import measure_bandwidth, median_time
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -206,6 +206,8 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     device = resolve_device(device_spec)
     dtype = resolve_dtype(dtype_spec, device)
     cells = build_grid(section.batch, section.seqlen, section.prompt_len, section.gen_len)
+    for spec in section.models:
+        spec_kind(spec)  # fail before any measurement on a name that is no model
     cap = parse_memory(section.memory_cap) if section.memory_cap else None
     apply_cap(device, cap)
     if section.bandwidth:

@@ -123,21 +123,32 @@ def _from_recipe(path: Path, device: torch.device, dtype: torch.dtype) -> Loaded
     return LoadedModel(path.stem, "recipe", model, recipe.kernels)
 
 
-def load_profile_model(spec: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    """Resolve one ``--models`` entry: a built-in shape name, a model directory or ``.gguf``, or a recipe ``.toml``.
+def spec_kind(spec: str) -> str:
+    """``"shape"``, ``"recipe"`` or ``"directory"`` (a directory or ``.gguf`` file) for one ``--models`` entry.
 
     Raises :class:`ModelLoadError` naming the entry and the built-in shapes when it is none of these.
     """
     if spec in SHAPES:
-        return LoadedModel(spec, "shape", build_shape(spec, device, dtype))
+        return "shape"
     path = Path(spec)
     if path.suffix == ".toml" and path.is_file():
-        return _from_recipe(path, device, dtype)
+        return "recipe"
     if path.is_dir() or (path.suffix == ".gguf" and path.is_file()):
-        from thinkfast.models.teacher import load_any
-
-        model, _ = load_any(str(path), dtype=dtype, device=device)
-        return LoadedModel(path.name or str(path), "directory", model)
+        return "directory"
     raise ModelLoadError(
         f"--models / profile.models: '{spec}' is not a built-in shape, a model directory, a .gguf file or a recipe "
         f".toml{did_you_mean(spec, SHAPES)}; built-in shapes: {', '.join(SHAPES)}")
+
+
+def load_profile_model(spec: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """Resolve and load one ``--models`` entry (see :func:`spec_kind`)."""
+    kind = spec_kind(spec)
+    if kind == "shape":
+        return LoadedModel(spec, "shape", build_shape(spec, device, dtype))
+    path = Path(spec)
+    if kind == "recipe":
+        return _from_recipe(path, device, dtype)
+    from thinkfast.models.teacher import load_any
+
+    model, _ = load_any(str(path), dtype=dtype, device=device)
+    return LoadedModel(path.name or str(path), "directory", model)
