@@ -37,8 +37,9 @@ class KernelSet:
     operations: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def availability(cls, device: torch.device) -> str | None:
-        """``None`` if usable on ``device``, else a sentence saying why not (never raises)."""
+    def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
+        """``None`` if ``operation`` (or every operation of the set) can run on ``device``, else a sentence
+        saying why not. Must never raise (it runs on machines without CUDA or the optional packages)."""
         return None
 
     @classmethod

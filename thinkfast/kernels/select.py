@@ -39,7 +39,7 @@ def select_kernels(section: Any = None, device: torch.device | str = "cpu",
     instances: dict[str, KernelSet] = {}
     for op in OPERATIONS:
         wanted = _wanted(section, op)
-        usable = {n: c for n, c in sets.items() if op in c.operations and c.availability(device) is None}
+        usable = {n: c for n, c in sets.items() if op in c.operations and c.availability(device, op) is None}
         if wanted == "auto":
             name = max(usable, key=lambda n: (usable[n].priority(op, device), n == "torch"))
         else:
@@ -70,7 +70,7 @@ def _check_pinned(name: str, op: str, device: torch.device, sets: dict[str, type
         raise EngineUnavailableError(
             f"[kernels] {op} = '{name}': that plugin does not provide '{op}' (it provides "
             f"{', '.join(cls.operations)}); use one of: {options}")
-    reason = cls.availability(device)
+    reason = cls.availability(device, op)
     if reason is not None:
         raise EngineUnavailableError(
             f"[kernels] {op} = '{name}' cannot run on {device}: {reason}; use one of: {options}")

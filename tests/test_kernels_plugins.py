@@ -1,0 +1,85 @@
+"""Kernel plugins on CPU: registration, selection, errors, and sdpa == reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thinkfast.config import from_dict
+from thinkfast.config.common import KernelsSection
+from thinkfast.errors import EngineUnavailableError
+from thinkfast.kernels import Kernels, TorchKernels, select_kernels
+from thinkfast.kernels import reference as ref
+from thinkfast.models import ModelConfig, ThinkfastLM, build_student
+from thinkfast.registry import get_registry
+
+
+def test_builtin_kernel_plugins_are_registered():
+    assert {"torch", "sdpa", "mamba-ssm", "flash-attn"} <= set(get_registry().names("kernels"))
+
+
+def test_auto_selection_on_cpu_and_pinning():
+    assert select_kernels(None, "cpu").names() == {"ssm": "torch", "conv": "torch", "attention": "sdpa"}
+    section = from_dict(KernelsSection, {"attention": "torch"})
+    assert select_kernels(section, "cpu").names()["attention"] == "torch"
+
+
+@pytest.mark.parametrize(("pinned", "message"), [
+    ({"ssm": "mamba-ssm"}, "cannot run on cpu: it needs a CUDA device"),
+    ({"attention": "flash-attn"}, "cannot run on cpu"),
+    ({"conv": "sdpa"}, "does not provide 'conv'"),
+    ({"attention": "nope"}, "no kernel plugin of that name"),
+])
+def test_unavailable_kernels_are_clear_errors(pinned, message):
+    with pytest.raises(EngineUnavailableError, match=message):
+        select_kernels(pinned, "cpu")
+
+
+def test_availability_checks_never_raise_without_cuda():
+    registry = get_registry()
+    for name in registry.names("kernels"):
+        cls = registry.get("kernels", name)
+        for op in cls.operations:
+            reason = cls.availability(torch.device("cuda"), op)
+            assert reason is None or isinstance(reason, str)
+
+
+def test_sdpa_matches_reference_attention():
+    sdpa = select_kernels({"attention": "sdpa"}, "cpu").attention
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 12, 4, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 12, 2, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    seq_idx = torch.tensor([[0] * 5 + [1] * 7, [0] * 12])
+    for docs in (None, seq_idx):
+        torch.testing.assert_close(sdpa.attention_prefill(q, k, v, scale=0.3, seq_idx=docs),
+                                   ref.attention_prefill(q, k, v, scale=0.3, seq_idx=docs))
+    caches = [torch.randn(2, 16, 2, 8, generator=g, dtype=torch.float64) for _ in range(4)]
+    caches[2].copy_(caches[0])
+    caches[3].copy_(caches[1])
+    positions = torch.tensor([3, 11])
+    out = sdpa.attention_decode(q[:, 0], k[:, 0], v[:, 0], caches[0], caches[1], positions, scale=0.3)
+    expected = ref.attention_decode(q[:, 0], k[:, 0], v[:, 0], caches[2], caches[3], positions, scale=0.3)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(caches[0], caches[2])
+
+
+def test_model_runs_with_selected_kernels():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2,
+                         num_kv_heads=1, head_dim=8)
+    teacher = ThinkfastLM(config, dtype=torch.float64)
+    hybrid = build_student(teacher, "mambainllama", {"attention_layers": [0], "chunk_size": 8})
+    ids = torch.randint(0, 50, (2, 9))
+    reference = hybrid(ids, doc_ids=torch.tensor([[0] * 4 + [1] * 5] * 2)).logits
+    hybrid.set_kernels(select_kernels(None, "cpu"))
+    assert hybrid.layers[0].mixer.kernels.attention.name == "sdpa"
+    torch.testing.assert_close(hybrid(ids, doc_ids=torch.tensor([[0] * 4 + [1] * 5] * 2)).logits, reference)
+    hybrid.set_kernels(Kernels.reference())
+    assert isinstance(hybrid.layers[1].mixer.kernels.ssm, TorchKernels)
+
+
+def test_flash_cu_seqlens_helper():
+    from thinkfast_plugins.kernels.flash import cu_seqlens_from_segments
+
+    cu, longest = cu_seqlens_from_segments(torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]]))
+    assert cu.tolist() == [0, 2, 5, 6, 10] and longest == 4
