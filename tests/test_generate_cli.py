@@ -7,17 +7,29 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def thinkfast(*args: str, env: dict[str, str] | None = None, module: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "thinkfast", *args] if module else [str(ROOT / ".venv/bin/thinkfast"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+@dataclass
+class Result:
+    returncode: int
+    stderr: str
+
+
+def thinkfast(*args: str) -> Result:
+    """Run the CLI in this process (imports are paid once); exit code and stderr as a subprocess would give."""
+    from thinkfast.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), prog_name="thinkfast")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Result(result.exit_code, result.stderr)
 
 
 def _args(model: Path, data: Path, out: Path, *extra: str) -> list[str]:

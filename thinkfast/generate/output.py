@@ -31,7 +31,8 @@ class SampleRecord:
 
     ``num_tokens`` counts generated tokens including a final EOS token; ``seconds`` is the
     wall time attributed to this sample: every engine cycle (prefills of new work, then
-    ``check_every`` decode steps, then the host check) is split equally among the slots busy in it; ``question`` is the problem's text (for reward models).
+    ``check_every`` decode steps, then the host check) is split equally among the slots busy in
+    it. ``question`` is the problem's text (for reward models).
     """
 
     problem_id: str

@@ -93,22 +93,28 @@ def eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in ids)
 
 
-def pending_problems(problems: list[Any], plugin: Any, tokenizer: Any, recipe: Any,
-                     done: dict[tuple[str, int], Any]) -> list[PendingProblem]:
-    """Render and tokenise the prompts of problems that still miss samples."""
+def missing_samples(problems: list[Any], n_samples: int,
+                    done: dict[tuple[str, int], Any]) -> list[tuple[Any, tuple[int, ...]]]:
+    """``(problem, sample indices not yet in the output directory)`` for problems that miss any."""
+    out = []
+    for problem in problems:
+        missing = tuple(s for s in range(n_samples) if (problem.id, s) not in done)
+        if missing:
+            out.append((problem, missing))
+    return out
+
+
+def render_prompts(work: list[tuple[Any, tuple[int, ...]]], plugin: Any, tokenizer: Any,
+                   recipe: Any) -> list[PendingProblem]:
+    """Render and tokenise the prompts of the problems in ``work``."""
     from thinkfast.data.render import prompt_ids
 
     data = recipe.generate.data
-    few_shot = plugin.few_shot_problems(data)
+    few_shot = plugin.few_shot_problems(data) if work else []
     instruction = data.instruction or plugin.instruction
-    out = []
-    for problem in problems:
-        missing = tuple(s for s in range(recipe.generate.n_samples) if (problem.id, s) not in done)
-        if missing:
-            ids = prompt_ids(problem, tokenizer, data.template, few_shot, instruction,
-                             answer_format=plugin.answer_format)
-            out.append(PendingProblem(problem, ids, missing))
-    return out
+    return [PendingProblem(problem, prompt_ids(problem, tokenizer, data.template, few_shot, instruction,
+                                               answer_format=plugin.answer_format), missing)
+            for problem, missing in work]
 
 
 def _progress(console: Any, disable: bool):
@@ -141,19 +147,22 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         check_settings(out_dir, settings)
         plugin, problems = load_problems(gen.data)
         done = read_done(out_dir)
-        mine = shard(problems, env.rank, env.world_size)
-
-        model, tokenizer = load_any(spec, dtype=dtype, device=device)
-        if tokenizer is None:
-            raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
-                                 f"with its tokenizer or set [teacher].tokenizer")
-        model.set_kernels(select_kernels(recipe.kernels, device)).eval()
-        todo = pending_problems(mine, plugin, tokenizer, recipe, done)
+        work = missing_samples(shard(problems, env.rank, env.world_size), gen.n_samples, done)
+        model: Any = None
+        todo: list[PendingProblem] = []
+        if work:  # a finished run does not load the model again
+            model, tokenizer = load_any(spec, dtype=dtype, device=device)
+            if tokenizer is None:
+                raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
+                                     f"with its tokenizer or set [teacher].tokenizer")
+            model.set_kernels(select_kernels(recipe.kernels, device)).eval()
+            todo = render_prompts(work, plugin, tokenizer, recipe)
         if env.is_main and not (out_dir / RUN).exists():
             write_json(out_dir / RUN, {"status": "running", "settings": settings})
 
         started = time.perf_counter()
-        new_records = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console)
+        new_records = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console) \
+            if todo else []
         wall = time.perf_counter() - started
         stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
                  "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records)}
@@ -243,7 +252,7 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "status": "complete" if complete else "partial",
         "settings": settings,
         "model": settings["model"],
-        "student": getattr(model.config, "student", ""),
+        "student": getattr(getattr(model, "config", None), "student", previous.get("student", "")),
         "dataset": gen.data.dataset,
         "split": gen.data.split,
         "device": merged["devices"][0],
