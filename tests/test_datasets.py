@@ -105,6 +105,27 @@ def test_missing_file_and_wrong_suffix(tmp_path):
         load_problems(spec(dataset="gsm8k", path=str(tmp_path / "data.csv")))
 
 
+def test_hub_branch_goes_through_datasets_load_dataset(gsm8k_train_path, tmp_path, monkeypatch):
+    """With no data.path the plugin calls datasets.load_dataset(hub_id, ...); a local repo-shaped dir stands in."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+
+    records = [json.loads(line) for line in gsm8k_train_path.read_text().splitlines()[:8]]
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(records[:5]), repo / "data" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(records[5:]), repo / "data" / "test-00000-of-00001.parquet")
+    hub = {"hub_id": str(repo), "hub_config": ""}
+    _, test = load_problems(spec(dataset="gsm8k", split="test", options=hub))
+    assert [p.question for p in test] == [r["question"] for r in records[5:]]
+    assert test[0].id == "gsm8k-test-0"
+    _, streamed = load_problems(spec(dataset="gsm8k", split="train", limit=2, options={**hub, "streaming": True}))
+    assert [p.question for p in streamed] == [r["question"] for r in records[:2]]
+
+
 def test_hub_unreachable_offline_says_to_pass_path():
     with pytest.raises(DataError, match=r"openai/gsm8k \(main\) split 'test'.*set data.path"):
         load_problems(spec(dataset="gsm8k", split="test", limit=3))
