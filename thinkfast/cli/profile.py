@@ -85,11 +85,12 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
 @click.option("--baseline", default=None, help="Model the speedups are relative to (one of --models).")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Capture the decode step in a CUDA graph.")
 @click.option("--plots/--no-plots", default=None, help="Write profile.png.")
+@click.option("--dry-run", is_flag=True, help="Only print each cell's estimated memory and whether it would run.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16 or float16.")
 @run_options
 def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None, device: str | None,
-            dtype: str | None, **flags: Any) -> None:
+            dtype: str | None, dry_run: bool, **flags: Any) -> None:
     """Measure prefill/decode throughput and memory over a batch x length grid.
 
     \b
@@ -97,8 +98,8 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     Writes profile.json and profile.png to the output directory and prints the tables.
     """
     from thinkfast.profile.plots import plot_decode_throughput
-    from thinkfast.profile.report import comparison_table, detail_table
-    from thinkfast.profile.runner import run_profile
+    from thinkfast.profile.report import comparison_table, detail_table, plan_table
+    from thinkfast.profile.runner import plan_profile, run_profile
 
     extra: dict[str, Any] = {"profile": _flags_to_section(**flags)}
     run = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
@@ -108,6 +109,9 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     loaded = load_recipe(recipe, overrides, extra=extra)
     out_dir = resolve_output_dir(loaded, output_dir)
     section = loaded.profile
+    if dry_run:
+        console.print(plan_table(plan_profile(section, loaded.run.device, loaded.run.dtype)))
+        return
 
     def on_model(info) -> None:
         progress_console.print(f"[bold]{info.name}[/bold]: {info.num_params / 1e6:,.1f}M parameters, "

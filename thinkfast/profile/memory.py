@@ -112,10 +112,13 @@ def memory_limit(device: torch.device, cap: int | None) -> int:
 
 
 def apply_cap(device: torch.device, cap: int | None) -> None:
-    """Make the caching allocator itself refuse to go past ``cap`` bytes (CUDA only; a no-op elsewhere)."""
-    if device.type == "cuda" and cap:
-        total = device_memory(device)
-        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
+    """Make the caching allocator itself refuse to go past ``cap`` bytes (none: the whole device).
+
+    CUDA only; a no-op elsewhere (see :func:`enforce_cap`).
+    """
+    if device.type == "cuda":
+        fraction = min(1.0, cap / device_memory(device)) if cap else 1.0
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
 
 
 def enforce_cap(device: torch.device, held_bytes: int, cap: int | None) -> None:

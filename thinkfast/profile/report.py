@@ -73,7 +73,19 @@ def detail_table(result: ProfileResult) -> Table:
         table.add_row(
             cell.model, format_length(cell.seqlen), str(cell.batch),
             f"{cell.prefill_tokens_per_s:,.0f}", f"{cell.decode_step_ms:.2f}", f"{cell.decode_tokens_per_s:,.0f}",
-            f"{cell.peak_memory_bytes / 2**30:.2f}", f"{100 * cell.bandwidth_fraction:.1f}",
+            f"{cell.peak_memory_bytes / 2**30:.3f}", f"{100 * cell.bandwidth_fraction:.1f}",
             "ok" + (" (graph)" if cell.cuda_graph else ""),
         )
+    return table
+
+
+def plan_table(cells: list[CellResult]) -> Table:
+    """A dry run: estimated memory of every model x cell and whether it would run."""
+    table = Table(title="dry run: estimated peak memory per cell")
+    for column in ("model", "length", "prompt+gen", "batch", "estimated GiB", "plan"):
+        table.add_column(column, justify="left" if column in ("model", "plan") else "right")
+    for cell in cells:
+        plan = "run" if cell.status == "planned" else f"[yellow]skip[/yellow]: {cell.reason}"
+        table.add_row(cell.model, format_length(cell.seqlen), f"{cell.prompt_len}+{cell.gen_len}", str(cell.batch),
+                      f"{cell.estimated_bytes / 2**30:.2f}", plan)
     return table

@@ -32,7 +32,7 @@ import torch
 import thinkfast
 
 SCHEMA = "thinkfast.profile/1"
-STATUSES = ("ok", "oom", "skipped")
+STATUSES = ("ok", "oom", "skipped")  # plus "planned" in a dry run, which writes no profile.json
 
 
 @dataclass

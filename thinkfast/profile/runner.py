@@ -98,18 +98,23 @@ def prepare_model(spec: str, device: torch.device, dtype: torch.dtype, state_dty
     """Load or build ``spec`` on ``device``, select its kernels, measure its weights and per-slot cache bytes.
 
     Kernels come from the model's own recipe when ``spec`` is one, else from ``kernels_section``
-    (the profile recipe's ``[kernels]``; None means "auto" for every operation).
+    (the profile recipe's ``[kernels]``; None means "auto" for every operation). On the ``meta``
+    device (estimates only) built-in shapes allocate nothing and no kernels are selected.
     """
     loaded = load_profile_model(spec, device, dtype)
-    kernels = select_kernels(loaded.kernels_section or kernels_section, device)
-    model = loaded.model.eval().set_kernels(kernels)
+    model = loaded.model.eval()
+    kernels: dict[str, str] = {}
+    if device.type != "meta":
+        selected = select_kernels(loaded.kernels_section or kernels_section, device)
+        model.set_kernels(selected)
+        kernels = selected.names()
     config = model.config
     footprint = measure_cache_footprint(model, dtype, state_dtype)
     info = ModelInfo(
         name=loaded.name, source=loaded.source, spec=spec, student=config.student,
         num_params=sum(p.numel() for p in model.parameters()), weight_bytes=tensor_bytes(model),
         mixers={kind: config.mixers.count(kind) for kind in ("attention", "ssm")},
-        cache_fixed_bytes=footprint.fixed, cache_bytes_per_token=footprint.per_token, kernels=kernels.names(),
+        cache_fixed_bytes=footprint.fixed, cache_bytes_per_token=footprint.per_token, kernels=kernels,
     )
     return ProfiledModel(info, model, footprint)
 
@@ -124,20 +129,26 @@ def _bytes_per_step(pm: ProfiledModel, batch: int, position: int) -> int:
     return pm.info.weight_bytes + batch * (2 * fp.fixed + fp.per_token * (position + 1))
 
 
+def estimate_cell(pm: ProfiledModel, cell: Cell, limit_bytes: int) -> CellResult:
+    """A result holding only the memory estimate: status ``"skipped"`` above ``limit_bytes``, else ``"planned"``."""
+    config = pm.model.config
+    estimated = estimate_cell_bytes(pm.info.weight_bytes, pm.footprint, cell.batch, cell.seqlen, cell.prompt_len,
+                                    config.vocab_size, config.hidden_size, config.intermediate_size)
+    result = CellResult(model=pm.info.name, batch=cell.batch, seqlen=cell.seqlen, prompt_len=cell.prompt_len,
+                        gen_len=cell.gen_len, status="planned", estimated_bytes=estimated)
+    if estimated > limit_bytes:
+        result.status = "skipped"
+        cache = cell.batch * pm.footprint.slot_bytes(cell.seqlen)
+        result.reason = f"estimated {_gib(estimated)} (cache {_gib(cache)}) > limit {_gib(limit_bytes)}"
+    return result
+
+
 def profile_cell(pm: ProfiledModel, cell: Cell, device: torch.device, settings: CellSettings) -> CellResult:
     """Measure one model at one cell; OOM and over-limit estimates become the cell's status."""
-    config = pm.model.config
-    result = CellResult(model=pm.info.name, batch=cell.batch, seqlen=cell.seqlen, prompt_len=cell.prompt_len,
-                        gen_len=cell.gen_len, status="ok")
-    result.estimated_bytes = estimate_cell_bytes(
-        pm.info.weight_bytes, pm.footprint, cell.batch, cell.seqlen, cell.prompt_len,
-        config.vocab_size, config.hidden_size, config.intermediate_size)
-    if settings.skip_estimated and result.estimated_bytes > settings.limit_bytes:
-        result.status = "skipped"
-        result.reason = (f"estimated {_gib(result.estimated_bytes)} (cache "
-                         f"{_gib(cell.batch * pm.footprint.slot_bytes(cell.seqlen))}) > limit "
-                         f"{_gib(settings.limit_bytes)}")
+    result = estimate_cell(pm, cell, settings.limit_bytes)
+    if result.status == "skipped" and settings.skip_estimated:
         return result
+    result.status, result.reason = "ok", None
     error: str | None = None
     try:
         _measure(pm, cell, device, settings, result)
@@ -247,3 +258,22 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
         free_memory(device)
     result.baseline = _baseline(section, result.models)
     return result
+
+
+def plan_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: str = "auto") -> list[CellResult]:
+    """Memory estimates of every model x cell without running anything (``thinkfast profile --dry-run``).
+
+    Built-in shapes are built on the ``meta`` device (no memory, no time); directories and recipes
+    are loaded on the CPU. Each result's status is ``"planned"`` or ``"skipped"`` (with the reason).
+    """
+    device = resolve_device(device_spec)
+    dtype = resolve_dtype(dtype_spec, device)
+    cells = build_grid(section.batch, section.seqlen, section.prompt_len, section.gen_len)
+    cap = parse_memory(section.memory_cap) if section.memory_cap else None
+    limit = memory_limit(device, cap)
+    results = []
+    for spec in section.models:
+        build_on = torch.device("meta" if spec_kind(spec) == "shape" else "cpu")
+        pm = prepare_model(spec, build_on, dtype, DTYPES[section.state_dtype])
+        results.extend(estimate_cell(pm, cell, limit) for cell in cells)
+    return results
