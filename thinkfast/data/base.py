@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from thinkfast.data import answers
+from thinkfast.errors import DataError
 
 if TYPE_CHECKING:
     from thinkfast.config.common import DataSpec
@@ -59,7 +60,7 @@ class DatasetPlugin:
     #: How reference answers and model answers are written: "gsm8k", "math" or "plain".
     answer_format: ClassVar[str] = "plain"
     #: Appended to every question: tells the model how to mark its final answer.
-    instruction: ClassVar[str] = "Solve the problem step by step. End with 'The answer is <answer>.'"
+    instruction: ClassVar[str] = answers.INSTRUCTIONS["plain"]
 
     def __init__(self, options: Any = None):
         """``options``: an ``Options`` instance, a dict of its fields (as a recipe gives it) or None."""
@@ -78,8 +79,7 @@ class DatasetPlugin:
 
     def load(self, spec: DataSpec) -> list[Problem]:
         """Problems ``offset .. offset + limit`` (``limit`` 0: to the end) of ``read(spec)``."""
-        stop = spec.offset + spec.limit if spec.limit else None
-        return list(itertools.islice(iter(self.read(spec)), spec.offset, stop))
+        return list(self.iter_problems(spec))
 
     def iter_problems(self, spec: DataSpec) -> Iterator[Problem]:
         """Like :meth:`load` but lazy."""
@@ -130,4 +130,8 @@ class DatasetPlugin:
             return spec.split != "train" or index < lo or (hi is not None and index >= hi)
 
         shots = (p for i, p in enumerate(self.read(train)) if p.solution and outside(i))
-        return list(itertools.islice(shots, spec.few_shot))
+        try:
+            return list(itertools.islice(shots, spec.few_shot))
+        except DataError as err:
+            raise DataError(f"data.few_shot = {spec.few_shot} takes worked examples from the 'train' split, "
+                            f"which could not be read: {err}") from None
