@@ -93,6 +93,30 @@ def test_third_party_aggregator_is_listed_and_selectable(plugin_site, tmp_path):
     assert thinkfast("recipe", "validate", str(recipe)).returncode == 2
 
 
+def test_third_party_aggregator_runs_in_evaluate(plugin_site, tmp_path):
+    runs = FIXTURES / "evaluate"
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        [evaluate]
+        runs = ["{runs / 'teacher'}"]
+        subsets = 5
+        bootstrap = 0
+        [[evaluate.aggregators]]
+        name = "first-answer"
+        [[evaluate.aggregators]]
+        name = "majority"
+    """))
+    out = tmp_path / "out"
+    result = thinkfast("evaluate", str(recipe), "-o", str(out), env={"PYTHONPATH": str(plugin_site)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    (model,) = report["results"]
+    assert {"first-answer", "majority"} <= set(model["accuracy"])
+    first, majority = model["accuracy"]["first-answer"], model["accuracy"]["majority"]
+    # at k=1 both aggregators see one sample: they must agree exactly
+    assert first["mean"][0] == pytest.approx(majority["mean"][0])
+
+
 def test_broken_plugin_warns_and_the_cli_keeps_working(plugin_site):
     result = thinkfast("plugins", "--json", env={"PYTHONPATH": str(plugin_site)})
     assert result.returncode == 0
