@@ -34,7 +34,7 @@ def comparison_table(result: ProfileResult) -> Table:
     """Rows: (length, batch). Columns: decode tokens/s per model, with the speedup over the baseline."""
     title = (f"decode tokens/s on {result.device['name']} ({result.dtype}); "
              f"(x N) = speedup over {result.baseline}")
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 4)
     table.add_column("length", justify="right")
     table.add_column("prompt+gen", justify="right")
     table.add_column("batch", justify="right")

@@ -112,7 +112,7 @@ def prepare_model(spec: str, device: torch.device, dtype: torch.dtype, state_dty
     footprint = measure_cache_footprint(model, dtype, state_dtype)
     info = ModelInfo(
         name=loaded.name, source=loaded.source, spec=spec, student=config.student,
-        num_params=sum(p.numel() for p in model.parameters()), weight_bytes=tensor_bytes(model),
+        num_params=sum(p.numel() for p in model.parameters()), weight_bytes=tensor_bytes(list(model.parameters())),
         mixers={kind: config.mixers.count(kind) for kind in ("attention", "ssm")},
         cache_fixed_bytes=footprint.fixed, cache_bytes_per_token=footprint.per_token, kernels=kernels,
     )

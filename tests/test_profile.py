@@ -1,0 +1,276 @@
+"""``thinkfast profile``: grid parsing, memory estimates and caps, OOM recording, profile.json, the plot, the CLI.
+
+Every sweep here runs the real tiny models (``tiny-*`` shapes) on the CPU with one repeat, so the
+numbers are noisy; the tests check structure and relations that hold whatever the timings are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from thinkfast.cli import cli
+from thinkfast.errors import RecipeError
+from thinkfast.profile.config import ProfileSection
+from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
+from thinkfast.profile.grid import Cell, build_grid, parse_memory, parse_size, parse_sizes, split_length
+from thinkfast.profile.memory import MemoryCapExceeded, estimate_cell_bytes, is_out_of_memory, tensor_bytes
+from thinkfast.profile.plots import plot_decode_throughput
+from thinkfast.profile.results import SCHEMA, read_result
+from thinkfast.profile.runner import plan_profile, prepare_model, run_profile
+
+CPU = torch.device("cpu")
+FAST = {"warmup": 0, "repeats": 1, "decode_points": 2, "bandwidth": 10.0, "plots": False}
+
+
+# --- grid parsing ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("512", [512]), ("8k", [8192]), ("32k", [32768]), ("8K", [8192]), ("1m", [1048576]), ("1.5k", [1536]),
+    ("1,8,64,512", [1, 8, 64, 512]), ("512, 1 ,64", [1, 64, 512]), ("1k,8k", [1024, 8192]), ("8,8", [8]),
+    ([1, "2k"], [1, 2048]),
+])
+def test_sizes_parse_single_values_lists_and_suffixes(text, expected):
+    assert parse_sizes(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x", "not a size"), ("8q", "not a size"), ("", "empty"), (",", "empty"), ("1.3k", "whole number"),
+    ("-4", "not a size"), ("0", "below the minimum 1"),
+])
+def test_bad_sizes_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_sizes(text, "--batch")
+
+
+def test_memory_amounts_binary_and_decimal():
+    assert parse_memory("80G") == parse_memory("80GiB") == 80 * 2**30
+    assert parse_memory("80GB") == 80 * 10**9
+    assert parse_memory("512M") == 512 * 2**20
+    assert parse_memory("1.5k") == 1536
+    assert parse_memory("1000") == parse_memory(1000) == 1000
+    with pytest.raises(ValueError, match="not understood"):
+        parse_memory("lots")
+
+
+def test_lengths_split_into_prompt_and_generated_tokens():
+    assert split_length(8192) == (2048, 6144)  # default: a quarter is prompt
+    assert split_length(8192, prompt_len=512) == (512, 7680)
+    assert split_length(8192, gen_len=1024) == (7168, 1024)
+    assert split_length(1024, 256, 768) == (256, 768)
+    assert split_length(2) == (1, 1)
+    with pytest.raises(ValueError, match="!= seqlen"):
+        split_length(1024, 256, 256)
+    with pytest.raises(ValueError, match="no room"):
+        split_length(512, prompt_len=512)
+
+
+def test_grid_is_lengths_outer_batches_inner_and_bad_splits_are_recipe_errors():
+    grid = build_grid([64, 1], [8192, 1024], prompt_len=parse_size("512"))
+    assert grid == [Cell(1, 1024, 512, 512), Cell(64, 1024, 512, 512),
+                    Cell(1, 8192, 512, 7680), Cell(64, 8192, 512, 7680)]
+    with pytest.raises(RecipeError, match="--prompt-len/--gen-len"):
+        build_grid([1], [1024, 512], prompt_len=512)
+
+
+def test_section_check_reports_bad_cap_and_baseline():
+    bad = ProfileSection(models=["tiny-llama"], baseline="tiny-llamba", memory_cap="huge")
+    keys = {key for key, _ in bad.check()}
+    assert keys == {"baseline", "memory_cap"}
+
+
+# --- decode positions --------------------------------------------------------------------------------
+
+def test_decode_positions_span_the_generated_range():
+    assert decode_positions(256, 768, 3) == [256, 640, 1023]
+    assert decode_positions(256, 768, 1) == [639]
+    assert decode_positions(10, 2, 5) == [10, 11]
+
+
+def test_trapezoid_mean_is_exact_for_a_linear_step_time():
+    xs = decode_positions(100, 900, 4)
+    ys = [0.5 + 0.01 * x for x in xs]  # attention: step time linear in the position
+    exact = 0.5 + 0.01 * (xs[0] + xs[-1]) / 2
+    assert trapezoid_mean(xs, ys) == pytest.approx(exact)
+    assert trapezoid_mean([5], [2.0]) == 2.0
+
+
+def test_decode_step_runs_every_slot_at_the_position_it_is_set_to():
+    pm = prepare_model("tiny-llama", CPU, torch.float32, torch.float32)
+    cache = pm.model.allocate_cache(3, 16)
+    step = DecodeStep(pm.model, cache, 3, pm.model.config.vocab_size, CPU, cuda_graph=True)
+    assert step.graph is None  # no graphs off CUDA
+    with torch.inference_mode():
+        step.at(7)()
+    k = cache.layers[0].k  # (B, S, Hkv, Dh)
+    written = k.abs().sum(dim=(2, 3)) > 0  # (B, S)
+    assert written[:, 7].all() and written.sum() == 3
+
+
+# --- memory: footprint, estimates, caps, OOM ----------------------------------------------------------
+
+def test_cache_footprint_matches_the_allocated_cache():
+    for name, has_kv, has_state in (("tiny-llama", True, False), ("tiny-llamba", False, True),
+                                    ("tiny-hybrid", True, True)):
+        pm = prepare_model(name, CPU, torch.float32, torch.float32)
+        assert (pm.footprint.per_token > 0) == has_kv and (pm.footprint.fixed > 0) == has_state
+        assert tensor_bytes(pm.model.allocate_cache(5, 96)) == 5 * pm.footprint.slot_bytes(96)
+        assert pm.info.weight_bytes == 4 * pm.info.num_params  # float32, tied weights counted once
+
+
+def test_dry_run_estimates_the_issue_command_without_allocating():
+    section = ProfileSection(models=["llama-3.2-1b", "llamba-1b", "hybrid-1b"], batch=[512], seqlen=[8192],
+                             memory_cap="80G")
+    plan = {c.model: c for c in plan_profile(section, "cpu", "bfloat16")}
+    kv_per_slot = 16 * 2 * 8192 * 8 * 64 * 2  # layers x (K, V) x tokens x kv heads x head dim x bf16 bytes
+    assert plan["llama-3.2-1b"].status == "skipped" and plan["llama-3.2-1b"].estimated_bytes > 512 * kv_per_slot
+    assert "> limit 80.00 GiB" in plan["llama-3.2-1b"].reason
+    assert plan["llamba-1b"].status == plan["hybrid-1b"].status == "planned"
+    assert plan["llamba-1b"].estimated_bytes < plan["hybrid-1b"].estimated_bytes < 512 * kv_per_slot
+
+
+def _cap_between(section_models: list[str], small: Cell, big: Cell) -> int:
+    """A cap above the estimate of ``small`` and below the bytes ``big`` holds (weights + cache)."""
+    pm = prepare_model(section_models[0], CPU, torch.float32, torch.float32)
+    c = pm.model.config
+    small_estimate = estimate_cell_bytes(pm.info.weight_bytes, pm.footprint, small.batch, small.seqlen,
+                                         small.prompt_len, c.vocab_size, c.hidden_size, c.intermediate_size)
+    big_held = pm.info.weight_bytes + big.batch * pm.footprint.slot_bytes(big.seqlen)
+    assert small_estimate < big_held
+    return (small_estimate + big_held) // 2
+
+
+@pytest.mark.parametrize("skip_estimated, status", [(True, "skipped"), (False, "oom")])
+def test_a_cell_over_the_memory_cap_is_recorded_and_the_sweep_goes_on(skip_estimated, status):
+    cells = build_grid([1, 64], [16, 32])  # (16, 1) (16, 64) (32, 1) (32, 64)
+    cap = _cap_between(["tiny-llama"], small=cells[2], big=cells[1])
+    section = ProfileSection(models=["tiny-llama"], batch=[1, 64], seqlen=[16, 32], memory_cap=str(cap),
+                             skip_estimated=skip_estimated, **FAST)
+    result = run_profile(section, "cpu", "float32")
+    statuses = [(c.seqlen, c.batch, c.status) for c in result.cells]
+    assert statuses == [(16, 1, "ok"), (16, 64, status), (32, 1, "ok"), (32, 64, status)]
+    failed = result.cell("tiny-llama", 64, 16)
+    assert failed.decode_tokens_per_s is None and failed.peak_memory_bytes is None
+    assert ("limit" in failed.reason) if status == "skipped" else ("MemoryCapExceeded" in failed.reason)
+    assert result.settings["memory_cap_bytes"] == cap
+
+
+def test_out_of_memory_errors_are_recognised():
+    assert is_out_of_memory(MemoryCapExceeded("x"))
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+# --- a whole sweep: profile.json, speedups, plot ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    section = ProfileSection(models=["tiny-llamba", "tiny-llama", "tiny-hybrid"], batch=[1, 4], seqlen=[32, 48],
+                             prompt_len=8, **FAST)
+    result = run_profile(section, "cpu", "float32")
+    path = result.write(tmp_path_factory.mktemp("profile") / "profile.json")
+    return result, path
+
+
+def test_profile_json_schema(sweep):
+    result, path = sweep
+    data = json.loads(path.read_text())
+    assert data["schema"] == SCHEMA
+    assert set(data) == {"schema", "created", "device", "dtype", "versions", "settings", "baseline", "models", "cells"}
+    assert data["device"]["type"] == "cpu" and data["device"]["name"]
+    assert data["device"]["bandwidth_bytes_per_s"] == 10e9 and data["device"]["bandwidth_source"] == "given"
+    assert data["dtype"] == "float32" and data["versions"]["torch"] == torch.__version__
+    assert data["created"][:4].isdigit() and data["created"].endswith("+00:00")
+    assert data["settings"]["batch"] == [1, 4] and data["settings"]["prompt_len"] == 8
+    assert [m["name"] for m in data["models"]] == ["tiny-llamba", "tiny-llama", "tiny-hybrid"]
+    assert data["models"][2]["mixers"] == {"attention": 1, "ssm": 3}
+    assert set(data["models"][1]["kernels"]) == {"ssm", "conv", "attention"}  # the plugin chosen for each
+    assert len(data["cells"]) == 3 * 2 * 2
+    for cell in data["cells"]:
+        assert cell["status"] == "ok" and cell["reason"] is None
+        assert cell["prompt_len"] == 8 and cell["gen_len"] == cell["seqlen"] - 8
+        assert cell["decode_tokens_per_s"] == pytest.approx(cell["batch"] / (cell["decode_step_ms"] / 1e3))
+        assert cell["prefill_tokens_per_s"] == pytest.approx(8 / cell["prefill_seconds"])
+        assert [p["position"] for p in cell["decode_points"]] == [8, cell["seqlen"] - 1]
+        assert cell["bandwidth_fraction"] == pytest.approx(
+            cell["bytes_per_step"] / (cell["decode_step_ms"] / 1e3) / 10e9)
+        assert cell["peak_memory_bytes"] >= cell["batch"] * 0 + 1 and cell["cuda_graph"] is False
+    assert read_result(path) == result
+
+
+def test_baseline_is_the_first_all_attention_model_and_speedups_are_ratios(sweep):
+    result, _ = sweep
+    assert result.baseline == "tiny-llama"
+    mine, base = result.cell("tiny-llamba", 4, 48), result.cell("tiny-llama", 4, 48)
+    assert result.speedup("tiny-llamba", 4, 48) == pytest.approx(mine.decode_tokens_per_s / base.decode_tokens_per_s)
+    assert result.speedup("tiny-llama", 4, 48) == pytest.approx(1.0)
+
+
+def test_bytes_per_step_grow_with_kv_cache_but_not_for_a_pure_ssm(sweep):
+    result, _ = sweep
+    ssm, attn = result.cell("tiny-llamba", 4, 48), result.cell("tiny-llama", 4, 48)
+    assert ssm.decode_points[0].bytes_moved == ssm.decode_points[-1].bytes_moved
+    assert attn.decode_points[-1].bytes_moved > attn.decode_points[0].bytes_moved
+    assert result.cell("tiny-llama", 4, 48).bytes_per_step > result.cell("tiny-llama", 4, 32).bytes_per_step
+
+
+def test_plot_is_a_png_with_a_panel_per_length(sweep, tmp_path):
+    result, _ = sweep
+    failed = dataclasses.replace(result.cells[0], status="oom", reason="simulated", decode_tokens_per_s=None)
+    result = dataclasses.replace(result, cells=[failed, *result.cells[1:]])
+    path = plot_decode_throughput(result, tmp_path / "plots" / "profile.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(data[16:20], "big")
+    height = int.from_bytes(data[20:24], "big")
+    assert width > 1.5 * height  # two panels side by side
+
+
+# --- the command line ----------------------------------------------------------------------------------
+
+def test_cli_tiny_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "profile", "--models", "tiny-llama,tiny-hybrid", "--batch", "1,2", "--seqlen", "24", "--gen-len", "16",
+        "--warmup", "0", "--repeats", "1", "--decode-points", "2", "--bandwidth", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "profile.json").read_text())
+    assert {(c["model"], c["batch"], c["prompt_len"], c["gen_len"]) for c in data["cells"]} == {
+        (m, b, 8, 16) for m in ("tiny-llama", "tiny-hybrid") for b in (1, 2)}
+    assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
+    assert "speedup over tiny-llama" in result.output and "x)" in result.output
+
+
+def test_cli_issue_command_as_written_in_a_dry_run():
+    result = CliRunner().invoke(cli, ["profile", "--batch", "512", "--seqlen", "8k", "--dry-run",
+                                      "--memory-cap", "80G", "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines() if "│ " in line and "8k" in line}
+    assert set(rows) == {"llama-3.2-1b", "llamba-1b", "hybrid-1b"}
+    assert "skip" in rows["llama-3.2-1b"] and "run" in rows["llamba-1b"] and "2048+6144" in rows["hybrid-1b"]
+
+
+def test_cli_prompt_and_gen_len_alone_define_the_length():
+    result = CliRunner().invoke(cli, ["profile", "--models", "tiny-llama", "--batch", "2", "--prompt-len", "1k",
+                                      "--gen-len", "3k", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "4k" in result.output and "1024+3072" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "1,x"], "Invalid value for '--batch'"),
+    (["--seqlen", "8q"], "Invalid value for '--seqlen'"),
+    (["--memory-cap", "lots"], "Invalid value for '--memory-cap'"),
+    (["--models", "llama-3.2-1bb", "--dry-run"], "did you mean 'llama-3.2-1b'"),
+    (["--seqlen", "1k", "--prompt-len", "2k", "--dry-run"], "--prompt-len/--gen-len"),
+])
+def test_cli_bad_input_exits_2_with_a_message(args, message):
+    result = CliRunner().invoke(cli, ["profile", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
