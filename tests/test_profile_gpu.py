@@ -30,7 +30,7 @@ def test_tiny_sweep_on_cuda_captures_the_decode_step_and_reports_allocator_peaks
 
 def test_a_real_cuda_oom_is_recorded_and_the_sweep_goes_on():
     free, _ = torch.cuda.mem_get_info()
-    section = ProfileSection(models=["tiny-llama"], batch=[1, 4096], seqlen=[256, 4096], memory_cap="1G",
+    section = ProfileSection(models=["tiny-llama"], batch=[1, 4096], seqlen=[4096, 8192], memory_cap="1G",
                              skip_estimated=False, warmup=1, repeats=1, plots=False, bandwidth=1000.0)
     try:
         result = run_profile(section, "cuda", "bfloat16")
@@ -38,7 +38,7 @@ def test_a_real_cuda_oom_is_recorded_and_the_sweep_goes_on():
         torch.cuda.set_per_process_memory_fraction(1.0)
     statuses = {(c.seqlen, c.batch): c.status for c in result.cells}
     assert statuses[(4096, 4096)] == "oom"  # 4096 slots x 4096 tokens x 512 bytes of KV: 8 GiB > 1 GiB
-    assert statuses[(256, 1)] == "ok" and statuses[(4096, 1)] == "ok"
+    assert statuses[(4096, 1)] == "ok" and statuses[(8192, 1)] == "ok"  # the cell after the OOM ran
     assert torch.cuda.mem_get_info()[0] > free - 2**30  # the failed cell's memory was given back
 
 
