@@ -80,6 +80,8 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
               help="Positions over the generated range at which a decode step is timed.")
 @click.option("--memory-cap", callback=_memory, metavar="BYTES",
               help="Memory limit, e.g. 40G (GiB) or 40GB; cells estimated above it are skipped.")
+@click.option("--skip-estimated/--no-skip-estimated", default=None,
+              help="Skip cells estimated above the memory limit (default) or try them, recording OOMs.")
 @click.option("--bandwidth", type=click.FloatRange(min=0.0), default=None, metavar="GB/S",
               help="Device bandwidth for the bandwidth-bound fraction; default: measured.")
 @click.option("--baseline", default=None, help="Model the speedups are relative to (one of --models).")
