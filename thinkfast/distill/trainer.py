@@ -28,7 +28,7 @@ from thinkfast.distill.metrics import MetricsLog, ProgressDisplay
 from thinkfast.distill.objectives import Batch, StageObjective, aligned_layers, teacher_targets
 from thinkfast.distill.params import layer_index, param_group, set_trainable
 from thinkfast.distill.schedule import build_scheduler
-from thinkfast.errors import RecipeError
+from thinkfast.errors import DataError, RecipeError
 
 #: Called after every optimizer step with the new position (tests use it to interrupt a run).
 StepCallback = Callable[[ckpt.Position], None]
@@ -135,6 +135,9 @@ def train_stage(tc: TrainContext, stage_index: int, stage: StageSection, loader:
     while position.step < total:
         micro = [_to_device(next(loader), ctx.device) for _ in range(stage.grad_accum)]
         count = all_reduce_sum(torch.tensor(float(sum(objective.count(b) for b in micro)), device=ctx.device))
+        if position.step == 0 and float(count) == 0:
+            raise DataError(f"{where}: the first batch holds no loss tokens; with loss_on = 'responses' the "
+                            f"prompts may fill all {stage.seq_len} tokens: raise seq_len or use loss_on = 'all'")
         scale = ctx.world_size / count.clamp(min=1.0)
         loss_sum = torch.zeros((), device=ctx.device)
         for k, batch in enumerate(micro):
