@@ -13,7 +13,8 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 def plot_decode_throughput(result: ProfileResult, path: Path) -> Path:
     """Write the figure to ``path`` (PNG, 150 dpi) and return it.
 
-    Cells that are OOM or skipped have no point; a model with no measured cell in a panel gets a
+    Cells that are OOM or skipped have no point but an ``x`` in the model's colour at the bottom;
+    a model with no measured cell in a panel gets a
     legend entry marked "(no cell fits)" so its absence is visible.
     """
     import matplotlib
@@ -39,8 +40,8 @@ def plot_decode_throughput(result: ProfileResult, path: Path) -> Path:
             missing = [c.batch for c in result.cells
                        if c.model == model.name and c.seqlen == seqlen and c.status != "ok"]
             for batch in missing:
-                ax.annotate("x", (batch, 0), xycoords=("data", "axes fraction"), color=f"C{i}",
-                            ha="center", va="bottom", fontsize=9)
+                ax.annotate("x", (batch, 0.01 + 0.05 * i), xycoords=("data", "axes fraction"), color=f"C{i}",
+                            ha="center", va="bottom", fontsize=9, fontweight="bold")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(batches)
@@ -53,7 +54,8 @@ def plot_decode_throughput(result: ProfileResult, path: Path) -> Path:
         ax.grid(True, which="minor", alpha=0.12)
         ax.legend(fontsize=8, loc="upper left")
     axes[0][0].set_ylabel("decode throughput (tokens/s)")
-    fig.suptitle(f"{result.device['name']}, {result.dtype}; x on the axis: OOM or skipped", fontsize=10)
+    fig.suptitle(f"decode throughput on {result.device['name']} ({result.dtype}); "
+                 f"x at the bottom: OOM or skipped (model's colour)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)

@@ -220,11 +220,11 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     for spec in section.models:
         spec_kind(spec)  # fail before any measurement on a name that is no model
     cap = parse_memory(section.memory_cap) if section.memory_cap else None
-    apply_cap(device, cap)
     if section.bandwidth:
         bandwidth, bandwidth_source = section.bandwidth * 1e9, "given"
     else:
         bandwidth, bandwidth_source = measure_bandwidth(device), "measured"
+    apply_cap(device, cap)  # after the bandwidth copy, whose buffers a small cap would not hold
     settings = CellSettings(
         warmup=section.warmup, repeats=section.repeats, decode_points=section.decode_points,
         cuda_graphs=section.cuda_graphs, cap_bytes=cap, limit_bytes=memory_limit(device, cap),
