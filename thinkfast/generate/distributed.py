@@ -62,6 +62,8 @@ def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "new_samples": sum(int(s["new_samples"]) for s in stats),
         "tokens_per_second": tokens / wall if wall > 0 else 0.0,
         "devices": [s["device"] for s in sorted(stats, key=lambda s: s["rank"])],
+        "cuda_graph": all(s.get("cuda_graph", False) for s in stats),
+        "graph_error": next((s["graph_error"] for s in stats if s.get("graph_error")), None),
     }
 
 

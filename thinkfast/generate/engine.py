@@ -57,6 +57,16 @@ class Finished:
     seconds: float = 0.0
 
 
+@dataclass
+class EngineStats:
+    """Where one :meth:`Engine.generate` call spent its time (seconds, measured after device syncs)."""
+
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    decode_steps: int = 0
+    prefills: int = 0
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Everything fixed for one engine (it shapes the cache and the captured step).
@@ -110,6 +120,8 @@ class Engine:
         self.done = torch.ones(B, dtype=torch.bool, device=dev)
         self.hit_eos = torch.zeros(B, dtype=torch.bool, device=dev)
         self.eos_ids = torch.tensor(settings.eos_ids, dtype=torch.long, device=dev)
+        self.stats = EngineStats()
+        self.graph_error: str | None = None  # why the step could not be captured, if it could not
         self._graph: torch.cuda.CUDAGraph | None = None
         if settings.cuda_graphs and dev.type == "cuda":
             self._capture()
@@ -135,7 +147,11 @@ class Engine:
         self.positions.add_(live.long())
 
     def _capture(self) -> None:
-        """Record :meth:`_decode_step` in a CUDA graph (all slots are idle, so warm-up changes nothing that matters)."""
+        """Record :meth:`_decode_step` in a CUDA graph (all slots are idle, so warm-up changes nothing that matters).
+
+        If capture fails (a kernel synchronises with the host), the step runs eagerly and
+        :attr:`graph_error` says why; ``run.json`` and the benchmark report it.
+        """
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
@@ -143,9 +159,20 @@ class Engine:
                 self._decode_step()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._decode_step()
+        try:
+            with torch.cuda.graph(graph):
+                self._decode_step()
+        except RuntimeError as exc:  # a kernel that syncs with the host cannot be captured: run eagerly
+            if "out of memory" in str(exc):
+                raise
+            torch.cuda.synchronize(self.device)
+            self.graph_error = f"{type(exc).__name__}: {exc}"
+            return
         self._graph = graph
+
+    @property
+    def uses_cuda_graph(self) -> bool:
+        return self._graph is not None
 
     def decode(self, steps: int) -> None:
         """Run ``steps`` decode steps (graph replays on CUDA)."""
@@ -195,16 +222,26 @@ class Engine:
         checked = [0] * s.batch_size  # leading tokens of each slot known to be free of stop strings
         seconds = [0.0] * s.batch_size
         last_count = torch.zeros(s.batch_size, dtype=torch.long)
+        self.stats = EngineStats()
         while not sched.idle:
             tick = time.perf_counter()
-            for assignment in sched.assign():
+            assignments = sched.assign()
+            for assignment in assignments:
                 self._start(requests[assignment.request], assignment)
                 for slot in assignment.slots:
                     checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
+            if assignments and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            prefilled = time.perf_counter()
             self.decode(s.check_every)
             busy = sorted(sched.running)
             finished, counts = self._harvest(busy, checked)
-            share = (time.perf_counter() - tick) / max(len(busy), 1)
+            tock = time.perf_counter()
+            self.stats.prefill_seconds += prefilled - tick
+            self.stats.decode_seconds += tock - prefilled
+            self.stats.decode_steps += s.check_every
+            self.stats.prefills += len(assignments)
+            share = (tock - tick) / max(len(busy), 1)
             for slot in busy:
                 seconds[slot] += share
             if on_progress is not None:

@@ -161,11 +161,12 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
             write_json(out_dir / RUN, {"status": "running", "settings": settings})
 
         started = time.perf_counter()
-        new_records = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console) \
-            if todo else []
+        new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console) \
+            if todo else ([], {})
         wall = time.perf_counter() - started
         stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
-                 "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records)}
+                 "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records),
+                 **graph}
         write_json(out_dir / rank_stats_name(env.rank), stats)
         group.barrier()
         if not env.is_main:
@@ -181,12 +182,14 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
 
 
 def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, recipe: Any, device: torch.device,
-                    dtype: torch.dtype, out_dir: Path, env: DistEnv, console: Any) -> list[SampleRecord]:
-    """Run the engine over this rank's pending problems, appending each sample as it finishes."""
+                    dtype: torch.dtype, out_dir: Path, env: DistEnv,
+                    console: Any) -> tuple[list[SampleRecord], dict[str, Any]]:
+    """Run the engine over this rank's pending problems, appending each sample as it finishes.
+
+    Returns the new records and whether the decode step ran as a CUDA graph (and why not).
+    """
     gen = recipe.generate
     total = sum(len(p.missing) for p in todo)
-    if total == 0:
-        return []
     settings = EngineSettings(
         batch_size=min(gen.batch_size, total),
         max_seqlen=max(len(p.prompt_ids) for p in todo) + gen.max_new_tokens,
@@ -221,7 +224,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             writer.write(record)
             records.append(record)
             progress.advance(task)
-    return records
+    return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error}
 
 
 def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
@@ -262,7 +265,8 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "state_dtype": gen.state_dtype,
         "batch_size": gen.batch_size,
         "check_every": gen.check_every,
-        "cuda_graphs": bool(gen.cuda_graphs and device.type == "cuda"),
+        "cuda_graphs": merged["cuda_graph"],
+        "graph_error": merged["graph_error"],
         "n_samples": gen.n_samples,
         "num_problems": len(problems),
         "num_samples": len(records),
