@@ -126,3 +126,26 @@ def test_first_token_eos_and_single_token_budget(model):
     got = _run(model, requests, batch_size=2, max_new=1)
     assert all(len(f.tokens) == 1 and f.finish_reason in ("eos", "length") for f in got.values())
     _assert_matches_reference(model, requests, got, max_new=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_engine_equals_eager_engine_and_reference_on_gpu(model):
+    from thinkfast.kernels import select_kernels
+
+    gpu = ThinkfastLM(model.config, device="cuda", dtype=torch.float64)
+    gpu.load_state_dict(model.state_dict())
+    # the torch kernels in float64: this checks the engine's graph path, not the CUDA kernels' rounding
+    gpu.set_kernels(select_kernels({"ssm": "torch", "conv": "torch", "attention": "torch"}, "cuda")).eval()
+    requests = _requests()
+    sampling = SamplingParams(temperature=1.0, top_p=0.95)
+    runs = {}
+    for graphs in (True, False):
+        settings = EngineSettings(batch_size=4, max_seqlen=9 + 16, max_new_tokens=16, sampling=sampling, seed=3,
+                                  eos_ids=(EOS,), check_every=4, cuda_graphs=graphs)
+        engine = Engine(gpu, settings)
+        assert engine.uses_cuda_graph == graphs, engine.graph_error
+        runs[graphs] = {(f.request, f.sample_index): (f.tokens, f.finish_reason) for f in engine.generate(requests)}
+    assert runs[True] == runs[False]
+    cpu = _run(model, requests, batch_size=4, sampling=sampling)
+    assert runs[True] == {k: (v.tokens, v.finish_reason) for k, v in cpu.items()}
