@@ -74,7 +74,7 @@ class MambaSsmKernels(KernelSet):
         from causal_conv1d import causal_conv1d_fn
 
         xt = x.transpose(1, 2)  # (B, D, L), channel-last memory layout as the kernel wants with states
-        if xt.stride(1) != 1:
+        if xt.stride(1) != 1 or xt.stride(0) % 8 or xt.stride(2) % 8:  # kernel's channel-last stride rules
             xt = x.contiguous().transpose(1, 2)
         act = "silu" if activation == "silu" else None
         if seq_idx is not None:
@@ -83,8 +83,13 @@ class MambaSsmKernels(KernelSet):
             return y.transpose(1, 2), None
         if initial_state is not None:  # the kernel wants the state channel-last too
             initial_state = initial_state.transpose(1, 2).contiguous().transpose(1, 2)
-        y, final_state = causal_conv1d_fn(xt, weight.contiguous(), bias, initial_states=initial_state,
-                                          return_final_states=True, activation=act)
+        y = causal_conv1d_fn(xt, weight.contiguous(), bias, initial_states=initial_state, activation=act)
+        # The final state is the last (width - 1) inputs. Slicing it here (rather than asking the kernel
+        # for it) keeps it differentiable with respect to x and initial_state.
+        history = xt if initial_state is None else torch.cat([initial_state.to(xt.dtype), xt], dim=-1)
+        if history.shape[-1] < width - 1:
+            history = torch.nn.functional.pad(history, (width - 1 - history.shape[-1], 0))
+        final_state = history[..., -(width - 1):].contiguous()
         return y.transpose(1, 2), final_state
 
     def causal_conv1d_step(self, x, conv_state, weight, bias=None, *, activation=None):
