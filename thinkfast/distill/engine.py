@@ -87,9 +87,12 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
         student = build_student(teacher, recipe.student.kind, recipe.student.options)
     else:
         raise RecipeError(["student.checkpoint: without a teacher, give a saved student directory to train"])
+    from thinkfast.kernels import select_kernels
+
+    kernels = select_kernels(recipe.kernels, device)
     if teacher is not None:
-        teacher = teacher.to(device=device, dtype=teacher_dtype).eval().requires_grad_(False)
-    return teacher, student.to(device=device, dtype=torch.float32), tokenizer
+        teacher = teacher.to(device=device, dtype=teacher_dtype).eval().requires_grad_(False).set_kernels(kernels)
+    return teacher, student.to(device=device, dtype=torch.float32).set_kernels(kernels), tokenizer
 
 
 def _unwrapped_copy(student: nn.Module, strategy: str, ctx: DistContext) -> nn.Module | None:
