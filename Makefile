@@ -35,6 +35,11 @@ teacher: venv $(SMOLLM_GGUF)
 demo: venv $(SMOLLM_GGUF)
 	$(BIN)/thinkfast plugins
 	$(BIN)/thinkfast recipe validate recipes/quickstart.toml
+	rm -rf runs/quickstart
+	$(BIN)/thinkfast distill recipes/quickstart.toml -o runs/quickstart
+	$(BIN)/thinkfast generate --model runs/quickstart/student --dataset synthetic-arith --split test --limit 4 \
+		--n 4 --max-new-tokens 128 --batch-size 16 --device cpu -o runs/quickstart/generate
+	$(BIN)/thinkfast evaluate --runs runs/quickstart/generate -o runs/quickstart/evaluate
 
 lint: venv
 	$(BIN)/ruff check .
