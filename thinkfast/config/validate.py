@@ -212,8 +212,24 @@ def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = 
     """
     problems = Problems(source)
     obj = _build(cls, data, path, problems)
+    if obj is not None:
+        _fill_default_plugin_options(obj, path, problems)
     problems.raise_if_any()
     return obj
+
+
+def _fill_default_plugin_options(obj: Any, path: str, problems: Problems) -> None:
+    """Give sections that came from defaults (not from the file) their plugin's full options too."""
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            _fill_default_plugin_options(item, _join(path, i), problems)
+        return
+    if not dataclasses.is_dataclass(obj):
+        return
+    _validate_plugin_options(obj, path, problems)
+    for f in dataclasses.fields(obj):
+        if f.name != "options":
+            _fill_default_plugin_options(getattr(obj, f.name), _join(path, f.name), problems)
 
 
 def build_collecting(cls: type, data: dict[str, Any], problems: Problems, path: str) -> Any:
