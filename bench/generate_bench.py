@@ -224,10 +224,13 @@ def mamba_config_for(model: torch.nn.Module):
 
     c = model.config
     s = c.ssm
+    d_inner = s.num_heads * s.head_dim
+    if d_inner % c.hidden_size:
+        raise ValueError(f"mamba_ssm needs an integer expand; d_inner {d_inner} / d_model {c.hidden_size}")
     return MambaConfig(
         d_model=c.hidden_size, d_intermediate=c.intermediate_size, n_layer=c.num_layers, vocab_size=c.vocab_size,
         ssm_cfg={"layer": "Mamba2", "d_state": s.state_size, "headdim": s.head_dim, "ngroups": s.num_b_groups,
-                 "expand": s.num_heads * s.head_dim / c.hidden_size, "d_conv": max(s.conv_kernel, 2),
+                 "expand": d_inner // c.hidden_size, "d_conv": max(s.conv_kernel, 2),
                  "chunk_size": s.chunk_size},
         rms_norm=True, residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=16,
         tie_embeddings=c.tie_embeddings)
