@@ -146,11 +146,7 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
             manager.register(module)
             for family in FAMILIES:
                 hook = getattr(manager.hook, f"register_{family}")
-
-                def register(name: str, component: Any, _family: str = family) -> None:
-                    registry.add(_family, name, component, package, version, module_name)
-
-                hook(register=register)
+                hook(register=_register_into(registry, family, package, version, module_name))
         except PluginConflictError:
             raise
         except Exception as exc:
@@ -158,6 +154,15 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
                 LoadError(label, package, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
             )
     return registry
+
+
+def _register_into(registry: Registry, family: str, package: str, version: str, module: str):
+    """The ``register(name, component)`` callback handed to one plugin module's hook for ``family``."""
+
+    def register(name: str, component: Any) -> None:
+        registry.add(family, name, component, package, version, module)
+
+    return register
 
 
 _REGISTRY: Registry | None = None

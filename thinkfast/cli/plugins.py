@@ -36,4 +36,5 @@ def command(as_json: bool) -> None:
         table.add_row(e["family"], e["name"], e["package"], e["version"], e["module"])
     console.print(table)
     for e in errors:
-        console.print(f"[yellow]failed to load[/yellow] {e['entry_point']} ({e['package']} {e['version']}): {e['error']}")
+        console.print(f"[yellow]failed to load[/yellow] {e['entry_point']} ({e['package']} {e['version']}): "
+                      f"{e['error']}")

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from thinkfast.errors import EngineUnavailableError
+from thinkfast.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -33,16 +33,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``run.device`` -> a torch device ('auto': the first CUDA GPU if any, else the CPU)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EngineUnavailableError(f"run.device = {name!r} but no CUDA GPU is visible; use 'auto' or 'cpu'")
-    return device
 
 
 def init_distributed(device_name: str) -> DistContext:

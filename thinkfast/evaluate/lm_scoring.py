@@ -29,24 +29,6 @@ class Encoded:
     positions: list[int]
 
 
-def resolve_device(name: str) -> Any:
-    """``"auto"`` is the first CUDA GPU if there is one, else the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: Any) -> Any:
-    """``"auto"`` is bfloat16 on a GPU and float32 on the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
 def load_scoring_model(model: str, model_class: str, *, gguf_file: str = "", device: str = "auto",
                        dtype: str = "auto", trust_remote_code: bool = False, option_prefix: str = "options") -> tuple:
     """``(model, tokenizer)`` in eval mode on ``device``: a hub id, a local directory, or a GGUF in one.
@@ -56,6 +38,8 @@ def load_scoring_model(model: str, model_class: str, *, gguf_file: str = "", dev
     e.g. Qwen2.5-Math-PRM with ``trust_remote_code``).
     """
     import transformers
+
+    from thinkfast.devices import resolve_device, resolve_dtype
 
     if not model:
         raise ModelLoadError(f"{option_prefix}.model is empty: set it to a hub id or a local model directory")

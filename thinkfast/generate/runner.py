@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import torch
 
+from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
 from thinkfast.errors import ModelLoadError, ThinkfastError
 from thinkfast.generate.distributed import (
     DistEnv,
@@ -36,8 +36,6 @@ from thinkfast.generate.output import (
 from thinkfast.generate.sampling import SamplingParams, problem_key
 from thinkfast.generate.stops import StopChecker
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class PendingProblem:
@@ -46,30 +44,6 @@ class PendingProblem:
     problem: Any  # thinkfast.data.Problem
     prompt_ids: list[int]
     missing: tuple[int, ...]
-
-
-def resolve_device(name: str, env: DistEnv) -> torch.device:
-    """``auto`` -> a CUDA GPU if any, else CPU; under torchrun a bare ``cuda`` becomes ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and env.distributed:
-        name = f"cuda:{env.local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ThinkfastError(f"run.device = {name!r} but no CUDA GPU is visible; use --set run.device=cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> bfloat16 on CUDA, float32 elsewhere."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def run_settings(recipe: Any, model_spec: str) -> dict[str, Any]:
@@ -135,7 +109,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
     group = ProcessGroup(env)
     try:
         gen = recipe.generate
-        device = resolve_device(recipe.run.device, env)
+        device = resolve_device(recipe.run.device, env.local_rank if env.distributed else None)
         dtype = resolve_dtype(recipe.run.dtype, device)
         spec: Any = gen.model or recipe.teacher
         model_spec = gen.model or recipe.teacher.model

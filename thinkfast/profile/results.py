@@ -168,8 +168,3 @@ def environment_versions() -> dict[str, str | None]:
     return versions
 
 
-def device_name(device: torch.device) -> str:
-    """The card's marketing name on CUDA, the processor (or architecture) on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()

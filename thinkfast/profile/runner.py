@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from thinkfast.config.validate import to_dict
+from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
 from thinkfast.kernels import select_kernels
 from thinkfast.profile.config import ProfileSection
 from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
@@ -46,13 +47,10 @@ from thinkfast.profile.results import (
     DecodePoint,
     ModelInfo,
     ProfileResult,
-    device_name,
     environment_versions,
 )
 from thinkfast.profile.shapes import load_profile_model, spec_kind
 from thinkfast.profile.timing import measure_bandwidth, median_time
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -77,20 +75,6 @@ class ProfiledModel:
     info: ModelInfo
     model: torch.nn.Module
     footprint: CacheFootprint
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> the first CUDA device if any, else the CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``"auto"`` -> bfloat16 on CUDA, float32 elsewhere."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
 
 
 def prepare_model(spec: str, device: torch.device, dtype: torch.dtype, state_dtype: torch.dtype,
