@@ -71,12 +71,15 @@ def enable_activation_checkpointing(student: nn.Module) -> None:
 
 def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
                 needs_teacher: bool) -> tuple[nn.Module | None, nn.Module, Any]:
-    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded."""
-    from thinkfast.models import build_student, load_model, load_teacher
+    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded.
+
+    The teacher may also be a thinkfast model directory (e.g. a teacher fine-tuned by an ``sft`` run).
+    """
+    from thinkfast.models import build_student, load_any, load_model
 
     teacher, tokenizer = None, None
     if recipe.teacher.model:
-        teacher, tokenizer = load_teacher(recipe.teacher, dtype=torch.float32)
+        teacher, tokenizer = load_any(recipe.teacher, dtype=torch.float32)
     elif needs_teacher:
         raise RecipeError(["teacher.model: the matrix/hidden/kd stages need a teacher; set it to a hub id, "
                            "a local directory or a .gguf file"])
