@@ -1,4 +1,5 @@
-"""ThinkfastLM: prefill + steps == forward, packed documents, matrices, save/load (tiny float64 models)."""
+"""ThinkfastLM: prefill + steps == forward, batched == per-prompt prefill, packed documents, matrices,
+save/load (tiny float64 models)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 from thinkfast.errors import ModelLoadError
 from thinkfast.models import ModelConfig, ThinkfastLM, build_student, load_model, save_model
+from thinkfast.models.cache import AttentionCache
 
 KINDS = {"transformer": {}, "mambainllama": {"attention_layers": [1], "chunk_size": 8},
          "llamba": {"chunk_size": 8, "state_size": 6, "expand": 1.5, "num_heads": 4, "num_bc_groups": 2}}
@@ -72,6 +74,76 @@ def test_prefill_then_steps_equals_forward(student):
             worst = max(worst, (logits[slot] - full[row, pos]).abs().max().item())
     print(f"{student.config.student}: prefill + 10 steps vs forward, max abs logit diff {worst:.2e}")
     assert worst < 1e-9
+
+
+def _slot_state(cache, slot: int, length: int) -> list[torch.Tensor]:
+    """Everything a prefill of a ``length``-token prompt wrote for ``slot``: KV rows, conv and SSM state."""
+    out = []
+    for layer in cache.layers:
+        if isinstance(layer, AttentionCache):
+            out += [layer.k[slot, :length], layer.v[slot, :length]]
+        else:
+            out += [t[slot] for t in (layer.conv_state, layer.ssm_state) if t is not None]
+    return out
+
+
+def _noisy_cache(model, batch: int, max_seqlen: int):
+    """A cache full of noise, so that a prefill that forgets to write something is caught."""
+    cache = model.allocate_cache(batch, max_seqlen)
+    for layer in cache.layers:
+        for t in vars(layer).values():
+            if isinstance(t, torch.Tensor):
+                t.normal_()
+    return cache
+
+
+def test_batched_prefill_equals_per_prompt_prefill(student):
+    g = torch.Generator().manual_seed(8)
+    lengths = [13, 13, 5, 13, 2, 9, 1]  # equal and different; 2 and 1 are shorter than the conv window
+    prompts = [torch.randint(0, 97, (n,), generator=g) for n in lengths]
+    alone = _noisy_cache(student, 2 * len(prompts), 16)
+    expected = [student.prefill(p, alone, torch.tensor([2 * i, 2 * i + 1])) for i, p in enumerate(prompts)]
+
+    def check(cache, slot: int, i: int, logits: torch.Tensor) -> None:
+        torch.testing.assert_close(logits, expected[i][0], atol=1e-10, rtol=0)
+        for got, want in zip(_slot_state(cache, slot, lengths[i]), _slot_state(alone, 2 * i, lengths[i]),
+                             strict=True):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+    # equal lengths: prompts (P, L), slots (P, n)
+    same = [i for i, n in enumerate(lengths) if n == 13]
+    cache = _noisy_cache(student, 2 * len(prompts), 16)
+    grid = torch.tensor([[2 * i + 1, 2 * i] for i in same])
+    logits = student.prefill(torch.stack([prompts[i] for i in same]), cache, grid)
+    assert logits.shape == (len(same), 2, 97)
+    for row, i in enumerate(same):
+        for col in range(2):
+            check(cache, int(grid[row, col]), i, logits[row, col])
+
+    # different lengths, left-padded with random tokens; any number of slots per prompt, in any order
+    width = max(lengths)
+    padded = torch.randint(0, 97, (len(prompts), width), generator=g)
+    for i, p in enumerate(prompts):
+        padded[i, width - len(p):] = p
+    rows = torch.tensor([3, 0, 6, 2, 0, 5, 4, 1, 6])
+    slots = torch.tensor([2 * int(r) + (k in (4, 8)) for k, r in enumerate(rows)])  # prompts 0, 6 get 2 slots
+    cache = _noisy_cache(student, 2 * len(prompts), 16)
+    logits = student.prefill(padded, cache, slots, rows, lengths=torch.tensor(lengths))
+    assert logits.shape == (len(slots), 97)
+    for k in range(len(slots)):
+        check(cache, int(slots[k]), int(rows[k]), logits[k])
+    # the padding really is there: without lengths the short prompts see it
+    plain = student.prefill(padded, _noisy_cache(student, 2 * len(prompts), 16), slots, rows)
+    assert (plain[2] - expected[6][0]).abs().max() > 1e-4
+
+
+def test_batched_prefill_rejects_ambiguous_slots(student):
+    cache = student.allocate_cache(4, 8)
+    prompts = torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="rows"):
+        student.prefill(prompts, cache, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="one row per prompt"):
+        student.prefill(prompts, cache, torch.tensor([[0, 1, 2]]))
 
 
 def test_packed_documents_are_isolated(student):

@@ -8,7 +8,7 @@ import torch.nn as nn
 from thinkfast.errors import ThinkfastError
 from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import attention_probs
-from thinkfast.models.cache import AttentionCache
+from thinkfast.models.cache import AttentionCache, write_slots
 from thinkfast.models.config import ModelConfig
 from thinkfast.models.layers import RotaryEmbedding
 
@@ -61,16 +61,30 @@ class Attention(nn.Module):
         return AttentionCache(k=torch.zeros(shape, dtype=dtype, device=device),
                               v=torch.zeros(shape, dtype=dtype, device=device))
 
-    def prefill(self, x: torch.Tensor, cache: AttentionCache, slots: torch.Tensor) -> torch.Tensor:
-        """One prompt ``x`` ``(1, L, D)``: output ``(1, L, D)``; its keys/values go to ``cache[slots, :L]``."""
+    def prefill(self, x: torch.Tensor, cache: AttentionCache, slots: torch.Tensor, rows: torch.Tensor | None = None,
+                seq_idx: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompts ``x`` ``(P, L, D)`` -> output ``(P, L, D)``; prompt ``rows[i]``'s keys/values go to
+        ``cache[slots[i], :L]`` (``slots``, ``rows``: ``(S,)`` long; ``rows=None``: ``P == 1``, every slot).
+
+        Left-padded prompts come with ``seq_idx`` ``(P, L)`` (padding and prompt are separate segments)
+        and document-relative ``position_ids`` ``(P, L)``; each prompt's keys/values are then shifted to
+        start at cache position 0 (positions past its length hold copies that decoding overwrites).
+        """
         length = x.shape[1]
         if length > cache.k.shape[1]:
             raise ThinkfastError(f"a prompt of {length} tokens does not fit a cache of {cache.k.shape[1]} "
                                  f"positions; raise the maximum sequence length")
-        q, k, v = self._qkv(x, self._positions(x, None))
-        cache.k[slots, :length] = k.to(cache.k.dtype)
-        cache.v[slots, :length] = v.to(cache.v.dtype)
-        out = self.kernels.attention.attention_prefill(q, k, v, scale=self.scale)
+        q, k, v = self._qkv(x, self._positions(x, position_ids))
+        if position_ids is not None:  # left padding: prompt p starts at L - 1 - position_ids[p, -1]
+            start = length - 1 - position_ids[:, -1]  # (P,)
+            src = (torch.arange(length, device=x.device) + start[:, None]).clamp(max=length - 1)  # (P, L)
+            src = src[:, :, None, None].expand_as(k)
+            write_slots(cache.k, slots, k.gather(1, src), rows)
+            write_slots(cache.v, slots, v.gather(1, src), rows)
+        else:
+            write_slots(cache.k, slots, k, rows)
+            write_slots(cache.v, slots, v, rows)
+        out = self.kernels.attention.attention_prefill(q, k, v, scale=self.scale, seq_idx=seq_idx)
         return self.o_proj(out.flatten(-2))
 
     def step(self, x: torch.Tensor, positions: torch.Tensor, cache: AttentionCache) -> torch.Tensor:

@@ -30,6 +30,21 @@ class SSMCache:
 LayerCache = AttentionCache | SSMCache
 
 
+def write_slots(dst: torch.Tensor, slots: torch.Tensor, src: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+    """Copy per-prompt prefill results into cache slots: ``dst[slots[i], :n] = src[rows[i]]``.
+
+    ``dst``: a cache tensor ``(batch, T, ...)``; ``src``: ``(P, n, ...)`` with ``n <= T`` (one entry per
+    prompt: a KV block ``(P, L, nkv, headdim)`` or a final state); ``slots``: ``(S,)`` long;
+    ``rows``: ``(S,)`` long, the prompt of each slot, or ``None`` for one prompt (``P == 1``) copied into
+    every slot. Casts to ``dst.dtype``.
+    """
+    value = (src if rows is None else src[rows]).to(dst.dtype)  # (S or 1, n, ...)
+    if src.shape[1] == dst.shape[1]:
+        dst[slots] = value
+    else:
+        dst[slots, : src.shape[1]] = value
+
+
 @dataclass
 class InferenceCache:
     """Every layer's cache, for ``batch_size`` slots of up to ``max_seqlen`` tokens."""

@@ -53,8 +53,10 @@ class Block(nn.Module):
         h = x + self.mixer(self.input_layernorm(x), seq_idx, position_ids)
         return h + self.mlp(self.post_attention_layernorm(h))
 
-    def prefill(self, x: torch.Tensor, cache, slots: torch.Tensor) -> torch.Tensor:
-        h = x + self.mixer.prefill(self.input_layernorm(x), cache, slots)
+    def prefill(self, x: torch.Tensor, cache, slots: torch.Tensor, rows: torch.Tensor | None = None,
+                seq_idx: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompts ``x`` ``(P, L, D)`` -> ``(P, L, D)``, writing the mixer's state into ``cache`` (see the mixers)."""
+        h = x + self.mixer.prefill(self.input_layernorm(x), cache, slots, rows, seq_idx, position_ids)
         return h + self.mlp(self.post_attention_layernorm(h))
 
     def step(self, x: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
@@ -147,14 +149,44 @@ class ThinkfastLM(nn.Module):
                                              device=device) for block in self.layers]
         return InferenceCache(layers=layers, batch_size=batch_size, max_seqlen=max_seqlen)
 
-    def prefill(self, prompt_ids: torch.Tensor, cache: InferenceCache, slots: torch.Tensor) -> torch.Tensor:
-        """Run one prompt ``(L,)`` once, store its state in every slot of ``slots`` ``(n,)``; returns the
-        next-token logits ``(n, V)`` (the same row ``n`` times)."""
-        x = self.embed_tokens(prompt_ids[None])
+    def prefill(self, prompt_ids: torch.Tensor, cache: InferenceCache, slots: torch.Tensor,
+                rows: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Run prompts once and store each prompt's state (KV, conv, SSM) in its cache slots.
+
+        Three forms, one forward over all prompts in each:
+
+        - one prompt ``prompt_ids (L,)``, ``slots (n,)`` -> next-token logits ``(n, V)`` (the same row ``n``
+          times);
+        - a batch ``prompt_ids (P, L)``, ``slots (P, n)`` (prompt ``p`` fills ``slots[p, :]``) -> ``(P, n, V)``;
+        - a batch ``prompt_ids (P, L)``, ``slots (S,)`` and ``rows (S,)`` (slot ``slots[i]`` takes prompt
+          ``rows[i]``; any number of slots per prompt) -> ``(S, V)``.
+
+        ``lengths (P,)`` long marks left-padded prompts: prompt ``p`` is the last ``lengths[p]`` tokens of
+        its row. Padding and prompt are separate documents (no attention or state crosses, RoPE positions
+        start at 0 at the prompt), so each prompt gets the state and logits it would get alone, and its
+        keys/values land at cache positions ``0 .. lengths[p] - 1``. ``None``: every prompt is ``L`` long.
+        """
+        prompts = prompt_ids[None] if prompt_ids.ndim == 1 else prompt_ids  # (P, L)
+        num_prompts, length = prompts.shape
+        grid = slots.ndim == 2
+        if grid:
+            if slots.shape[0] != num_prompts:
+                raise ValueError(f"slots {tuple(slots.shape)} needs one row per prompt ({num_prompts})")
+            rows = torch.arange(num_prompts, device=slots.device).repeat_interleave(slots.shape[1])
+            slots = slots.reshape(-1)
+        elif rows is None and num_prompts != 1:
+            raise ValueError("a batch of prompts with 1-D slots needs rows (the prompt of each slot)")
+        seq_idx = positions = None
+        if lengths is not None:
+            doc_ids = torch.arange(length, device=prompts.device) >= (length - lengths.to(prompts.device))[:, None]
+            seq_idx = segment_index(doc_ids.long())
+            positions = document_positions(seq_idx)
+        x = self.embed_tokens(prompts)
         for block, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = block.prefill(x, layer_cache, slots)
-        logits = self.lm_head(self.norm(x[:, -1]))  # (1, V)
-        return logits.expand(slots.shape[0], -1)
+            x = block.prefill(x, layer_cache, slots, rows, seq_idx, positions)
+        last = self.lm_head(self.norm(x[:, -1]))  # (P, V)
+        logits = last.expand(slots.shape[0], -1) if rows is None else last[rows]  # (S, V)
+        return logits.view(num_prompts, -1, logits.shape[-1]) if grid else logits
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
         """Decode one token per slot: ``tokens`` ``(B,)`` at ``positions`` ``(B,)`` -> logits ``(B, V)``.

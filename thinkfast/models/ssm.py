@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import expand_groups
-from thinkfast.models.cache import SSMCache
+from thinkfast.models.cache import SSMCache, write_slots
 from thinkfast.models.config import ModelConfig, SSMConfig
 from thinkfast.models.layers import RMSNorm
 
@@ -176,16 +176,36 @@ class SSMMixer(nn.Module):
         ssm = torch.zeros(batch_size, s.num_heads, s.head_dim, s.state_size, dtype=state_dtype, device=device)
         return SSMCache(conv_state=conv, ssm_state=ssm)
 
-    def prefill(self, u: torch.Tensor, cache: SSMCache, slots: torch.Tensor) -> torch.Tensor:
-        """One prompt ``u`` ``(1, L, hidden)`` -> ``(1, L, hidden)``; final conv/SSM state goes to ``cache[slots]``."""
-        z, xbc, dt = self._project(u)
-        xbc, conv_state = self._conv(xbc)
+    def prefill(self, u: torch.Tensor, cache: SSMCache, slots: torch.Tensor, rows: torch.Tensor | None = None,
+                seq_idx: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompts ``u`` ``(P, L, hidden)`` -> ``(P, L, hidden)``; prompt ``rows[i]``'s final conv/SSM state
+        goes to ``cache[slots[i]]`` (``slots``, ``rows``: ``(S,)`` long; ``rows=None``: ``P == 1``, every slot).
+
+        Left-padded prompts come with ``seq_idx`` ``(P, L)`` (padding and prompt are separate segments,
+        so no state crosses from the padding into the prompt); ``position_ids`` is unused.
+        """
+        z, xbc_in, dt = self._project(u)
+        xbc, conv_state = self._conv(xbc_in, seq_idx)
         x, B, C = self._split_xbc(xbc)
-        y, ssm_state = self._scan(x, dt, B, C)
+        y, ssm_state = self._scan(x, dt, B, C, seq_idx)
         if cache.conv_state is not None:
-            cache.conv_state[slots] = conv_state.to(cache.conv_state.dtype)
-        cache.ssm_state[slots] = ssm_state.to(cache.ssm_state.dtype)
+            if seq_idx is not None:  # kernels may not return it with seq_idx; it is the last inputs anyway
+                conv_state = self._last_conv_inputs(xbc_in, seq_idx)
+            write_slots(cache.conv_state, slots, conv_state, rows)
+        write_slots(cache.ssm_state, slots, ssm_state, rows)
         return self._output(y, z)
+
+    def _last_conv_inputs(self, xbc: torch.Tensor, seq_idx: torch.Tensor) -> torch.Tensor:
+        """Conv state after the last token: the last ``conv_kernel - 1`` inputs of each row's last segment,
+        oldest first, zeros before the segment starts. ``xbc`` ``(P, L, conv_dim)`` -> ``(P, conv_dim, K - 1)``."""
+        width = self.cfg.conv_kernel - 1
+        if width == 0:
+            return xbc.new_zeros(xbc.shape[0], xbc.shape[2], 0)
+        pad = max(width - xbc.shape[1], 0)
+        tail = F.pad(xbc, (0, 0, pad, 0))[:, -width:]  # (P, K - 1, conv_dim)
+        seg = F.pad(seq_idx, (pad, 0), value=-1)[:, -width:]  # (P, K - 1)
+        keep = (seg == seq_idx[:, -1:]).to(tail.dtype)
+        return (tail * keep[..., None]).transpose(1, 2)
 
     def step(self, u: torch.Tensor, positions: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """One token per slot: ``u`` ``(B, hidden)`` -> ``(B, hidden)``; updates ``cache`` in place."""
