@@ -182,7 +182,12 @@ def test_llamba_student_same_logits_and_grads_with_either_kernel_set(mamba):
         grads.append({n: p.grad.detach().clone() for n, p in student.named_parameters()})
     print(f"llamba student logits rel err {rel_err(logits[0], logits[1]):.2e}")
     assert rel_err(logits[0], logits[1]) < BF16_TOL
-    errors = sorted(((rel_err(grads[0][n], grads[1][n]), n) for n in grads[1]), reverse=True)
+    # Relative error per parameter; gradients whose norm is below 1e-4 (e.g. a dt_bias of norm 5e-6, pure bf16
+    # rounding noise) are compared against that floor instead of their own norm.
+    def grad_err(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-4)).item()
+
+    errors = sorted(((grad_err(grads[0][n], grads[1][n]), n) for n in grads[1]), reverse=True)
     for err, name in errors[:6]:
         print(f"llamba student grad {name}: rel err {err:.2e} (norm {grads[1][name].float().norm():.3e})")
     worst = errors[0][0]

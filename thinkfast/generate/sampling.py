@@ -78,15 +78,34 @@ def problem_key(problem_id: str) -> int:
     return zlib.crc32(problem_id.encode("utf-8")) & _MASK32
 
 
+_CDF_BLOCK = 256  # tokens per block of the two-level cumulative sum
+
+
 def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Index of the first entry whose cumulative mass reaches ``u * total``; zero-mass entries are never chosen.
 
     probs: (B, V) non-negative, not necessarily normalised; uniforms: (B,) in (0, 1]. Returns (B,) int64.
+
+    Two levels, so that no scan runs over the whole vocabulary (a (B, 128k) cumulative sum is slow on
+    GPUs): the mass of each block of ``_CDF_BLOCK`` tokens, a cumulative sum over blocks to find the
+    block holding the target, then a cumulative sum inside that one block.
     """
-    cdf = probs.cumsum(dim=-1)
-    target = uniforms.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, target, right=False).squeeze(-1)
-    return idx.clamp_(max=probs.shape[-1] - 1)
+    batch, vocab = probs.shape
+    pad = (-vocab) % _CDF_BLOCK
+    blocks = torch.nn.functional.pad(probs, (0, pad)) if pad else probs
+    blocks = blocks.view(batch, -1, _CDF_BLOCK)  # (B, nb, block)
+    block_mass = blocks.sum(dim=-1)  # (B, nb)
+    block_cdf = block_mass.cumsum(dim=-1)
+    target = uniforms.to(block_cdf.dtype).unsqueeze(-1) * block_cdf[:, -1:]  # (B, 1)
+    block = torch.searchsorted(block_cdf, target, right=False).clamp_(max=block_cdf.shape[-1] - 1)  # (B, 1)
+    before = block_cdf.gather(1, block) - block_mass.gather(1, block)  # mass of the blocks before it
+    inner = blocks.gather(1, block.unsqueeze(-1).expand(batch, 1, _CDF_BLOCK)).squeeze(1)  # (B, block)
+    inner_cdf = inner.cumsum(dim=-1) + before
+    # rounding can leave the block's own total a hair below the target: aim at most at its last positive entry
+    target = torch.minimum(target, inner_cdf[:, -1:])
+    offset = torch.searchsorted(inner_cdf, target, right=False).squeeze(-1)
+    idx = block.squeeze(-1) * _CDF_BLOCK + offset.clamp_(max=_CDF_BLOCK - 1)
+    return idx.clamp_(max=vocab - 1)
 
 
 def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams) -> torch.Tensor:
