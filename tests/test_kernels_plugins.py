@@ -15,7 +15,7 @@ from thinkfast.registry import get_registry
 
 
 def test_builtin_kernel_plugins_are_registered():
-    assert {"torch", "sdpa", "mamba-ssm", "flash-attn"} <= set(get_registry().names("kernels"))
+    assert {"torch", "sdpa", "triton", "mamba-ssm", "flash-attn"} <= set(get_registry().names("kernels"))
 
 
 def test_auto_selection_on_cpu_and_pinning():
@@ -27,6 +27,7 @@ def test_auto_selection_on_cpu_and_pinning():
 @pytest.mark.parametrize(("pinned", "message"), [
     ({"ssm": "mamba-ssm"}, "cannot run on cpu: it needs a CUDA device"),
     ({"attention": "flash-attn"}, "cannot run on cpu"),
+    ({"attention": "triton"}, "cannot run on cpu: it needs a CUDA device"),
     ({"conv": "sdpa"}, "does not provide 'conv'"),
     ({"attention": "nope"}, "no kernel plugin of that name"),
 ])

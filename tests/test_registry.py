@@ -14,7 +14,7 @@ BUILTINS = {
     "students": {"llamba", "mambainllama", "transformer"},
     "datasets": {"gsm8k", "math500", "math", "openmathinstruct2", "jsonl", "synthetic-arith"},
     "aggregators": {"majority", "reward-model", "verifier"},
-    "kernels": {"torch", "sdpa", "mamba-ssm", "flash-attn"},
+    "kernels": {"torch", "sdpa", "triton", "mamba-ssm", "flash-attn"},
 }
 
 

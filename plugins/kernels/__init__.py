@@ -1,12 +1,13 @@
-"""Built-in kernel plugins: ``torch`` (reference, any device), ``sdpa``, ``mamba-ssm`` and ``flash-attn``.
+"""Built-in kernel plugins: ``torch`` (reference, any device), ``sdpa``, ``triton``, ``mamba-ssm`` and ``flash-attn``.
 
-The CUDA packages (mamba-ssm, causal-conv1d, flash-attn) are imported lazily, inside the calls and
+The CUDA packages (mamba-ssm, causal-conv1d, flash-attn, triton) are imported lazily, inside the calls and
 the availability checks, so this module imports everywhere.
 """
 
 from thinkfast_plugins.kernels.flash import FlashAttnKernels
 from thinkfast_plugins.kernels.mamba import MambaSsmKernels
 from thinkfast_plugins.kernels.sdpa import SdpaKernels
+from thinkfast_plugins.kernels.triton_decode import TritonDecodeKernels
 
 from thinkfast.hookspecs import hookimpl
 from thinkfast.kernels import TorchKernels
@@ -14,8 +15,9 @@ from thinkfast.kernels import TorchKernels
 
 @hookimpl
 def register_kernels(register):
-    """The four built-in kernel sets."""
+    """The five built-in kernel sets."""
     register("torch", TorchKernels)
     register("sdpa", SdpaKernels)
+    register("triton", TritonDecodeKernels)
     register("mamba-ssm", MambaSsmKernels)
     register("flash-attn", FlashAttnKernels)

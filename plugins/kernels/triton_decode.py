@@ -1,0 +1,135 @@
+"""``triton``: split-K ("flash-decoding") attention decode over the static KV cache, written in Triton.
+
+Decoding attends one query per row to up to ``S`` cached keys. A general attention kernel gives that
+case poor parallelism (one query tile per row and head); here each program takes one row, one KV head
+(all its GQA query heads at once) and one slice of the sequence, and a small combine step merges the
+slices' partial softmaxes. Prefill is :class:`SdpaKernels`'. Triton is imported lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from thinkfast_plugins.kernels.sdpa import SdpaKernels
+
+from thinkfast.kernels.reference import write_kv
+
+BLOCK_S = 64  # keys per inner iteration
+MIN_SPLIT = 256  # keys per split at least
+TARGET_PROGRAMS = 1024  # enough programs to fill a Hopper GPU's 132 multiprocessors several times
+
+
+@functools.lru_cache(maxsize=1)
+def _partial_kernel():
+    """Compile-on-first-use Triton kernel: one (row, KV head, sequence slice) per program."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def attention_decode_partial(
+        Q, K, V, LENS, OUT, LSE, scale, num_kv_heads,
+        sqb, sqh, skb, sks, skh, svb, svs, svh, sob, soh, sos, slb, slh,
+        GROUP: tl.constexpr, BLOCK_G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr,
+        SPLIT_LEN: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        split = tl.program_id(1)
+        b = pid // num_kv_heads
+        kvh = pid % num_kv_heads
+        length = tl.load(LENS + b)
+        start = split * SPLIT_LEN
+        end = tl.minimum(start + SPLIT_LEN, length)
+        g = tl.arange(0, BLOCK_G)
+        d = tl.arange(0, HEAD_DIM)
+        heads = kvh * GROUP + g
+        gmask = g < GROUP
+        q = tl.load(Q + b * sqb + heads[:, None] * sqh + d[None, :], mask=gmask[:, None], other=0.0)
+        m = tl.full([BLOCK_G], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_G], tl.float32)
+        acc = tl.zeros([BLOCK_G, HEAD_DIM], tl.float32)
+        for s0 in range(start, end, BLOCK):
+            s = s0 + tl.arange(0, BLOCK)
+            smask = s < end
+            k = tl.load(K + b * skb + s[:, None] * sks + kvh * skh + d[None, :], mask=smask[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * scale  # (BLOCK_G, BLOCK) float32
+            scores = tl.where(smask[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m, tl.max(scores, 1))
+            p = tl.exp(scores - m_new[:, None])
+            alpha = tl.exp(m - m_new)
+            total = total * alpha + tl.sum(p, 1)
+            v = tl.load(V + b * svb + s[:, None] * svs + kvh * svh + d[None, :], mask=smask[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        filled = total > 0  # an empty slice (start >= length) contributes nothing
+        safe = tl.where(filled, total, 1.0)
+        tl.store(OUT + b * sob + heads[:, None] * soh + split * sos + d[None, :], acc / safe[:, None],
+                 mask=gmask[:, None])
+        tl.store(LSE + b * slb + heads * slh + split, tl.where(filled, m + tl.log(safe), float("-inf")),
+                 mask=gmask)
+
+    return attention_decode_partial
+
+
+def num_splits(batch: int, num_kv_heads: int, max_len: int) -> int:
+    """Sequence slices per (row, KV head): enough programs to fill the GPU, slices of ``MIN_SPLIT`` keys or more."""
+    want = -(-TARGET_PROGRAMS // (batch * num_kv_heads))
+    return max(1, min(want, -(-max_len // MIN_SPLIT)))
+
+
+def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
+                            scale: float) -> torch.Tensor:
+    """Attention of ``q`` ``(B, H, Dh)`` to the first ``lengths[b]`` keys of ``k_cache``/``v_cache``
+    ``(B, S, Hkv, Dh)`` -> ``(B, H, Dh)`` in ``q``'s dtype. No host synchronisation (graph-capturable)."""
+    import triton
+
+    batch, heads, head_dim = q.shape
+    _, max_len, kv_heads, _ = k_cache.shape
+    group = heads // kv_heads
+    splits = num_splits(batch, kv_heads, max_len)
+    split_len = triton.cdiv(triton.cdiv(max_len, splits), BLOCK_S) * BLOCK_S
+    partial = torch.empty(batch, heads, splits, head_dim, dtype=torch.float32, device=q.device)
+    lse = torch.empty(batch, heads, splits, dtype=torch.float32, device=q.device)
+    q = q.contiguous()
+    _partial_kernel()[(batch * kv_heads, splits)](
+        q, k_cache, v_cache, lengths, partial, lse, scale, kv_heads,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
+        GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK=BLOCK_S,
+        SPLIT_LEN=split_len,
+    )
+    if splits == 1:
+        return partial[:, :, 0].to(q.dtype)
+    weights = torch.softmax(lse, dim=-1)  # (B, H, splits); empty slices have weight 0
+    return (weights.unsqueeze(-1) * partial).sum(dim=2).to(q.dtype)
+
+
+class TritonDecodeKernels(SdpaKernels):
+    """Attention decode with a Triton split-K kernel (CUDA, fp16/bf16, head dim 64 or 128); prefill via sdpa."""
+
+    name = "triton"
+    operations = ("attention",)
+
+    @classmethod
+    def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
+        if device.type != "cuda":
+            return "it needs a CUDA device"
+        try:
+            import triton  # noqa: F401
+        except Exception as exc:
+            return f"triton cannot be imported ({type(exc).__name__}: {exc})"
+        return None
+
+    @classmethod
+    def priority(cls, operation: str, device: torch.device) -> int:
+        return 15  # above sdpa (10), below flash-attn
+
+    def attention_decode(self, q, k, v, k_cache, v_cache, positions, *, scale):
+        """``q`` ``(B, H, Dh)``; writes ``k``/``v`` ``(B, Hkv, Dh)`` at ``positions`` and attends to ``:pos+1``."""
+        supported = (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (64, 128)
+                     and k_cache.stride(-1) == 1 and v_cache.stride(-1) == 1 and k_cache.dtype == q.dtype)
+        if not supported:
+            return super().attention_decode(q, k, v, k_cache, v_cache, positions, scale=scale)
+        write_kv(k_cache, v_cache, k, v, positions)
+        return triton_attention_decode(q, k_cache, v_cache, positions + 1, scale)
