@@ -1,4 +1,5 @@
-"""The batched engine against the slow reference loop (full forward per token), token for token.
+"""The batched engine against the slow reference loop (full forward per token), token for token, and
+batched prefill against per-prompt prefill.
 
 Tiny random ThinkfastLMs in float64 (so cached and uncached logits agree far below any sampling
 boundary) of the three kinds: transformer, pure SSM and hybrid.
@@ -9,10 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from thinkfast.errors import ThinkfastError
 from thinkfast.generate.engine import Engine, EngineSettings, Request
 from thinkfast.generate.reference import reference_sample
 from thinkfast.generate.sampling import SamplingParams
+from thinkfast.generate.scheduler import SlotScheduler, plan_prefills
 from thinkfast.generate.stops import StopChecker
+from thinkfast.models.cache import AttentionCache
 from thinkfast.models.config import ModelConfig, SSMConfig
 from thinkfast.models.model import ThinkfastLM
 
@@ -44,10 +48,10 @@ def _requests(lengths=(3, 9, 5, 1, 6), samples=3) -> list[Request]:
 
 
 def _run(model, requests, *, batch_size, max_new=16, sampling=SamplingParams(), seed=3, eos=(EOS,),
-         stop_checker=None, check_every=4):
+         stop_checker=None, check_every=4, **prefill):
     settings = EngineSettings(batch_size=batch_size, max_seqlen=max(len(r.prompt_ids) for r in requests) + max_new,
                               max_new_tokens=max_new, sampling=sampling, seed=seed, eos_ids=eos,
-                              check_every=check_every)
+                              check_every=check_every, **prefill)
     engine = Engine(model, settings, stop_checker)
     return {(f.request, f.sample_index): f for f in engine.generate(requests)}
 
@@ -126,6 +130,74 @@ def test_first_token_eos_and_single_token_budget(model):
     got = _run(model, requests, batch_size=2, max_new=1)
     assert all(len(f.tokens) == 1 and f.finish_reason in ("eos", "length") for f in got.values())
     _assert_matches_reference(model, requests, got, max_new=1)
+
+
+def test_plan_prefills_groups_by_length_within_token_and_padding_budgets():
+    lengths = [6, 3, 6, 9, 6, 2, 3]
+    assert plan_prefills(lengths, 10**6) == [[5], [1, 6], [0, 2, 4], [3]]  # exact lengths, shortest first
+    assert plan_prefills(lengths, 12) == [[5], [1, 6], [0, 2], [4], [3]]  # at most 12 padded tokens
+    assert plan_prefills(lengths, 1) == [[i] for i in (5, 1, 6, 0, 2, 4, 3)]  # one prompt per prefill
+    assert plan_prefills(lengths, 10**6, 0.9) == [[5, 1, 6, 0, 2, 4, 3]]  # 28 of 63 tokens are padding
+    # 2,3,3: 1 of 9 tokens is padding; adding a 6 would make it 10 of 24. 6,6,6,9: 9 of 36 (25%) is padding
+    assert plan_prefills(lengths, 10**6, 0.25) == [[5, 1, 6], [0, 2, 4, 3]]
+    assert plan_prefills(lengths, 10**6, 0.2) == [[5, 1, 6], [0, 2, 4], [3]]
+    assert plan_prefills([], 8) == []
+
+
+PREFILL_MODES = {"per-prompt": {"prefill_tokens": 1, "prefill_padding": 0.0},
+                 "equal-lengths": {"prefill_padding": 0.0},
+                 "left-padded": {"prefill_padding": 0.9}}
+
+
+def _started(model, requests, max_new=8, **prefill) -> Engine:
+    """An engine right after the first round of prefills (every request fits the batch)."""
+    batch = sum(len(r.sample_indices) for r in requests)
+    settings = EngineSettings(batch_size=batch, max_seqlen=max(len(r.prompt_ids) for r in requests) + max_new,
+                              max_new_tokens=max_new, sampling=SamplingParams(), seed=3, eos_ids=(EOS,), **prefill)
+    engine = Engine(model, settings)
+    engine._start(requests, SlotScheduler(batch, ((i, r.sample_indices) for i, r in enumerate(requests))).assign())
+    return engine
+
+
+def _slot_state(engine: Engine, slot: int) -> list[torch.Tensor]:
+    """What the prefill wrote for ``slot``: KV rows of its prompt, conv and SSM state."""
+    length = int(engine.positions[slot])
+    out = []
+    for layer in engine.cache.layers:
+        if isinstance(layer, AttentionCache):
+            out += [layer.k[slot, :length], layer.v[slot, :length]]
+        else:
+            out += [t[slot] for t in (layer.conv_state, layer.ssm_state) if t is not None]
+    return out
+
+
+def test_batched_prefill_equals_per_prompt_prefill(model):
+    requests = _requests(lengths=(6, 3, 6, 9, 6, 2, 3), samples=2)
+    alone = _started(model, requests, **PREFILL_MODES["per-prompt"])
+    assert (alone.stats.prefills, alone.stats.prefill_batches) == (7, 7)
+    for mode, batches in (("equal-lengths", 4), ("left-padded", 1)):
+        batched = _started(model, requests, **PREFILL_MODES[mode])
+        assert (batched.stats.prefills, batched.stats.prefill_batches) == (7, batches), mode
+        for name in ("tokens", "positions", "keys", "sample_indices", "num_generated", "done", "hit_eos"):
+            assert torch.equal(getattr(batched, name), getattr(alone, name)), (mode, name)
+        assert torch.equal(batched.out[:, 0], alone.out[:, 0])
+        for slot in range(batched.settings.batch_size):
+            for got, want in zip(_slot_state(batched, slot), _slot_state(alone, slot), strict=True):
+                torch.testing.assert_close(got, want, atol=1e-12, rtol=0, msg=f"{mode}, slot {slot}")
+
+
+def test_samples_do_not_depend_on_prefill_batching(model):
+    requests = _requests(lengths=(6, 3, 6, 9, 6, 2, 3), samples=2)
+    runs = {mode: _run(model, requests, batch_size=5, max_new=10, **prefill)  # refills batch several prompts
+            for mode, prefill in PREFILL_MODES.items()}
+    tokens = {mode: {k: (f.tokens, f.finish_reason) for k, f in got.items()} for mode, got in runs.items()}
+    assert tokens["equal-lengths"] == tokens["per-prompt"]
+    assert tokens["left-padded"] == tokens["per-prompt"]
+
+
+def test_prefill_settings_are_checked(model):
+    with pytest.raises(ThinkfastError, match="prefill_padding"):
+        _started(model, _requests(lengths=(2,), samples=1), prefill_padding=1.0)
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""The batched sampler: prefill once per prompt, decode a fixed batch of slots, refill as slots free up.
+"""The batched sampler: prefill prompts in batches, decode a fixed batch of slots, refill as slots free up.
 
 Shapes and state (``B`` = batch size = number of decode slots, ``T`` = max new tokens), all on
 the model's device:
@@ -17,6 +17,11 @@ synchronisation; on CUDA it is captured once in a CUDA graph and replayed. Finis
 frozen (their position does not advance) until refilled. The host looks at ``done`` only every
 ``check_every`` steps: it hands finished samples out, checks stop strings on the newly generated
 text, and prefills pending work into the free slots, so the batch stays full (continuous batching).
+
+Prefill (:meth:`Engine._start`) runs outside the graph: the prompts assigned in one round are
+grouped by length (:func:`~thinkfast.generate.scheduler.plan_prefills`), each group is one
+batched ``model.prefill`` (left-padded when lengths differ), and the first tokens of all the
+round's slots are sampled in one call.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from thinkfast.errors import ThinkfastError
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
-from thinkfast.generate.scheduler import Assignment, SlotScheduler
+from thinkfast.generate.scheduler import Assignment, SlotScheduler, plan_prefills
 from thinkfast.generate.stops import StopChecker
 
 
@@ -64,7 +70,8 @@ class EngineStats:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     decode_steps: int = 0
-    prefills: int = 0
+    prefills: int = 0  # prompts prefilled
+    prefill_batches: int = 0  # model.prefill calls (batched forwards)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,9 @@ class EngineSettings:
 
     ``max_seqlen`` (tokens) bounds prompt length + ``max_new_tokens``; ``check_every`` is the
     number of decode steps between host checks; ``eos_ids`` end a sample when sampled.
+    ``prefill_tokens`` caps one batched prefill at that many (padded) prompt tokens;
+    ``prefill_padding`` is the largest fraction of them that may be left padding (0: only prompts of
+    exactly equal length share a prefill). See :func:`~thinkfast.generate.scheduler.plan_prefills`.
     """
 
     batch_size: int
@@ -85,13 +95,15 @@ class EngineSettings:
     cuda_graphs: bool = True
     dtype: torch.dtype | None = None
     state_dtype: torch.dtype | None = None
+    prefill_tokens: int = 32768
+    prefill_padding: float = 0.25
 
 
 class Engine:
     """Continuous-batching sampler over a ``ThinkfastLM``-like model.
 
     The model provides ``allocate_cache(batch_size, max_seqlen, dtype=, state_dtype=)``,
-    ``prefill(prompt_ids (L,), cache, slots (n,)) -> logits (n, V)`` and
+    ``prefill(prompt_ids (P, L), cache, slots (S,), rows (S,), lengths (P,) | None) -> logits (S, V)`` and
     ``step(tokens (B,), positions (B,), cache) -> logits (B, V)`` (docs/architecture.md).
     """
 
@@ -104,6 +116,9 @@ class Engine:
         if T >= settings.max_seqlen:
             raise ThinkfastError(f"generate.max_new_tokens ({T}) leaves no room for a prompt in a "
                                  f"{settings.max_seqlen}-token cache; lower generate.max_new_tokens")
+        if settings.prefill_tokens < 1 or not 0.0 <= settings.prefill_padding < 1.0:
+            raise ThinkfastError(f"engine prefill_tokens={settings.prefill_tokens} must be >= 1 and "
+                                 f"prefill_padding={settings.prefill_padding} in [0, 1)")
         kwargs = {}
         if settings.dtype is not None:
             kwargs["dtype"] = settings.dtype
@@ -183,31 +198,60 @@ class Engine:
                 self._decode_step()
 
     @torch.no_grad()
-    def _start(self, request: Request, assignment: Assignment) -> None:
-        """Prefill ``request``'s prompt once into the assigned slots and sample each slot's first token."""
+    def _start(self, requests: Sequence[Request], assignments: Sequence[Assignment]) -> None:
+        """Prefill the assigned requests' prompts into their slots and sample every slot's first token.
+
+        Prompts are batched by :func:`plan_prefills` (one ``model.prefill`` per group, outside the
+        captured step); all first tokens are then sampled in one call.
+        """
         s = self.settings
-        prompt = request.prompt_ids.to(self.device, torch.long)
-        if prompt.numel() + s.max_new_tokens > s.max_seqlen:
-            raise ThinkfastError(
-                f"a prompt of {prompt.numel()} tokens plus generate.max_new_tokens={s.max_new_tokens} exceeds the "
-                f"{s.max_seqlen}-token cache; lower generate.max_new_tokens or shorten the prompt template"
-            )
-        n = len(assignment.slots)
-        slots = torch.tensor(assignment.slots, dtype=torch.long, device=self.device)
-        samples = torch.tensor(assignment.sample_indices, dtype=torch.long, device=self.device)
-        keys = torch.full((n,), request.key, dtype=torch.long, device=self.device)
-        zero = torch.zeros(n, dtype=torch.long, device=self.device)
-        logits = self.model.prefill(prompt, self.cache, slots)  # (n, V)
-        first = sample_tokens(logits, counter_uniform(s.seed, keys, samples, zero), s.sampling)
+        prompts = [requests[a.request].prompt_ids.reshape(-1).long() for a in assignments]
+        lengths = [int(p.numel()) for p in prompts]
+        for n in lengths:
+            if n + s.max_new_tokens > s.max_seqlen:
+                raise ThinkfastError(
+                    f"a prompt of {n} tokens plus generate.max_new_tokens={s.max_new_tokens} exceeds the "
+                    f"{s.max_seqlen}-token cache; lower generate.max_new_tokens or shorten the prompt template")
+        groups = plan_prefills(lengths, s.prefill_tokens, s.prefill_padding)
+        logits: list[torch.Tensor] = []
+        order: list[int] = []  # assignment index of each prefilled group member, in logits order
+        for group in groups:
+            logits.append(self._prefill_group([prompts[i] for i in group], [assignments[i].slots for i in group]))
+            order += group
+        dev = self.device
+        slots = torch.tensor([slot for i in order for slot in assignments[i].slots], dtype=torch.long, device=dev)
+        samples = torch.tensor([k for i in order for k in assignments[i].sample_indices], dtype=torch.long,
+                               device=dev)
+        keys = torch.tensor([requests[assignments[i].request].key for i in order for _ in assignments[i].slots],
+                            dtype=torch.long, device=dev)
+        starts = torch.tensor([lengths[i] for i in order for _ in assignments[i].slots], dtype=torch.long,
+                              device=dev)
+        zero = torch.zeros_like(slots)
+        first = sample_tokens(torch.cat(logits), counter_uniform(s.seed, keys, samples, zero), s.sampling)  # (S,)
         is_eos = (first.unsqueeze(1) == self.eos_ids).any(dim=1)
         self.tokens[slots] = first
-        self.positions[slots] = prompt.numel()
+        self.positions[slots] = starts
         self.keys[slots] = keys
         self.sample_indices[slots] = samples
         self.num_generated[slots] = 1
         self.out[slots, 0] = first
         self.hit_eos[slots] = is_eos
         self.done[slots] = is_eos | (s.max_new_tokens <= 1)
+        self.stats.prefills += len(assignments)
+        self.stats.prefill_batches += len(groups)
+
+    def _prefill_group(self, prompts: list[torch.Tensor], slots: list[tuple[int, ...]]) -> torch.Tensor:
+        """One batched prefill: ``prompts[p]`` ``(L_p,)`` into ``slots[p]``; returns logits ``(S, V)``
+        (``S`` = all slots, in the order given)."""
+        dev = self.device
+        flat = torch.tensor([slot for group in slots for slot in group], dtype=torch.long, device=dev)
+        if len(prompts) == 1:  # one forward of (1, L), its state copied into every slot
+            return self.model.prefill(prompts[0].to(dev), self.cache, flat)
+        ids = pad_sequence(prompts, batch_first=True, padding_side="left").to(dev)  # (P, L_max)
+        rows = torch.tensor([p for p, group in enumerate(slots) for _ in group], dtype=torch.long, device=dev)
+        sizes = [len(p) for p in prompts]
+        lengths = torch.tensor(sizes, dtype=torch.long, device=dev) if min(sizes) < max(sizes) else None
+        return self.model.prefill(ids, self.cache, flat, rows, lengths)
 
     # ------------------------------------------------------------------ host loop
 
@@ -226,8 +270,9 @@ class Engine:
         while not sched.idle:
             tick = time.perf_counter()
             assignments = sched.assign()
+            if assignments:
+                self._start(requests, assignments)
             for assignment in assignments:
-                self._start(requests[assignment.request], assignment)
                 for slot in assignment.slots:
                     checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
             if assignments and self.device.type == "cuda":
@@ -240,7 +285,6 @@ class Engine:
             self.stats.prefill_seconds += prefilled - tick
             self.stats.decode_seconds += tock - prefilled
             self.stats.decode_steps += s.check_every
-            self.stats.prefills += len(assignments)
             share = (tock - tick) / max(len(busy), 1)
             for slot in busy:
                 seconds[slot] += share

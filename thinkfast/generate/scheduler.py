@@ -4,12 +4,15 @@ Pending work is a queue of ``(request, sample_index)`` items in request order. W
 are free, the scheduler hands out the next items, grouped by request so that each group
 costs one prefill whose state is copied into all of the group's slots. A request whose ``n``
 samples do not all fit now is continued later with another prefill of the same prompt.
+
+:func:`plan_prefills` then batches the prompts of one round of assignments: prompts of equal
+(or, within a padding budget, similar) length share one forward.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -68,3 +71,28 @@ class SlotScheduler:
         item = self.running.pop(slot)
         self.free.append(slot)
         return item
+
+
+def plan_prefills(lengths: Sequence[int], max_tokens: int, max_padding: float = 0.0) -> list[list[int]]:
+    """Split prompts into batched prefills: groups of indices into ``lengths`` (prompt lengths, tokens).
+
+    A group runs as one forward over ``len(group) x max(length)`` tokens, shorter prompts left-padded.
+    Prompts are taken shortest first (ties in input order) and a group is closed when the next prompt
+    would make it exceed ``max_tokens`` padded tokens (a single longer prompt still gets its own group)
+    or make padding more than ``max_padding`` (a fraction in ``[0, 1)``) of its padded tokens.
+    ``max_padding=0`` groups prompts of exactly equal length only.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0  # prompt tokens in ``current``
+    for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
+        n = lengths[i]
+        padded = (len(current) + 1) * n  # n is the longest so far: prompts come shortest first
+        if current and (padded > max_tokens or padded - (real + n) > max_padding * padded):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += n
+    if current:
+        groups.append(current)
+    return groups
