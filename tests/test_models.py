@@ -97,44 +97,88 @@ def _noisy_cache(model, batch: int, max_seqlen: int):
     return cache
 
 
-def test_batched_prefill_equals_per_prompt_prefill(student):
-    g = torch.Generator().manual_seed(8)
-    lengths = [13, 13, 5, 13, 2, 9, 1]  # equal and different; 2 and 1 are shorter than the conv window
-    prompts = [torch.randint(0, 97, (n,), generator=g) for n in lengths]
-    alone = _noisy_cache(student, 2 * len(prompts), 16)
-    expected = [student.prefill(p, alone, torch.tensor([2 * i, 2 * i + 1])) for i, p in enumerate(prompts)]
+def _check_batched_prefill(model, lengths: list[int], same: int, assert_close) -> None:
+    """Per-prompt prefill of random prompts (prompt ``i`` into slots ``2i``, ``2i + 1``) vs (a) one batched
+    prefill of the prompts of length ``same`` with ``slots (P, n)`` and (b) one left-padded prefill of all
+    prompts with ``slots``/``rows`` in shuffled order; ``assert_close(got, want, what)`` compares."""
+    device = model.embed_tokens.weight.device
+    vocab = model.config.vocab_size
+    g = torch.Generator(device).manual_seed(8)
+    prompts = [torch.randint(0, vocab, (n,), generator=g, device=device) for n in lengths]
+    width, batch = max(lengths), 2 * len(lengths)
+    alone = _noisy_cache(model, batch, width + 3)
+    expected = [model.prefill(p, alone, torch.tensor([2 * i, 2 * i + 1], device=device))
+                for i, p in enumerate(prompts)]
 
-    def check(cache, slot: int, i: int, logits: torch.Tensor) -> None:
-        torch.testing.assert_close(logits, expected[i][0], atol=1e-10, rtol=0)
+    def check(cache, slot: int, i: int, logits: torch.Tensor, form: str) -> None:
+        assert_close(logits, expected[i][0], f"{form}: logits of prompt {i}")
         for got, want in zip(_slot_state(cache, slot, lengths[i]), _slot_state(alone, 2 * i, lengths[i]),
                              strict=True):
-            torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+            assert_close(got, want, f"{form}: state of prompt {i} in slot {slot}")
 
     # equal lengths: prompts (P, L), slots (P, n)
-    same = [i for i, n in enumerate(lengths) if n == 13]
-    cache = _noisy_cache(student, 2 * len(prompts), 16)
-    grid = torch.tensor([[2 * i + 1, 2 * i] for i in same])
-    logits = student.prefill(torch.stack([prompts[i] for i in same]), cache, grid)
-    assert logits.shape == (len(same), 2, 97)
-    for row, i in enumerate(same):
+    rows = [i for i, n in enumerate(lengths) if n == same]
+    cache = _noisy_cache(model, batch, width + 3)
+    grid = torch.tensor([[2 * i + 1, 2 * i] for i in rows], device=device)
+    logits = model.prefill(torch.stack([prompts[i] for i in rows]), cache, grid)
+    assert logits.shape == (len(rows), 2, vocab)
+    for r, i in enumerate(rows):
         for col in range(2):
-            check(cache, int(grid[row, col]), i, logits[row, col])
+            check(cache, int(grid[r, col]), i, logits[r, col], "equal lengths")
 
     # different lengths, left-padded with random tokens; any number of slots per prompt, in any order
-    width = max(lengths)
-    padded = torch.randint(0, 97, (len(prompts), width), generator=g)
+    padded = torch.randint(0, vocab, (len(prompts), width), generator=g, device=device)
     for i, p in enumerate(prompts):
         padded[i, width - len(p):] = p
-    rows = torch.tensor([3, 0, 6, 2, 0, 5, 4, 1, 6])
-    slots = torch.tensor([2 * int(r) + (k in (4, 8)) for k, r in enumerate(rows)])  # prompts 0, 6 get 2 slots
-    cache = _noisy_cache(student, 2 * len(prompts), 16)
-    logits = student.prefill(padded, cache, slots, rows, lengths=torch.tensor(lengths))
-    assert logits.shape == (len(slots), 97)
+    order = torch.randperm(batch, generator=torch.Generator().manual_seed(9))[: batch - 2]
+    slots, rows_t = order.to(device), (order // 2).to(device)
+    cache = _noisy_cache(model, batch, width + 3)
+    logits = model.prefill(padded, cache, slots, rows_t, lengths=torch.tensor(lengths, device=device))
+    assert logits.shape == (len(slots), vocab)
     for k in range(len(slots)):
-        check(cache, int(slots[k]), int(rows[k]), logits[k])
-    # the padding really is there: without lengths the short prompts see it
-    plain = student.prefill(padded, _noisy_cache(student, 2 * len(prompts), 16), slots, rows)
-    assert (plain[2] - expected[6][0]).abs().max() > 1e-4
+        check(cache, int(slots[k]), int(rows_t[k]), logits[k], "left-padded")
+    # the padding really is there: without lengths the shortest prompt sees it
+    short = lengths.index(min(lengths))
+    plain = model.prefill(padded, _noisy_cache(model, batch, width + 3), slots, rows_t)
+    k = int((rows_t == short).nonzero()[0])
+    assert (plain[k] - expected[short][0]).abs().max() > 1e-3
+
+
+def test_batched_prefill_equals_per_prompt_prefill(student):
+    def close(got, want, what):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=0, msg=what)
+
+    # equal and different lengths; 2 and 1 are shorter than the conv window
+    _check_batched_prefill(student, [13, 13, 5, 13, 2, 9, 1], 13, close)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_batched_prefill_equals_per_prompt_prefill_on_gpu(kind):
+    """bf16 with the kernels chosen for CUDA (mamba-ssm scan with seq_idx, causal-conv1d, flash-attn varlen when
+    installed): batched and left-padded prefill agree with per-prompt prefill within bf16 noise."""
+    from thinkfast.kernels import select_kernels
+
+    torch.manual_seed(0)
+    teacher = ThinkfastLM(tiny_config(vocab_size=512, hidden_size=256, intermediate_size=512, num_heads=4,
+                                      num_kv_heads=2, head_dim=64), device="cuda", dtype=torch.bfloat16)
+    options = {} if kind == "transformer" else {"chunk_size": 64}
+    if kind == "mambainllama":
+        options["attention_layers"] = [1]
+    model = build_student(teacher, kind, options).eval()
+    model.set_kernels(select_kernels(None, "cuda"))
+    print(f"{kind}: kernels {model.kernels.names()}")
+    worst: dict[str, float] = {}
+
+    def close(got, want, what):
+        err = ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-12)).item()
+        worst[what.split(":")[0]] = max(worst.get(what.split(":")[0], 0.0), err)
+        assert err < 2e-2, f"{what}: relative error {err:.2e}"
+
+    with torch.no_grad():
+        _check_batched_prefill(model, [150, 150, 37, 150, 3, 200, 1], 150, close)
+    print(f"{kind}: worst relative error {worst}")
 
 
 def test_batched_prefill_rejects_ambiguous_slots(student):
