@@ -144,12 +144,18 @@ def _check_batched_prefill(model, lengths: list[int], same: int, assert_close) -
     assert (plain[k] - expected[short][0]).abs().max() > 1e-3
 
 
-def test_batched_prefill_equals_per_prompt_prefill(student):
+@pytest.mark.parametrize("kernels", ["torch", "auto"])  # auto on a CPU: sdpa attention
+def test_batched_prefill_equals_per_prompt_prefill(student, kernels):
+    from thinkfast.kernels import Kernels, select_kernels
+
     def close(got, want, what):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=0, msg=what)
 
-    # equal and different lengths; 2 and 1 are shorter than the conv window
-    _check_batched_prefill(student, [13, 13, 5, 13, 2, 9, 1], 13, close)
+    student.set_kernels(Kernels.reference() if kernels == "torch" else select_kernels(None, "cpu"))
+    try:  # equal and different lengths; 2 and 1 are shorter than the conv window
+        _check_batched_prefill(student, [13, 13, 5, 13, 2, 9, 1], 13, close)
+    finally:
+        student.set_kernels(Kernels.reference())
 
 
 @pytest.mark.gpu
