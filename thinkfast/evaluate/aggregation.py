@@ -74,6 +74,8 @@ def argmax_random_ties(values: np.ndarray, valid: np.ndarray, rng: np.random.Gen
 
     Rows without a valid entry give ``-1``.
     """
+    if values.shape[1] == 0:  # no answer classes at all (no sample of the problem had an answer)
+        return np.full(values.shape[0], -1, dtype=np.int64)
     masked = np.where(valid, values, -np.inf)
     best = masked.max(axis=1, keepdims=True)
     ties = valid & (masked == best)
