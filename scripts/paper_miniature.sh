@@ -19,6 +19,9 @@
 #   evaluate         recipes/paper/evaluate.toml over the three generation runs -> <root>/eval
 #   collect          report.json, plots and two tarballs (small artifacts; samples) into $OUT (max 8 files)
 #   all-device       assemble,sft,pure,hybrid,probe,generate,evaluate,collect
+#   status           what is done for this seed (models, generation runs, report)
+# Phases given as a comma-separated list run in order; if one fails or runs out of CALL_BUDGET, the rest are
+# skipped except a final `collect`, and the script exits with that phase's status (75: out of time, resumable).
 #
 # Environment:
 #   SEED (or the 2nd argument)  seed of every phase (data order, init, sampling); outputs in runs/paper/seed<SEED>
@@ -26,9 +29,12 @@
 #                  the sampling seed varies, outputs in runs/paper/seed<SEED>-models<MODEL_SEED>
 #   RUNS           root of all run directories (default runs/paper)
 #   TOY=1          CPU dry run: one step per stage on 8 problems, n = 4, 32 new tokens (tests/test_paper_recipes.py)
+#   TOY_TEACHER    with TOY=1: start from this (tiny) HF Llama directory instead of the GGUF (seconds, not minutes)
 #   BUDGET_SCALE   multiply every distill stage's token budget (e.g. 0.5 if training runs slower than planned)
-#   PHASE_TIMEOUT  seconds a distill/generate/profile command may run; it is then interrupted (SIGINT) and the
-#                  same phase resumes on the next call (keeps a device call inside its time limit)
+#   CALL_BUDGET    seconds this invocation may take (e.g. 520 for a 540 s device call): a distill, profile or
+#                  generate command still running at the deadline is interrupted (SIGINT; checkpoints and
+#                  written samples stay), later phases are skipped, `collect` still runs if it was asked for,
+#                  and the same command resumes the work on the next call
 #   BATCH_TEACHER, BATCH_PURE, BATCH_HYBRID   decode slots per model (default: the probe's pick, else 1024)
 #   PAPER_WORKDIR  directory the relative paths (.data, .models, .xfer*, runs) live in (default: repo root)
 #   PYTHON         interpreter (default .venv/bin/python if present, else python3)
@@ -70,18 +76,26 @@ die() { printf '[paper] error: %s\n' "$*" >&2; exit 2; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 card() { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true; }
 
-# Run a long command under PHASE_TIMEOUT (SIGINT, then SIGKILL 60 s later). Returns 0 when it finished,
-# 75 when it was stopped by the timeout (the phase is then incomplete, and resumes when run again).
+START_S=$(date +%s)
+COLLECT_RESERVE_S=45   # kept back from CALL_BUDGET for a final `collect`
+
+# Seconds left before the CALL_BUDGET deadline (a large number without a budget).
+seconds_left() {
+  if [ -z "${CALL_BUDGET:-}" ]; then echo 999999; return; fi
+  echo $(( START_S + CALL_BUDGET - COLLECT_RESERVE_S - $(date +%s) ))
+}
+
+# Run a long command until the CALL_BUDGET deadline (SIGINT, then SIGKILL 30 s later). Returns its status,
+# or 75 when the deadline stopped it (the phase is incomplete and resumes when run again).
 run_limited() {
-  local rc=0
-  if [ -n "${PHASE_TIMEOUT:-}" ]; then
-    timeout --signal=INT --kill-after=60 "$PHASE_TIMEOUT" "$@" || rc=$?
-    if [ "$rc" = 124 ] || [ "$rc" = 130 ] || [ "$rc" = 137 ]; then
-      log "stopped by PHASE_TIMEOUT=$PHASE_TIMEOUT s; run the same phase again to resume"; return 75
-    fi
-    return "$rc"
+  local left rc=0
+  left=$(seconds_left)
+  [ "$left" -gt 10 ] || { log "out of CALL_BUDGET before $2 $3 started; run the same command again"; return 75; }
+  timeout --signal=INT --kill-after=30 "$left" "$@" || rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 130 ] || [ "$rc" = 137 ]; then
+    log "stopped at the CALL_BUDGET deadline; run the same phase again to resume"; return 75
   fi
-  "$@"
+  return "$rc"
 }
 
 # --set arguments that shrink (TOY=1) or scale (BUDGET_SCALE) a distill recipe's stages
@@ -147,8 +161,11 @@ need_dir() { [ -f "$1/config.json" ] || die "$1 is missing: run the $2 phase fir
 
 phase_sft() {
   [ -f "$DATA" ] || die "$DATA is missing: run 'stage' here and carry .data to the device"
-  [ -f "$GGUF" ] || phase_assemble
-  distill "$RECIPES/teacher_sft.toml" "$MODELS_ROOT/teacher-sft"
+  local teacher=()
+  if [ "${TOY:-0}" = 1 ] && [ -n "${TOY_TEACHER:-}" ]; then teacher=(--set "teacher.model=$TOY_TEACHER")
+  else [ -f "$GGUF" ] || phase_assemble
+  fi
+  distill "$RECIPES/teacher_sft.toml" "$MODELS_ROOT/teacher-sft" "${teacher[@]}"
 }
 
 phase_student() {  # $1 = recipe file name, $2 = output dir name
@@ -220,9 +237,11 @@ phase_evaluate() {
 phase_collect() {
   local dest="${OUT:-$GEN_ROOT/collect}" tag="seed$SEED"
   [ "$MODEL_SEED" = "$SEED" ] || tag="seed$SEED-models$MODEL_SEED"
-  [ -f "$GEN_ROOT/eval/report.json" ] || die "$GEN_ROOT/eval/report.json is missing: run evaluate first"
+  [ -d "$RUNS" ] || die "$RUNS does not exist: nothing to collect"
   mkdir -p "$dest"
-  cp "$GEN_ROOT/eval/report.json" "$dest/report-$tag.json"
+  if [ -f "$GEN_ROOT/eval/report.json" ]; then cp "$GEN_ROOT/eval/report.json" "$dest/report-$tag.json"
+  else log "no $GEN_ROOT/eval/report.json yet: collecting what exists"
+  fi
   local png
   for png in "$GEN_ROOT"/eval/*.png; do [ -f "$png" ] && cp "$png" "$dest/$tag-$(basename "$png")"; done
   # small artifacts: metrics, run.json, resolved recipes, profile, the table, the phase log
@@ -230,7 +249,9 @@ phase_collect() {
       \( -name metrics.jsonl -o -name run.json -o -name recipe.toml -o -name 'profile.json' \
          -o -name batch_sizes.txt -o -name table.txt -o -name report.json -o -name phases.tsv \) -print0 2>/dev/null \
      | sort -zu | tar --null -czf "$dest/artifacts-$tag.tar.gz" -T -)
-  (cd "$GEN_ROOT" && find gen -name samples.jsonl -print0 | tar --null -cJf "$dest/samples-$tag.tar.xz" -T -)
+  if [ -d "$GEN_ROOT/gen" ]; then
+    (cd "$GEN_ROOT" && find gen -name samples.jsonl -print0 | XZ_OPT=-T0 tar --null -cJf "$dest/samples-$tag.tar.xz" -T -)
+  fi
   local f
   for f in "$dest"/*; do
     if [ "$(stat -c %s "$f")" -ge $((16 * 1024 * 1024)) ]; then log "dropping $f: over 16 MiB"; rm -f "$f"; fi
@@ -238,8 +259,30 @@ phase_collect() {
   log "collected into $dest:"; ls -l "$dest"
 }
 
+phase_status() {
+  local label dir
+  log "seed $SEED (models of seed $MODEL_SEED) under $RUNS; card: $(card)"
+  for dir in teacher-sft llamba mambainllama; do
+    if [ -f "$MODELS_ROOT/$dir/student/model.safetensors" ]; then log "  $dir: student done"
+    elif [ -f "$MODELS_ROOT/$dir/checkpoints/latest" ]; then log "  $dir: checkpoint $(cat "$MODELS_ROOT/$dir/checkpoints/latest")"
+    else log "  $dir: not started"
+    fi
+  done
+  for label in "$LABEL_TEACHER" "$LABEL_PURE" "$LABEL_HYBRID"; do
+    dir="$GEN_ROOT/gen/$label"
+    if [ -f "$dir/samples.jsonl" ]; then log "  gen $label: $(wc -l < "$dir/samples.jsonl") samples$(
+      grep -q '"status": *"complete"' "$dir/run.json" 2>/dev/null && echo ', complete')"
+    else log "  gen $label: not started"
+    fi
+  done
+  [ -f "$GEN_ROOT/eval/report.json" ] && log "  eval: report.json written" || log "  eval: not yet"
+  [ -f "$GEN_ROOT/phases.tsv" ] && cat "$GEN_ROOT/phases.tsv"
+  return 0
+}
+
 run_phase() {
   case "$1" in
+    status) phase_status ;;
     stage) phase_stage ;;
     assemble) phase_assemble ;;
     sft) phase_sft ;;
@@ -249,12 +292,11 @@ run_phase() {
     generate-teacher) generate_one "$LABEL_TEACHER" "${BATCH_TEACHER:-}" ;;
     generate-pure) generate_one "$LABEL_PURE" "${BATCH_PURE:-}" ;;
     generate-hybrid) generate_one "$LABEL_HYBRID" "${BATCH_HYBRID:-}" ;;
-    generate) run_phase generate-teacher && run_phase generate-pure && run_phase generate-hybrid ;;
+    generate) run_phase generate-teacher; run_phase generate-pure; run_phase generate-hybrid ;;
     evaluate) phase_evaluate ;;
     collect) phase_collect ;;
-    all-device) for p in assemble sft pure hybrid probe generate evaluate collect; do timed "$p"; done ;;
     *) die "unknown phase '$1'; phases: stage assemble sft pure hybrid probe generate generate-teacher" \
-           "generate-pure generate-hybrid evaluate collect all-device" ;;
+           "generate-pure generate-hybrid evaluate collect all-device status" ;;
   esac
 }
 
@@ -262,11 +304,14 @@ timed() {
   local start rc=0 seconds
   start=$(date +%s%N)
   log "phase $1 (seed $SEED${TOY:+, TOY=$TOY}) starts"
-  run_phase "$1" || rc=$?
+  set +e
+  ( set -e; run_phase "$1" )   # a subshell: an error (or `die`) ends this phase only
+  rc=$?
+  set -e
   seconds=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
   local status=done; [ "$rc" = 0 ] || status="rc=$rc"
   log "phase $1: $status in $seconds s"
-  if [ "$1" != stage ] && [ "$1" != all-device ]; then
+  if [ "$1" != stage ] && [ "$1" != status ]; then
     mkdir -p "$GEN_ROOT"
     printf '%s\t%s\tseed%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$1" "$SEED" "$seconds" "$status" "$(card)" \
       >> "$GEN_ROOT/phases.tsv"
@@ -274,5 +319,19 @@ timed() {
   return "$rc"
 }
 
+PHASES="${PHASES//all-device/assemble,sft,pure,hybrid,probe,generate,evaluate,collect}"
 IFS=, read -r -a PHASE_LIST <<< "$PHASES"
-for phase in "${PHASE_LIST[@]}"; do timed "$phase"; done
+for phase in "${PHASE_LIST[@]}"; do
+  case "$phase" in
+    stage|assemble|sft|pure|hybrid|probe|generate|generate-teacher|generate-pure|generate-hybrid|evaluate|collect|status) ;;
+    *) die "unknown phase '$phase'; phases: stage assemble sft pure hybrid probe generate generate-teacher" \
+           "generate-pure generate-hybrid evaluate collect all-device status" ;;
+  esac
+done
+FAILED=0
+for phase in "${PHASE_LIST[@]}"; do
+  if [ "$FAILED" != 0 ] && [ "$phase" != collect ]; then log "skipping $phase (an earlier phase stopped)"; continue; fi
+  rc=0; timed "$phase" || rc=$?
+  [ "$FAILED" != 0 ] || FAILED=$rc
+done
+exit "$FAILED"
