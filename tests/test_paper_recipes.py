@@ -81,7 +81,7 @@ def test_overrides_toy_and_scale_are_valid_recipes():
         assert [s.kind for s in toy.distill.stages] == [s.kind for s in original]
         assert all(s.steps == 1 and s.data.limit == 8 and s.data.offset == 0 for s in toy.distill.stages)
         half = load_recipe(RECIPES / name, paper_helper.stage_overrides(RECIPES / name, False, 0.5)[1::2])
-        for a, b in zip(original, half.distill.stages):
+        for a, b in zip(original, half.distill.stages, strict=True):
             assert (b.steps, b.tokens) == ((-(-a.steps // 2), a.tokens) if a.steps else (0, a.tokens // 2))
             assert (b.lr, b.seq_len, b.data.limit) == (a.lr, a.seq_len, a.data.limit)
     assert paper_helper.stage_overrides(RECIPES / "teacher_sft.toml", False, 1.0) == []
