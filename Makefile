@@ -32,14 +32,10 @@ $(SMOLLM_GGUF):
 
 teacher: venv $(SMOLLM_GGUF)
 
+# The main job, offline on CPU: distill recipes/quickstart.toml, sample from the student and the
+# teacher, grade both. Outputs under runs/demo/; scripts/demo.sh lists its knobs (LIMIT, N, ...).
 demo: venv $(SMOLLM_GGUF)
-	$(BIN)/thinkfast plugins
-	$(BIN)/thinkfast recipe validate recipes/quickstart.toml
-	rm -rf runs/quickstart
-	$(BIN)/thinkfast distill recipes/quickstart.toml -o runs/quickstart
-	$(BIN)/thinkfast generate --model runs/quickstart/student --dataset synthetic-arith --split test --limit 4 \
-		--n 4 --max-new-tokens 128 --batch-size 16 --device cpu -o runs/quickstart/generate
-	$(BIN)/thinkfast evaluate --runs runs/quickstart/generate -o runs/quickstart/evaluate
+	BIN=$(BIN) TEACHER=$(SMOLLM_GGUF) scripts/demo.sh
 
 lint: venv
 	$(BIN)/ruff check .
