@@ -126,7 +126,14 @@ phase_stage() {
   log "GGUF $GGUF_SRC: $size bytes, sha256 $digest"
   log ".xfer1/part $(stat -c %s .xfer1/part) bytes, .xfer2/part $(stat -c %s .xfer2/part) bytes"
   log "$DATA: $lines lines, sha256 $(sha "$DATA")"
-  log "device calls carry [.gpu], then [.xfer1, .data], then [.xfer2] (see docs/results.md)"
+  local tree; tree=$(git -C "$REPO" ls-files -co --exclude-standard -z 2>/dev/null | (cd "$REPO" && xargs -0 du -cb 2>/dev/null) | tail -1 | cut -f1)
+  log "device calls carry [.gpu], then [.xfer1, .data], then [.xfer2] (see docs/results.md); with the tree:"
+  local call size
+  for call in "$REPO/.gpu" ".xfer1 .data" ".xfer2"; do
+    # shellcheck disable=SC2086
+    size=$(( $(du -cb $call 2>/dev/null | tail -1 | cut -f1) + ${tree:-0} ))
+    log "  [$call]: $(( size / 1048576 )) MiB$( [ "$size" -lt $((64 * 1048576)) ] || echo ' -- OVER the 64 MiB a call may carry')"
+  done
 }
 
 phase_assemble() {
@@ -249,8 +256,11 @@ phase_collect() {
       \( -name metrics.jsonl -o -name run.json -o -name recipe.toml -o -name 'profile.json' \
          -o -name batch_sizes.txt -o -name table.txt -o -name report.json -o -name phases.tsv \) -print0 2>/dev/null \
      | sort -zu | tar --null -czf "$dest/artifacts-$tag.tar.gz" -T -)
-  if [ -d "$GEN_ROOT/gen" ]; then
-    (cd "$GEN_ROOT" && find gen -name samples.jsonl -print0 | XZ_OPT=-T0 tar --null -cJf "$dest/samples-$tag.tar.xz" -T -)
+  if [ -d "$GEN_ROOT/gen" ]; then  # xz if the machine has it (about 2x smaller than gzip on samples)
+    local zip=z ext=gz
+    command -v xz >/dev/null && zip=J ext=xz
+    (cd "$GEN_ROOT" && find gen -name samples.jsonl -print0 \
+       | XZ_OPT=-T0 tar --null -c${zip}f "$dest/samples-$tag.tar.$ext" -T -)
   fi
   local f
   for f in "$dest"/*; do
