@@ -22,9 +22,10 @@ import argparse
 import json
 import math
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
+
+from thinkfast.config.loader import read_with_includes
 
 #: Toy shapes per stage kind: (seq_len in tokens, batch_size in rows). kd/sft rows must hold a whole
 #: GSM8K prompt (at most ~290 tokens with the chat template) plus some response, or the first batch
@@ -68,7 +69,7 @@ def scaled_stage(stage: dict[str, Any], scale: float) -> dict[str, Any]:
 
 def stage_overrides(recipe: Path, toy: bool, scale: float) -> list[str]:
     """The ``--set`` arguments (``--set`` and its value alternate) for ``recipe``'s stages; none if unchanged."""
-    stages = tomllib.loads(recipe.read_text()).get("distill", {}).get("stages", [])
+    stages = read_with_includes(recipe).get("distill", {}).get("stages", [])
     if not stages or (not toy and scale == 1.0):
         return []
     if toy:

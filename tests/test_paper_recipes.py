@@ -188,3 +188,15 @@ def test_majority_vote_when_no_sample_has_an_answer():
     classes = np.full((3, 4), -1)
     chosen = weighted_vote(classes, np.ones(classes.shape), 0, np.random.default_rng(0))
     assert chosen.tolist() == [-1, -1, -1]
+
+
+def test_call_budget_stops_the_chain_but_still_collects(tmp_path):
+    (tmp_path / ".data").mkdir()
+    (tmp_path / ".data" / "gsm8k_train.jsonl").write_text("")
+    out = tmp_path / "out"
+    result = _script(tmp_path, "sft,pure,collect", CALL_BUDGET="1", TOY="1", TOY_TEACHER=str(tmp_path), OUT=str(out))
+    assert result.returncode == 75, result.stdout + result.stderr
+    assert "out of CALL_BUDGET" in result.stdout and "skipping pure" in result.stdout
+    assert (out / "artifacts-seed0.tar.gz").is_file()
+    phases = (tmp_path / "runs" / "paper" / "seed0" / "phases.tsv").read_text().splitlines()
+    assert [line.split("\t")[1:5:3] for line in phases] == [["sft", "rc=75"], ["collect", "done"]]
