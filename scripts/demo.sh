@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The offline main job, end to end on CPU (what `make demo` runs once .venv and the teacher exist):
-#   1. distill the quickstart recipe (SmolLM2-135M-Instruct GGUF -> hybrid Mamba student),
-#      then print the loss of every step per stage and fail if a stage's loss did not fall;
+#   1. distill the quickstart recipe (TEACHER, by default the SmolLM2-135M-Instruct GGUF, into a
+#      hybrid Mamba student), then print the loss of every step per stage and fail if a stage's
+#      loss did not fall;
 #   2. sample LIMIT problems x N answers (at most MAX_NEW_TOKENS tokens each) from the student
 #      and from the teacher;
 #   3. grade both runs (report.json, summary table, PNG plots);
@@ -26,10 +27,20 @@ BATCH_SIZE=${BATCH_SIZE:-32}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
 export TOKENIZERS_PARALLELISM=${TOKENIZERS_PARALLELISM:-false}
 
-if [[ ! -f "$TEACHER" ]]; then
+if [[ "$TEACHER" == *.gguf && ! -f "$TEACHER" ]]; then
     echo "demo: teacher $TEACHER is missing: run \`make teacher\` (or set TEACHER=<.gguf, HF dir or hub id>)" >&2
     exit 2
 fi
+
+# now: wall-clock seconds (bash 5 has EPOCHREALTIME, whose decimal mark follows the locale).
+now() {
+    local t=${EPOCHREALTIME:-$(date +%s)}
+    echo "${t/,/.}"
+}
+# elapsed START END: END - START in seconds, one decimal.
+elapsed() {
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'
+}
 
 STEP_NAMES=()
 STEP_SECONDS=()
@@ -38,17 +49,18 @@ step() {
     local name=$1 start end
     shift
     printf '\n==> %s: %s\n' "$name" "$*"
-    start=$EPOCHREALTIME
+    start=$(now)
     "$@"
-    end=$EPOCHREALTIME
+    end=$(now)
     STEP_NAMES+=("$name")
-    STEP_SECONDS+=("$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')")
+    STEP_SECONDS+=("$(elapsed "$start" "$end")")
 }
 
-demo_start=$EPOCHREALTIME
+demo_start=$(now)
 rm -rf "$OUT"
-step "validate recipe" "$BIN/thinkfast" recipe validate "$RECIPE"
-step "distill" "$BIN/thinkfast" distill "$RECIPE" -o "$OUT"
+teacher=(--set "teacher.model=\"$TEACHER\"")
+step "validate recipe" "$BIN/thinkfast" recipe validate "$RECIPE" "${teacher[@]}"
+step "distill" "$BIN/thinkfast" distill "$RECIPE" "${teacher[@]}" -o "$OUT"
 step "loss per step" "$BIN/python" - "$OUT/metrics.jsonl" <<'PY'
 """Print each stage's loss per step from metrics.jsonl; exit 1 if a stage's last loss is not below its first."""
 import sys
@@ -75,7 +87,7 @@ step "generate (student)" "$BIN/thinkfast" generate --model "$OUT/student" "${ge
 step "generate (teacher)" "$BIN/thinkfast" generate --model "$TEACHER" "${generate[@]}" -o "$OUT/generate-teacher"
 step "evaluate" "$BIN/thinkfast" evaluate --runs "$OUT/generate-teacher" --runs "$OUT/generate-student" \
     -o "$OUT/evaluate"
-demo_end=$EPOCHREALTIME
+demo_end=$(now)
 
 printf '\n==> outputs\n'
 printf '  %-22s %s\n' \
@@ -90,4 +102,4 @@ printf '\n==> wall time per step (s)\n'
 for i in "${!STEP_NAMES[@]}"; do
     printf '  %-22s %7s\n' "${STEP_NAMES[$i]}" "${STEP_SECONDS[$i]}"
 done
-printf '  %-22s %7s\n' "total" "$(awk -v a="$demo_start" -v b="$demo_end" 'BEGIN { printf "%.1f", b - a }')"
+printf '  %-22s %7s\n' "total" "$(elapsed "$demo_start" "$demo_end")"
