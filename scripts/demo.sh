@@ -83,9 +83,9 @@ if flat:
 PY
 generate=(--dataset "$DATASET" --split test --limit "$LIMIT" --n "$N" --max-new-tokens "$MAX_NEW_TOKENS"
           --batch-size "$BATCH_SIZE" --device cpu)
-step "generate (student)" "$BIN/thinkfast" generate --model "$OUT/student" "${generate[@]}" -o "$OUT/generate-student"
-step "generate (teacher)" "$BIN/thinkfast" generate --model "$TEACHER" "${generate[@]}" -o "$OUT/generate-teacher"
-step "evaluate" "$BIN/thinkfast" evaluate --runs "$OUT/generate-teacher" --runs "$OUT/generate-student" \
+step "generate (student)" "$BIN/thinkfast" generate --model "$OUT/student" "${generate[@]}" -o "$OUT/generate/student"
+step "generate (teacher)" "$BIN/thinkfast" generate --model "$TEACHER" "${generate[@]}" -o "$OUT/generate/teacher"
+step "evaluate" "$BIN/thinkfast" evaluate --runs "$OUT/generate/teacher" --runs "$OUT/generate/student" \
     -o "$OUT/evaluate"
 demo_end=$(now)
 
@@ -94,8 +94,8 @@ printf '  %-22s %s\n' \
     "student model" "$OUT/student/" \
     "training log" "$OUT/metrics.jsonl" \
     "checkpoints" "$OUT/checkpoints/" \
-    "student samples" "$OUT/generate-student/samples.jsonl (+ run.json)" \
-    "teacher samples" "$OUT/generate-teacher/samples.jsonl (+ run.json)" \
+    "student samples" "$OUT/generate/student/samples.jsonl (+ run.json)" \
+    "teacher samples" "$OUT/generate/teacher/samples.jsonl (+ run.json)" \
     "report" "$OUT/evaluate/report.json" \
     "plots" "$OUT/evaluate/*.png"
 printf '\n==> wall time per step (s)\n'
