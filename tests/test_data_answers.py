@@ -52,6 +52,7 @@ def test_normalize_number(text, expected):
         ("#### Step 1: add\n3 + 4 = 7\n#### Step 2: double\nThe answer is 14.", "14"),
         ("#### -3", "-3"),
         ("#### 72\nSome trailing chatter with 99 in it.", "72"),
+        ("24 km in 2 hours.\n#### 24\nSo Ben travels 36 minutes.\n#### 36", "24"),  # run-on after the marker
         ("She earns 3 + 4 = 7 dollars. The answer is 7.", "7"),
         ("The answer is: $1,234.50.", "1234.5"),
         ("The final answer is 18 dollars.", "18"),

@@ -2,8 +2,9 @@ r"""Final-answer extraction and normalisation, per answer format.
 
 Three formats:
 
-- ``"gsm8k"``: a number. Looked for, in order: the last ``#### N`` line (a ``####`` line that
-  does not start with a number is a markdown heading and is skipped); the last
+- ``"gsm8k"``: a number. Looked for, in order: the *first* ``#### N`` line (GSM8K's end-of-solution
+  marker: what a model writes after it is run-on text, as in lm-evaluation-harness's strict match;
+  a ``####`` line that does not start with a number is a markdown heading and is skipped); the last
   "answer is N" / "final answer: N" phrase; the last ``\boxed{N}``; the last number in the
   text. Numbers are normalised: ``$``, thousands commas, a trailing period, ``%`` and trailing
   units are dropped, ``1,000.50`` becomes ``1000.5`` and ``10.00`` becomes ``10``.
@@ -150,7 +151,7 @@ def extract_gsm8k(text: str) -> str | None:
     # only "#### <number>" lines count: "#### Step 2: ..." is a markdown heading, not an answer
     hashes = [h for h in _HASHES.findall(text) if re.match(r"[-\u2212$\\.\d]", h.strip())]
     if hashes:
-        number = _first_number(hashes[-1])
+        number = _first_number(hashes[0])
         if number is not None:
             return number
     phrases = _answer_phrases(text)
