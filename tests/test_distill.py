@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from thinkfast.config.loader import load_recipe
+from thinkfast.distill.checkpoint import CheckpointError
 from thinkfast.distill.engine import run_distill
 from thinkfast.distill.metrics import read_metrics
 
@@ -92,6 +93,10 @@ def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path
         run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), part_dir, on_step=interrupt)
     assert (part_dir / "checkpoints" / "latest").read_text().strip() == "stage01-step0000002"
     assert not (part_dir / "student").exists()
+    changed = stages()
+    changed[1]["steps"] = 5  # a different schedule is a different run: refused, nothing overwritten
+    with pytest.raises(CheckpointError, match=r"differs .* at distill\.stages"):
+        run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, changed), part_dir, resume=True)
     resumed = run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), part_dir, resume=True)
 
     a, _ = load_model(full)

@@ -131,6 +131,36 @@ def run_distill(recipe: Any, output_dir: Path, *, resume: bool = False, progress
         shutdown_distributed()
 
 
+#: Recipe keys that may change between a run and its ``--resume`` (they do not change what is trained).
+RESUMABLE_CHANGES = ("run.name", "run.device", "run.output_dir", "distill.progress", "generate", "evaluate",
+                     "profile", "kernels")
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted key paths where two plain (TOML-shaped) values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new))
+                for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)]
+    return [] if old == new else [path]
+
+
+def _check_same_training(saved: Path, recipe: Any) -> None:
+    """Refuse ``--resume`` under a recipe that trains differently from the one the checkpoints came from."""
+    from thinkfast.config.loader import read_toml, tomllib
+    from thinkfast.config.toml_writer import dumps
+    from thinkfast.config.validate import to_dict
+
+    if not saved.exists():
+        return
+    current = tomllib.loads(dumps(to_dict(recipe)))
+    changed = [key for key in _differences(read_toml(saved), current)
+               if not any(key == ok or key.startswith(ok + ".") for ok in RESUMABLE_CHANGES)]
+    if changed:
+        raise ckpt.CheckpointError(
+            f"--resume: the recipe differs from the one this run started with ({saved}) at "
+            f"{', '.join(changed)}; resume with the same recipe and --set overrides, or start a new --output-dir")
+
+
 def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress: bool | None,
          on_step: StepCallback | None) -> Path:
     from thinkfast.config.toml_writer import dumps
@@ -147,6 +177,8 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     if resume and resume_path is None:
         raise ckpt.CheckpointError(f"--resume: no checkpoint in {checkpoint_dir}; run without --resume to start")
     position = ckpt.read_position(resume_path) if resume_path else None
+    if resume_path is not None and ctx.is_main:
+        _check_same_training(output_dir / "recipe.toml", recipe)
     if not resume and ckpt.latest_checkpoint(checkpoint_dir) is not None and ctx.is_main:
         raise ckpt.CheckpointError(f"{checkpoint_dir} already holds a checkpoint; pass --resume to continue it "
                                    f"or choose another --output-dir")
