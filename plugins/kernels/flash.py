@@ -6,6 +6,7 @@ import torch
 from thinkfast_plugins.kernels.sdpa import SdpaKernels
 
 from thinkfast.kernels import KernelSet
+from thinkfast.kernels.base import cuda_module_unavailable
 
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -29,13 +30,7 @@ class FlashAttnKernels(KernelSet):
 
     @classmethod
     def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
-        if device.type != "cuda":
-            return "it needs a CUDA device"
-        try:
-            import flash_attn  # noqa: F401
-        except Exception as exc:
-            return f"flash_attn cannot be imported ({type(exc).__name__}: {exc}); install thinkfast[cuda]"
-        return None
+        return cuda_module_unavailable(device, "flash_attn")
 
     @classmethod
     def priority(cls, operation: str, device: torch.device) -> int:

@@ -10,14 +10,7 @@ import torch
 
 from thinkfast.kernels import KernelSet
 from thinkfast.kernels import reference as ref
-
-
-def _import_error(module: str) -> str | None:
-    try:
-        __import__(module)
-    except Exception as exc:  # ImportError, or a CUDA/ABI error raised while importing
-        return f"{module} cannot be imported ({type(exc).__name__}: {exc}); install thinkfast[cuda]"
-    return None
+from thinkfast.kernels.base import cuda_module_unavailable
 
 
 class MambaSsmKernels(KernelSet):
@@ -28,16 +21,10 @@ class MambaSsmKernels(KernelSet):
 
     @classmethod
     def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
-        if device.type != "cuda":
-            return "it needs a CUDA device"
         modules = {"ssm": ["mamba_ssm.ops.triton.ssd_combined", "mamba_ssm.ops.triton.selective_state_update"],
                    "conv": ["causal_conv1d"]}
         wanted = modules.get(operation, []) if operation else [m for ms in modules.values() for m in ms]
-        for module in wanted:
-            reason = _import_error(module)
-            if reason:
-                return reason
-        return None
+        return cuda_module_unavailable(device, *wanted)
 
     @classmethod
     def priority(cls, operation: str, device: torch.device) -> int:

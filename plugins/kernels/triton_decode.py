@@ -13,6 +13,7 @@ import functools
 import torch
 from thinkfast_plugins.kernels.sdpa import SdpaKernels
 
+from thinkfast.kernels.base import cuda_module_unavailable
 from thinkfast.kernels.reference import write_kv
 
 BLOCK_S = 64  # keys per inner iteration
@@ -113,13 +114,7 @@ class TritonDecodeKernels(SdpaKernels):
 
     @classmethod
     def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
-        if device.type != "cuda":
-            return "it needs a CUDA device"
-        try:
-            import triton  # noqa: F401
-        except Exception as exc:
-            return f"triton cannot be imported ({type(exc).__name__}: {exc})"
-        return None
+        return cuda_module_unavailable(device, "triton")
 
     @classmethod
     def priority(cls, operation: str, device: torch.device) -> int:

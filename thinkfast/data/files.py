@@ -45,7 +45,9 @@ def resolve_files(path: str | Path, split: str) -> list[Path]:
     return chosen
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``("file:line", object)`` for every non-blank line of a JSONL file; a line that is not a JSON
+    object is a :class:`DataError` naming the file and line."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -94,7 +96,7 @@ def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def iter_file(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(location, record)`` for every record of one file."""
     if path.suffix == ".jsonl":
-        return _jsonl_records(path)
+        return iter_jsonl_objects(path)
     if path.suffix == ".json":
         return _json_records(path)
     return _parquet_records(path)

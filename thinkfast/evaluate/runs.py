@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thinkfast.data.files import iter_jsonl_objects
 from thinkfast.errors import DataError
 
 REQUIRED_SAMPLE_KEYS = ("problem_id", "sample_index", "text", "answer", "dataset")
@@ -62,31 +63,21 @@ def _label(meta: dict[str, Any], run_dir: Path) -> str:
 def read_samples(path: Path) -> list[ProblemSamples]:
     """Group ``samples.jsonl`` by problem; :class:`DataError` names the file and line of a bad record."""
     groups: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in REQUIRED_SAMPLE_KEYS if k not in record]
-            if missing:
-                raise DataError(f"{where}: missing key(s) {', '.join(missing)}; a sample needs "
-                                f"{', '.join(REQUIRED_SAMPLE_KEYS)} (see docs/architecture.md)")
-            pid = str(record["problem_id"])
-            group = groups.setdefault(pid, {"dataset": str(record["dataset"]), "answer": str(record["answer"]),
-                                            "question": str(record.get("question") or ""), "samples": {}})
-            if str(record["answer"]) != group["answer"]:
-                raise DataError(f"{where}: problem {pid!r} has reference {record['answer']!r} here but "
-                                f"{group['answer']!r} on an earlier line; one problem has one reference")
-            index = record["sample_index"]
-            if not isinstance(index, int) or index in group["samples"]:
-                raise DataError(f"{where}: sample_index {index!r} of problem {pid!r} is not a new integer")
-            group["samples"][index] = record
+    for where, record in iter_jsonl_objects(path):
+        missing = [k for k in REQUIRED_SAMPLE_KEYS if k not in record]
+        if missing:
+            raise DataError(f"{where}: missing key(s) {', '.join(missing)}; a sample needs "
+                            f"{', '.join(REQUIRED_SAMPLE_KEYS)} (see docs/architecture.md)")
+        pid = str(record["problem_id"])
+        group = groups.setdefault(pid, {"dataset": str(record["dataset"]), "answer": str(record["answer"]),
+                                        "question": str(record.get("question") or ""), "samples": {}})
+        if str(record["answer"]) != group["answer"]:
+            raise DataError(f"{where}: problem {pid!r} has reference {record['answer']!r} here but "
+                            f"{group['answer']!r} on an earlier line; one problem has one reference")
+        index = record["sample_index"]
+        if not isinstance(index, int) or index in group["samples"]:
+            raise DataError(f"{where}: sample_index {index!r} of problem {pid!r} is not a new integer")
+        group["samples"][index] = record
     if not groups:
         raise DataError(f"{path}: no samples; run `thinkfast generate` first or check the path")
     problems = []

@@ -25,6 +25,21 @@ from thinkfast.kernels import reference
 OPERATIONS = ("ssm", "conv", "attention")
 
 
+def cuda_module_unavailable(device: torch.device, *modules: str) -> str | None:
+    """Why a kernel set that needs CUDA and ``modules`` cannot run on ``device`` (None if it can).
+
+    Never raises: an import that fails for any reason (missing package, CUDA or ABI mismatch) is the reason.
+    """
+    if device.type != "cuda":
+        return "it needs a CUDA device"
+    for module in modules:
+        try:
+            __import__(module)
+        except Exception as exc:
+            return f"{module} cannot be imported ({type(exc).__name__}: {exc}); install thinkfast[cuda]"
+    return None
+
+
 class KernelSet:
     """Base class of kernel plugins. Subclasses override the methods of the operations they list.
 
