@@ -147,3 +147,20 @@ def test_shown_recipe_reloads_to_the_same_config(tmp_path):
     recipe = load_recipe(path)
     shown = write(tmp_path, "shown.toml", dumps(to_dict(recipe)))
     assert to_dict(load_recipe(shown)) == to_dict(recipe)
+
+
+def test_partial_section_keeps_its_sections_defaults():
+    """generate.data defaults to gsm8k/test: setting one key must not fall back to the class defaults."""
+    data = load_recipe(None, ["generate.data.limit=5"]).generate.data
+    assert (data.dataset, data.split, data.limit) == ("gsm8k", "test", 5)
+    data = load_recipe(None, ["generate.data.dataset=synthetic-arith"]).generate.data
+    assert (data.dataset, data.split) == ("synthetic-arith", "test")
+
+
+def test_bad_device_names_are_clean_errors():
+    from thinkfast.devices import resolve_device
+    from thinkfast.errors import ThinkfastError
+
+    with pytest.raises(ThinkfastError, match="'gpu' is not a device name"):
+        resolve_device("gpu")
+    assert resolve_device("cpu").type == "cpu"

@@ -100,3 +100,24 @@ def test_no_runs_and_unknown_aggregator_are_clean_errors(tmp_path):
     assert result.exit_code == 2 and "--runs" in result.output
     result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty"])
     assert result.exit_code == 2 and "majority" in result.output
+
+
+def test_unfinished_and_mismatched_runs_are_warned_about(tmp_path):
+    """A run that did not finish, or runs over different problems, are flagged in the report and terminal."""
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(FIXTURES / "student", unfinished)
+    meta = json.loads((unfinished / "run.json").read_text())
+    meta["status"] = "running"
+    (unfinished / "run.json").write_text(json.dumps(meta))
+    lines = (unfinished / "samples.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])["problem_id"]
+    (unfinished / "samples.jsonl").write_text(
+        "\n".join(line for line in lines if json.loads(line)["problem_id"] != first) + "\n")
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "teacher"), "--runs", str(unfinished), "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert any("status 'running'" in w for w in warnings)
+    assert any("different problems" in w for w in warnings)
+    assert "warning:" in result.output

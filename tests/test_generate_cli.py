@@ -102,6 +102,14 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+def test_no_problems_is_a_clean_error(tiny_llama_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = thinkfast(*_args(tiny_llama_dir, empty, tmp_path / "out"))
+    assert result.returncode == 2
+    assert "no problems in dataset 'gsm8k'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tiny_llama_dir, gsm8k_train_path,
                                                                   tmp_path):
     out = tmp_path / "dist"

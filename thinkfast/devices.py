@@ -20,7 +20,11 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise EngineUnavailableError(f"device {name!r} is not a device name; use 'auto', 'cpu', 'cuda' or "
+                                     f"'cuda:N'") from None
     if device.type != "cuda":
         return device
     if not torch.cuda.is_available():

@@ -22,11 +22,13 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 def _default_text(f: dataclasses.Field) -> str:
     if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-    else:
-        return "required"
+        return _value_text(f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return _value_text(f.default_factory())
+    return "required"
+
+
+def _value_text(value: Any) -> str:
     if dataclasses.is_dataclass(value):
         return "(table)"
     if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
@@ -63,8 +65,11 @@ def _nested_dataclass(tp: Any) -> type | None:
     return None
 
 
-def dataclass_table(cls: type, prefix: str, out: list[str], heading_level: int = 2) -> None:
-    """Append a markdown section for ``cls`` (and, after it, for its nested sections)."""
+def dataclass_table(cls: type, prefix: str, out: list[str], heading_level: int = 2, instance: Any = None) -> None:
+    """Append a markdown section for ``cls`` (and, after it, for its nested sections).
+
+    ``instance``: the section's default when it differs from the class's own defaults (``generate.data``).
+    """
     hints = typing.get_type_hints(cls)
     doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
     out.append(f"{'#' * heading_level} `{prefix}`\n")
@@ -72,7 +77,7 @@ def dataclass_table(cls: type, prefix: str, out: list[str], heading_level: int =
         out.append(doc + "\n")
     out.append("| key | type | default | meaning |")
     out.append("| --- | --- | --- | --- |")
-    nested: list[tuple[str, type]] = []
+    nested: list[tuple[str, type, Any]] = []
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
@@ -81,14 +86,17 @@ def dataclass_table(cls: type, prefix: str, out: list[str], heading_level: int =
         sub = _nested_dataclass(tp)
         if sub is not None:
             key = f"{prefix}.{f.name}" if prefix else f.name
-            nested.append((f"[{key}]" if typing.get_origin(tp) is list else key, sub))
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            nested.append((f"[{key}]" if typing.get_origin(tp) is list else key, sub,
+                           default if dataclasses.is_dataclass(default) else None))
         help_text = meta.get("help", "")
         extra = _constraints(meta)
         text = f"{help_text} ({extra})" if extra else help_text
-        out.append(f"| `{f.name}` | {_type_name(tp)} | {_default_text(f)} | {text.replace('|', '/')} |")
+        default_text = _value_text(getattr(instance, f.name)) if instance is not None else _default_text(f)
+        out.append(f"| `{f.name}` | {_type_name(tp)} | {default_text} | {text.replace('|', '/')} |")
     out.append("")
-    for key, sub in nested:
-        dataclass_table(sub, key, out, heading_level)
+    for key, sub, default in nested:
+        dataclass_table(sub, key, out, heading_level, default)
 
 
 def recipe_reference() -> str:

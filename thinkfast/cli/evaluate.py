@@ -41,6 +41,8 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 160
     evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
+    for warning in evaluation.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
     print_summary(evaluation, section.confidence, console)
     if section.plots:

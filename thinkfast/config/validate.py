@@ -150,6 +150,17 @@ def _check_plugin(value: Any, family: str, path: str, problems: Problems) -> Non
                          f"installed: {', '.join(names) or 'none'}")
 
 
+def _over_default_section(f: dataclasses.Field, value: Any) -> Any:
+    """A partial table for a section whose default is not the section class's own defaults (such as
+    ``generate.data``, whose default reads gsm8k/test) keeps that default's other keys."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return {**to_dict(default), **value}
+
+
 def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -161,6 +172,7 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
             continue
         f = fields[key]
         meta = dict(f.metadata)
+        value = _over_default_section(f, value)
         converted = _convert(value, hints[key], _join(path, key), problems, meta)
         if meta.get("plugin"):
             _check_plugin(value, meta["plugin"], _join(path, key), problems)

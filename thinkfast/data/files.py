@@ -114,7 +114,8 @@ def field(record: dict[str, Any], key: str, where: str, option: str = "") -> str
     if value is None or (isinstance(value, str) and not value.strip()):
         hint = f"; set data.options.{option} to the field that holds it" if option else ""
         present = ", ".join(sorted(record)) or "none"
-        raise DataError(f"{where}: missing field {key!r} (fields present: {present}){hint}")
+        problem = "empty" if key in record else "missing"
+        raise DataError(f"{where}: {problem} field {key!r} (fields present: {present}){hint}")
     if isinstance(value, (dict, list)):
         raise DataError(f"{where}: field {key!r} must be a string or number, got {type(value).__name__}")
     return str(value)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from thinkfast.data.packing import next_token_targets
 from thinkfast.distill.config import StageSection
 from thinkfast.distill.losses import cross_entropy, hidden_loss, kl_divergence, matrix_loss
-from thinkfast.models.model import segment_index
+from thinkfast.models.model import document_positions, segment_index
 
 
 @dataclass
@@ -55,9 +55,11 @@ class Batch:
         return self.input_ids.numel()
 
 
-def row_positions(input_ids: Tensor) -> Tensor:
-    """Positions ``(1, L)`` as the model's forward uses them: counting along the whole packed row."""
-    return torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+def packed_positions(batch: Batch) -> tuple[Tensor, Tensor]:
+    """``(positions, seq_idx)``, both ``(B, L)``, as the model's forward derives them from ``doc_ids``:
+    the segment index of each token and its position inside its own document."""
+    seq_idx = segment_index(batch.doc_ids)
+    return document_positions(seq_idx), seq_idx
 
 
 def block_norm(block: nn.Module) -> nn.Module:
@@ -91,7 +93,7 @@ def teacher_targets(stage: StageSection, teacher: nn.Module, batch: Batch, layer
         _, mask = next_token_targets(batch.input_ids, batch.doc_ids, batch.loss_mask)
         return {"logits": logits[:, :-1][mask]}  # (N, V): only the loss tokens are kept
     hidden = teacher(batch.input_ids, doc_ids=batch.doc_ids, output_hidden_states=True).hidden_states
-    positions, seq_idx = row_positions(batch.input_ids), segment_index(batch.doc_ids)
+    positions, seq_idx = packed_positions(batch)
     targets: dict[str, Any] = {"inputs": {i: hidden[i] for i in layers}}
     if stage.kind == "hidden":
         if stage.hidden_target == "block":
@@ -150,7 +152,7 @@ class StageObjective(nn.Module):
         return per_token.sum()
 
     def _hidden_loss(self, batch: Batch, targets: dict[str, Any]) -> Tensor:
-        positions, seq_idx = row_positions(batch.input_ids), segment_index(batch.doc_ids)
+        positions, seq_idx = packed_positions(batch)
         mask = batch.loss_mask
         total = torch.zeros((), dtype=torch.float32, device=batch.input_ids.device)
         for i in self.layers:

@@ -29,7 +29,7 @@ from thinkfast.evaluate.metrics import (
     coverage_per_problem,
     k_values,
 )
-from thinkfast.evaluate.runs import Run, read_run
+from thinkfast.evaluate.runs import Run, read_run, run_warnings
 
 GRADES_FILE = "grades.jsonl"
 REPORT_FILE = "report.json"
@@ -140,10 +140,12 @@ class Evaluation:
     results: list[ModelResult]
     grading: dict[str, Any]
     graded: dict[str, list[GradedProblem]]
+    warnings: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         """The content of ``report.json``."""
-        return {"results": [r.as_dict() for r in self.results], "grading": self.grading}
+        return {"results": [r.as_dict() for r in self.results], "grading": self.grading,
+                "warnings": self.warnings}
 
 
 def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir: Path | None, seed: int = 0,
@@ -180,7 +182,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "samples_per_second": total / grading_seconds if grading_seconds > 0 else None,
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
-    return Evaluation(results, grading, graded)
+    return Evaluation(results, grading, graded, run_warnings(runs))
 
 
 def _require_questions(problems: list[GradedProblem], aggregators: dict[str, Any], run: Run) -> None:

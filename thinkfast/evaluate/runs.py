@@ -92,6 +92,25 @@ def read_samples(path: Path) -> list[ProblemSamples]:
     return problems
 
 
+def run_warnings(runs: list[Run]) -> list[str]:
+    """What a reader of the report must know: unfinished runs, uneven samples, runs over different problems."""
+    warnings = []
+    for run in runs:
+        status = run.meta.get("status")
+        if status not in (None, "complete"):
+            warnings.append(f"{run.path}: run.json says status {status!r}: the generation did not finish, so "
+                            f"its missing problems are not in the averages")
+        counts = {len(p.texts) for p in run.problems}
+        if len(counts) > 1:
+            warnings.append(f"{run.path}: problems have {min(counts)} to {max(counts)} samples; metrics use "
+                            f"k up to {min(counts)}")
+    problem_sets = {run.path: {p.problem_id for p in run.problems} for run in runs}
+    if len({frozenset(s) for s in problem_sets.values()}) > 1:
+        sizes = ", ".join(f"{path}: {len(s)}" for path, s in problem_sets.items())
+        warnings.append(f"the runs cover different problems ({sizes}); compare them on a common set")
+    return warnings
+
+
 def read_run(run_dir: str | Path) -> Run:
     """Read one generation output directory (``samples.jsonl`` + ``run.json``)."""
     run_dir = Path(run_dir)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
-from thinkfast.errors import ModelLoadError, ThinkfastError
+from thinkfast.errors import DataError, ModelLoadError, ThinkfastError
 from thinkfast.generate.distributed import (
     DistEnv,
     ProcessGroup,
@@ -120,6 +120,10 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         settings = run_settings(recipe, model_spec)
         check_settings(out_dir, settings)
         plugin, problems = load_problems(gen.data)
+        if not problems:
+            d = gen.data
+            raise DataError(f"generate.data: no problems in dataset {d.dataset!r} (path {d.path or 'default'!r}, "
+                            f"split {d.split!r}, offset {d.offset}, limit {d.limit}); check those keys")
         done = read_done(out_dir)
         work = missing_samples(shard(problems, env.rank, env.world_size), gen.n_samples, done)
         model: Any = None
