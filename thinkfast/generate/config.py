@@ -30,3 +30,8 @@ class GenerateSection:
     cuda_graphs: bool = option(True, "Capture the decode step in a CUDA graph (GPU only; ignored on CPU).")
     state_dtype: str = option("float32", "dtype of the SSM state in the inference cache.",
                               choices=("float32", "bfloat16", "float16"))
+    prefill_tokens: int = option(32768, "Largest batched prefill: prompts are prefilled together up to this many "
+                                 "(padded) tokens.", unit="tokens", min=1)
+    prefill_padding: float = option(0.25, "Largest fraction of a batched prefill that may be left padding (prompts "
+                                    "of different lengths in one forward); 0 groups equal lengths only.",
+                                    min=0.0, max=0.99)

@@ -175,6 +175,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
         sampling=SamplingParams(gen.temperature, gen.top_p, gen.top_k, gen.min_p),
         seed=recipe.run.seed, eos_ids=eos_token_ids(model, tokenizer), check_every=gen.check_every,
         cuda_graphs=gen.cuda_graphs, dtype=dtype, state_dtype=DTYPES[gen.state_dtype],
+        prefill_tokens=gen.prefill_tokens, prefill_padding=gen.prefill_padding,
     )
 
     def decode(tokens: Any) -> str:
