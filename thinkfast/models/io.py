@@ -11,7 +11,7 @@ import torch
 from thinkfast.errors import ModelLoadError
 from thinkfast.models.config import ModelConfig
 from thinkfast.models.model import ThinkfastLM
-from thinkfast.models.teacher import finalize_loaded, is_thinkfast_dir
+from thinkfast.models.teacher import is_thinkfast_dir, model_from_state_dict
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -52,13 +52,7 @@ def load_model(directory: str | Path, *, dtype: torch.dtype | None = None,
         raise ModelLoadError(f"{path / WEIGHTS_FILE} is missing")
     config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
     state = load_file(str(path / WEIGHTS_FILE), device=str(device) if device is not None else "cpu")
-    model = ThinkfastLM(config, device="meta")
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not (config.tie_embeddings and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise ModelLoadError(f"{path / WEIGHTS_FILE} does not match {CONFIG_FILE}: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-    model = finalize_loaded(model)
+    model = model_from_state_dict(config, state, f"the weights in {path / WEIGHTS_FILE}", CONFIG_FILE)
     if dtype is not None:
         model = model.to(dtype)
     tokenizer = None

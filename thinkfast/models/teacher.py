@@ -101,12 +101,21 @@ def convert_hf_model(hf_model: Any) -> ThinkfastLM:
              if "rotary_emb" not in k}
     if config.tie_embeddings:
         state.pop("lm_head.weight", None)
+    return model_from_state_dict(config, state, "teacher weights", "a Llama layout")
+
+
+def model_from_state_dict(config: ModelConfig, state: dict[str, torch.Tensor], source: str,
+                          expected: str) -> ThinkfastLM:
+    """A :class:`ThinkfastLM` of ``config`` holding exactly ``state``'s tensors (no copy, no random init).
+
+    Built on the meta device, then the tensors are assigned; a missing or unexpected key is a
+    :class:`ModelLoadError` saying that ``source`` does not match ``expected``.
+    """
     model = ThinkfastLM(config, device="meta")
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (config.tie_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise ModelLoadError(f"teacher weights do not match a Llama layout: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+        raise ModelLoadError(f"{source} do not match {expected}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return finalize_loaded(model)
 
 
