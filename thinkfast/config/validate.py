@@ -177,20 +177,17 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
         if meta.get("plugin"):
             _check_plugin(value, meta["plugin"], _join(path, key), problems)
         kwargs[key] = converted
-    for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            problems.add(_join(path, name), "required key is missing")
-    if any(
-        name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        for name, f in fields.items()
-    ):
+    missing = [name for name, f in fields.items() if name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for name in missing:
+        problems.add(_join(path, name), "required key is missing")
+    if missing:
         return None
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         problems.add(path, str(exc))
         return None
-    _validate_plugin_options(obj, path, problems)
     check = getattr(obj, "check", None)
     if callable(check):
         for key, message in check() or []:
@@ -225,28 +222,24 @@ def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = 
     problems = Problems(source)
     obj = _build(cls, data, path, problems)
     if obj is not None:
-        _fill_default_plugin_options(obj, path, problems)
+        _validate_all_plugin_options(obj, path, problems)
     problems.raise_if_any()
     return obj
 
 
-def _fill_default_plugin_options(obj: Any, path: str, problems: Problems) -> None:
-    """Give sections that came from defaults (not from the file) their plugin's full options too."""
+def _validate_all_plugin_options(obj: Any, path: str, problems: Problems) -> None:
+    """Check every plugin ``options`` table in the built tree and fill in its defaults, whether the section
+    came from the file or from defaults."""
     if isinstance(obj, list):
         for i, item in enumerate(obj):
-            _fill_default_plugin_options(item, _join(path, i), problems)
+            _validate_all_plugin_options(item, _join(path, i), problems)
         return
     if not dataclasses.is_dataclass(obj):
         return
     _validate_plugin_options(obj, path, problems)
     for f in dataclasses.fields(obj):
         if f.name != "options":
-            _fill_default_plugin_options(getattr(obj, f.name), _join(path, f.name), problems)
-
-
-def build_collecting(cls: type, data: dict[str, Any], problems: Problems, path: str) -> Any:
-    """Like :func:`from_dict` but adds problems to an existing collector (for nested plugin options)."""
-    return _build(cls, data, path, problems)
+            _validate_all_plugin_options(getattr(obj, f.name), _join(path, f.name), problems)
 
 
 def to_dict(obj: Any) -> Any:
