@@ -44,13 +44,12 @@ from typing import Any
 
 import torch
 
+from thinkfast.devices import DTYPES
 from thinkfast.generate.engine import Engine, EngineSettings, Request
 from thinkfast.generate.sampling import SamplingParams
 from thinkfast.kernels import select_kernels
 from thinkfast.models.cache import AttentionCache, SSMCache
 from thinkfast.profile.shapes import build_shape
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
