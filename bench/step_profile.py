@@ -4,8 +4,13 @@
 
 For each shape x batch (random weights, bf16, kernels chosen by "auto"): the step at context
 length ``--ctx`` is timed as (a) ``model.step`` replayed from a CUDA graph, (b) the same plus
-sampling at temperature 1 (the engine's sampler), and (c) one eager step under the torch profiler,
+sampling at temperature 1 (the engine's sampler), and (c) one step under the torch profiler,
 whose CUDA kernels are summed by name. The table shows the top kernels and their share of the step.
+
+``--variants`` times (b) several ways: ``eager`` (the step as written), ``compile`` (through
+:func:`thinkfast.generate.engine.compile_step`, with the selected kernels) and ``compile-torch-ops``
+(compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse). Each compiled
+variant's logits are compared with the eager step's from the same cache contents.
 This is a diagnosis tool for ``docs/performance.md``; it changes nothing.
 """
 
@@ -13,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
 
 from thinkfast.devices import DTYPES
+from thinkfast.generate.engine import compile_step
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
-from thinkfast.kernels import select_kernels
+from thinkfast.kernels import Kernels, select_kernels
 from thinkfast.profile.shapes import build_shape
 
 
@@ -45,7 +52,7 @@ def graph_time_ms(fn, iters: int = 50) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def kernel_breakdown(fn, steps: int = 3, top: int = 20) -> list[dict]:
+def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
     """CUDA kernel time per step, summed by kernel name, largest first."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -65,11 +72,17 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 20) -> list[dict]:
     return rows[:top]
 
 
-def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtype: torch.dtype) -> dict:
+def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtype: torch.dtype,
+                variants: list[str]) -> dict:
     device = torch.device("cuda", torch.cuda.current_device())
     model = build_shape(shape, device, dtype).eval()
-    model.set_kernels(select_kernels(None, device))
+    selected = select_kernels(None, device)
+    model.set_kernels(selected)
     cache = model.allocate_cache(batch, ctx + 64, dtype=dtype, state_dtype=state_dtype)
+    for layer in cache.layers:  # random contents, so that compared logits are not trivially equal
+        for t in vars(layer).values():
+            if isinstance(t, torch.Tensor):
+                t.normal_(0, 0.5)
     vocab = model.config.vocab_size
     tokens = torch.randint(0, vocab, (batch,), device=device)
     positions = torch.full((batch,), ctx, dtype=torch.long, device=device)
@@ -83,13 +96,45 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         model.step(tokens, positions, cache)
 
     @torch.no_grad()
-    def step_and_sample():
+    def step_and_sample(tokens=tokens, positions=positions, cache=cache):
         logits = model.step(tokens, positions, cache)
         sample_tokens(logits, counter_uniform(0, keys, zeros, positions), params)
+        return logits
 
+    live = [t for layer in cache.layers for t in vars(layer).values() if isinstance(t, torch.Tensor)]
+    saved = [t.clone() for t in live]
+
+    def logits_from(fn) -> torch.Tensor:
+        """Logits of one call of ``fn`` from the saved cache contents (restored afterwards)."""
+        for t, s in zip(live, saved, strict=True):
+            t.copy_(s)
+        with torch.no_grad():
+            out = fn().float()
+        for t, s in zip(live, saved, strict=True):
+            t.copy_(s)
+        return out
+
+    reference = logits_from(step_and_sample)
     result = {"shape": shape, "batch": batch, "ctx": ctx, "weight_bytes": weights,
-              "step_ms": graph_time_ms(step_only), "step_sample_ms": graph_time_ms(step_and_sample),
-              "kernels": kernel_breakdown(step_and_sample)}
+              "step_ms": graph_time_ms(step_only), "variants": {}}
+    torch_ops = Kernels(ssm=Kernels.reference().ssm, conv=Kernels.reference().conv, attention=selected.attention)
+    for variant in variants:
+        model.set_kernels(torch_ops if variant == "compile-torch-ops" else selected)
+        fn = step_and_sample
+        entry: dict = {}
+        if variant.startswith("compile"):
+            fn = compile_step(step_and_sample)
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            entry["compile_s"] = time.perf_counter() - start
+            logits = logits_from(fn)
+            entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
+            entry["argmax_agree"] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
+        entry["step_sample_ms"] = graph_time_ms(fn)
+        entry["kernels"] = kernel_breakdown(fn)
+        result["variants"][variant] = entry
+    model.set_kernels(selected)
     return result
 
 
@@ -100,20 +145,29 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=768, help="context length (tokens) at which the step runs")
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--state-dtype", default="bfloat16", choices=sorted(DTYPES))
+    p.add_argument("--variants", default="eager", help="comma-separated: eager, compile, compile-torch-ops")
+    p.add_argument("--top", type=int, default=14, help="kernels listed per variant")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
     results = []
     for shape in args.shapes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            r = profile_one(shape, batch, args.ctx, DTYPES[args.dtype], DTYPES[args.state_dtype])
+            r = profile_one(shape, batch, args.ctx, DTYPES[args.dtype], DTYPES[args.state_dtype], variants)
             torch.cuda.empty_cache()
             results.append(r)
-            print(f"\n{shape} batch {batch} ctx {args.ctx}: step {r['step_ms']:.3f} ms, "
-                  f"step+sample {r['step_sample_ms']:.3f} ms, weights {r['weight_bytes'] / 1e9:.2f} GB")
-            total = sum(k["us_per_step"] for k in r["kernels"])
-            for k in r["kernels"][:14]:
-                print(f"  {k['us_per_step']:8.1f} us {100 * k['us_per_step'] / total:5.1f}%  "
-                      f"x{k['calls_per_step']:<5.0f} {k['kernel']}")
+            print(f"\n{shape} batch {batch} ctx {args.ctx}: eager step {r['step_ms']:.3f} ms, "
+                  f"weights {r['weight_bytes'] / 1e9:.2f} GB", flush=True)
+            for name, v in r["variants"].items():
+                extra = "".join(f", {k} {v[k]:.3g}" for k in ("compile_s", "max_abs_logit_diff", "argmax_agree")
+                                if k in v)
+                total = sum(k["us_per_step"] for k in v["kernels"])
+                count = sum(k["calls_per_step"] for k in v["kernels"])
+                print(f"  [{name}] step+sample {v['step_sample_ms']:.3f} ms{extra}; "
+                      f"{count:.0f} kernel launches/step (top {len(v['kernels'])})", flush=True)
+                for k in v["kernels"][:args.top]:
+                    print(f"    {k['us_per_step']:8.1f} us {100 * k['us_per_step'] / total:5.1f}%  "
+                          f"x{k['calls_per_step']:<5.0f} {k['kernel']}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -83,6 +83,8 @@ class EngineSettings:
     ``prefill_tokens`` caps one batched prefill at that many (padded) prompt tokens;
     ``prefill_padding`` is the largest fraction of them that may be left padding (0: only prompts of
     exactly equal length share a prefill). See :func:`~thinkfast.generate.scheduler.plan_prefills`.
+    ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
+    (see :func:`compile_step`) before it is captured.
     """
 
     batch_size: int
@@ -97,6 +99,24 @@ class EngineSettings:
     state_dtype: torch.dtype | None = None
     prefill_tokens: int = 32768
     prefill_padding: float = 0.25
+    compile: bool = False
+
+
+def compile_step(step: Callable[[], None]) -> Callable[[], None]:
+    """``torch.compile`` a decode step (a function of no arguments that updates engine and cache buffers in
+    place): fixed shapes (``dynamic=False``), no compiler CUDA graphs (the engine captures its own), so
+    inductor fuses the step's norms, activations, state updates, sampling and bookkeeping into few kernels.
+
+    Each engine compiles its own step (shapes and settings differ); the recompile limits are raised so that
+    a process may build many engines (a profile sweep) without dynamo falling back to eager.
+    """
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                 "accumulated_recompile_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 256 if "accumulated" in name else 64))
+    return torch.compile(step, dynamic=False)
 
 
 class Engine:
@@ -138,6 +158,10 @@ class Engine:
         self.stats = EngineStats()
         self.graph_error: str | None = None  # why the step could not be captured, if it could not
         self._graph: torch.cuda.CUDAGraph | None = None
+        self.compile_seconds = 0.0  # spent compiling the step (inside the first call), 0 without compile
+        self._step: Callable[[], None] = compile_step(self._decode_step) if settings.compile else self._decode_step
+        if settings.compile:
+            self._first_call()
         if settings.cuda_graphs and dev.type == "cuda":
             self._capture()
 
@@ -171,12 +195,12 @@ class Engine:
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(3):
-                self._decode_step()
+                self._step()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._decode_step()
+                self._step()
         except RuntimeError as exc:  # a kernel that syncs with the host cannot be captured: run eagerly
             if "out of memory" in str(exc):
                 raise
@@ -184,6 +208,14 @@ class Engine:
             self.graph_error = f"{type(exc).__name__}: {exc}"
             return
         self._graph = graph
+
+    def _first_call(self) -> None:
+        """Run the compiled step once on the idle slots (where it compiles), timing the compilation."""
+        start = time.perf_counter()
+        self._step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_seconds = time.perf_counter() - start
 
     @property
     def uses_cuda_graph(self) -> bool:
@@ -195,7 +227,7 @@ class Engine:
             if self._graph is not None:
                 self._graph.replay()
             else:
-                self._decode_step()
+                self._step()
 
     @torch.no_grad()
     def _start(self, requests: Sequence[Request], assignments: Sequence[Assignment]) -> None:

@@ -12,6 +12,10 @@ llama-3.2-1b      Llama-3.2-1B shape: hidden 2048, 16 layers, 32 heads / 8 KV he
 llama-3.2-3b      Llama-3.2-3B shape: hidden 3072, 28 layers, 24 heads / 8 KV heads of 128, MLP 8192
 llamba-1b/-3b     pure student (``llamba``, defaults) of the matching Llama shape
 hybrid-1b/-3b     hybrid student (``mambainllama``, 25% of layers keep attention)
+smollm2-135m      SmolLM2-135M shape (the paper miniature's teacher): hidden 576, 30 layers, 9 heads / 3 KV
+                  heads of 64, MLP 1536, vocabulary 49152, tied embeddings, RoPE 100000
+llamba-135m,      its pure and hybrid students
+hybrid-135m
 tiny-llama,       the same three kinds on a 4-layer, 64-wide model with a 512-token vocabulary
 tiny-llamba,      (CPU tests)
 tiny-hybrid
@@ -49,6 +53,13 @@ def llama_3_2_3b() -> ModelConfig:
                        rope_scaling=dict(_LLAMA3_ROPE), max_position_embeddings=131072, tie_embeddings=True)
 
 
+def smollm2_135m() -> ModelConfig:
+    """The SmolLM2-135M(-Instruct) configuration."""
+    return ModelConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
+                       num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, rope_theta=100000.0,
+                       max_position_embeddings=8192, tie_embeddings=True)
+
+
 def tiny_llama() -> ModelConfig:
     """A 4-layer, 64-wide Llama (GQA 4:2, tied, llama3 RoPE) for tests on the CPU."""
     return ModelConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=4, num_heads=4,
@@ -73,6 +84,9 @@ for _size, _factory in (("1b", llama_3_2_1b), ("3b", llama_3_2_3b)):
     SHAPES[f"llama-3.2-{_size}"] = BuiltinShape(_factory)
     SHAPES[f"llamba-{_size}"] = BuiltinShape(_factory, "llamba")
     SHAPES[f"hybrid-{_size}"] = BuiltinShape(_factory, "mambainllama", HYBRID_OPTIONS)
+SHAPES["smollm2-135m"] = BuiltinShape(smollm2_135m)
+SHAPES["llamba-135m"] = BuiltinShape(smollm2_135m, "llamba")
+SHAPES["hybrid-135m"] = BuiltinShape(smollm2_135m, "mambainllama", HYBRID_OPTIONS)
 SHAPES["tiny-llama"] = BuiltinShape(tiny_llama)
 SHAPES["tiny-llamba"] = BuiltinShape(tiny_llama, "llamba")
 SHAPES["tiny-hybrid"] = BuiltinShape(tiny_llama, "mambainllama", HYBRID_OPTIONS)
