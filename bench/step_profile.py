@@ -9,8 +9,9 @@ whose CUDA kernels are summed by name. The table shows the top kernels and their
 
 ``--variants`` times (b) several ways: ``eager`` (the step as written), ``compile`` (through
 :func:`thinkfast.generate.engine.compile_step`, with the selected kernels) and ``compile-torch-ops``
-(compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse). Each compiled
-variant's logits are compared with the eager step's from the same cache contents.
+(compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse); ``MODE:SET``
+(e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations. Each variant's
+logits are compared with those of the pure-PyTorch kernels (eager) from the same cache contents.
 This is a diagnosis tool for ``docs/performance.md``; it changes nothing.
 """
 
@@ -114,23 +115,32 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
             t.copy_(s)
         return out
 
+    model.set_kernels(Kernels.reference())  # accuracy reference: the pure-PyTorch kernels, float32 accumulation
     reference = logits_from(step_and_sample)
+    model.set_kernels(selected)
     result = {"shape": shape, "batch": batch, "ctx": ctx, "weight_bytes": weights,
               "step_ms": graph_time_ms(step_only), "variants": {}}
-    torch_ops = Kernels(ssm=Kernels.reference().ssm, conv=Kernels.reference().conv, attention=selected.attention)
     for variant in variants:
-        model.set_kernels(torch_ops if variant == "compile-torch-ops" else selected)
+        mode, _, pinned = variant.partition(":")
+        kernels = selected
+        if mode == "compile-torch-ops":
+            kernels = Kernels(ssm=Kernels.reference().ssm, conv=Kernels.reference().conv,
+                              attention=selected.attention)
+        elif pinned:
+            kernels = select_kernels({"ssm": pinned, "conv": pinned}, device)
+        model.set_kernels(kernels)
         fn = step_and_sample
         entry: dict = {}
-        if variant.startswith("compile"):
+        if mode.startswith("compile"):
             fn = compile_step(step_and_sample)
             start = time.perf_counter()
             fn()
             torch.cuda.synchronize()
             entry["compile_s"] = time.perf_counter() - start
-            logits = logits_from(fn)
-            entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
-            entry["argmax_agree"] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
+        logits = logits_from(fn)  # against the reference kernels, from the same cache contents
+        entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
+        entry["rel_l2_logit_diff"] = float((logits - reference).norm() / reference.norm())
+        entry["argmax_agree"] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
         entry["step_sample_ms"] = graph_time_ms(fn)
         entry["kernels"] = kernel_breakdown(fn)
         result["variants"][variant] = entry
@@ -145,7 +155,8 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=768, help="context length (tokens) at which the step runs")
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--state-dtype", default="bfloat16", choices=sorted(DTYPES))
-    p.add_argument("--variants", default="eager", help="comma-separated: eager, compile, compile-torch-ops")
+    p.add_argument("--variants", default="eager",
+                   help="comma-separated: eager, compile, compile-torch-ops, or MODE:SET such as compile:mamba-ssm")
     p.add_argument("--top", type=int, default=14, help="kernels listed per variant")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -159,7 +170,7 @@ def main() -> None:
             print(f"\n{shape} batch {batch} ctx {args.ctx}: eager step {r['step_ms']:.3f} ms, "
                   f"weights {r['weight_bytes'] / 1e9:.2f} GB", flush=True)
             for name, v in r["variants"].items():
-                extra = "".join(f", {k} {v[k]:.3g}" for k in ("compile_s", "max_abs_logit_diff", "argmax_agree")
+                extra = "".join(f", {k} {v[k]:.3g}" for k in ("compile_s", "rel_l2_logit_diff", "argmax_agree")
                                 if k in v)
                 total = sum(k["us_per_step"] for k in v["kernels"])
                 count = sum(k["calls_per_step"] for k in v["kernels"])

@@ -1,9 +1,13 @@
-"""``triton``: split-K ("flash-decoding") attention decode over the static KV cache, written in Triton.
+"""``triton``: decode-step kernels written in Triton, for every operation; prefill uses the best other kernels.
 
-Decoding attends one query per row to up to ``S`` cached keys. A general attention kernel gives that
-case poor parallelism (one query tile per row and head); here each program takes one row, one KV head
-(all its GQA query heads at once) and one slice of the sequence, and a small combine step merges the
-slices' partial softmaxes. Prefill is :class:`SdpaKernels`'. Triton is imported lazily.
+- attention: split-K ("flash-decoding") decode over the static KV cache. Decoding attends one query per
+  row to up to ``S`` cached keys. A general attention kernel gives that case poor parallelism (one query
+  tile per row and head); here each program takes one row, one KV head (all its GQA query heads at
+  once) and one slice of the sequence, and a small combine step merges the slices' partial softmaxes.
+- ssm and conv: the SSD state update and the conv step of :mod:`thinkfast_plugins.kernels.triton_ssm`.
+
+Prefill (and training) calls go to :class:`SdpaKernels` for attention and to the ``mamba-ssm`` kernels for
+the SSD scan and the conv when those import, else to the PyTorch reference. Triton is imported lazily.
 """
 
 from __future__ import annotations
@@ -11,8 +15,16 @@ from __future__ import annotations
 import functools
 
 import torch
+from thinkfast_plugins.kernels.mamba import MambaSsmKernels
 from thinkfast_plugins.kernels.sdpa import SdpaKernels
+from thinkfast_plugins.kernels.triton_ssm import (
+    supports_conv_step,
+    supports_ssd_step,
+    triton_conv_step,
+    triton_ssd_step,
+)
 
+from thinkfast.kernels import TorchKernels
 from thinkfast.kernels.base import cuda_module_unavailable
 from thinkfast.kernels.reference import write_kv
 
@@ -53,7 +65,8 @@ def _partial_kernel():
             s = s0 + tl.arange(0, BLOCK)
             smask = s < end
             k = tl.load(K + b * skb + s[:, None] * sks + kvh * skh + d[None, :], mask=smask[:, None], other=0.0)
-            scores = tl.dot(q, tl.trans(k)) * scale  # (BLOCK_G, BLOCK) float32
+            # (BLOCK_G, BLOCK) float32; the cast keeps it so when torch.compile passes scale as a double
+            scores = (tl.dot(q, tl.trans(k)) * scale).to(tl.float32)
             scores = tl.where(smask[None, :], scores, float("-inf"))
             m_new = tl.maximum(m, tl.max(scores, 1))
             p = tl.exp(scores - m_new[:, None])
@@ -107,10 +120,14 @@ def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
 
 
 class TritonDecodeKernels(SdpaKernels):
-    """Attention decode with a Triton split-K kernel (CUDA, fp16/bf16, head dim 64 or 128); prefill via sdpa."""
+    """Decode steps in Triton (CUDA): attention (fp16/bf16, head dim 64 or 128), SSD state update, conv step.
+
+    Prefill and training: sdpa for attention; mamba-ssm / causal-conv1d for the scan and the conv when they
+    import, else the PyTorch reference.
+    """
 
     name = "triton"
-    operations = ("attention",)
+    operations = ("attention", "ssm", "conv")
 
     @classmethod
     def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
@@ -118,7 +135,33 @@ class TritonDecodeKernels(SdpaKernels):
 
     @classmethod
     def priority(cls, operation: str, device: torch.device) -> int:
-        return 15  # above sdpa (10), below flash-attn
+        # attention: above sdpa (10), below flash-attn; ssm/conv: above mamba-ssm (20), whose prefill it reuses
+        return 15 if operation == "attention" else 25
+
+    @functools.cached_property
+    def _prefill(self):
+        """The kernel set that runs SSD scans and full-sequence convs: mamba-ssm if it imports, else torch."""
+        usable = MambaSsmKernels.availability(torch.device("cuda")) is None
+        return MambaSsmKernels() if usable else TorchKernels()
+
+    def ssd_chunk_scan(self, x, dt, A, B, C, *, chunk_size, D=None, dt_bias=None, initial_state=None,
+                       seq_idx=None):
+        return self._prefill.ssd_chunk_scan(x, dt, A, B, C, chunk_size=chunk_size, D=D, dt_bias=dt_bias,
+                                            initial_state=initial_state, seq_idx=seq_idx)
+
+    def causal_conv1d(self, x, weight, bias=None, *, activation=None, initial_state=None, seq_idx=None):
+        return self._prefill.causal_conv1d(x, weight, bias, activation=activation, initial_state=initial_state,
+                                           seq_idx=seq_idx)
+
+    def ssd_step(self, state, x, dt, A, B, C, *, D=None, dt_bias=None):
+        if not supports_ssd_step(state, x, B, C):
+            return TorchKernels().ssd_step(state, x, dt, A, B, C, D=D, dt_bias=dt_bias)
+        return triton_ssd_step(state, x, dt, A, B, C, D=D, dt_bias=dt_bias)
+
+    def causal_conv1d_step(self, x, conv_state, weight, bias=None, *, activation=None):
+        if not supports_conv_step(x, conv_state, weight):
+            return TorchKernels().causal_conv1d_step(x, conv_state, weight, bias, activation=activation)
+        return triton_conv_step(x, conv_state, weight, bias, activation=activation)
 
     def attention_decode(self, q, k, v, k_cache, v_cache, positions, *, scale):
         """``q`` ``(B, H, Dh)``; writes ``k``/``v`` ``(B, Hkv, Dh)`` at ``positions`` and attends to ``:pos+1``."""

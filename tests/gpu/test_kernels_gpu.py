@@ -220,3 +220,67 @@ def test_triton_decode_attention_matches_reference(heads, kv_heads, head_dim, ma
     print(f"triton decode ({heads}/{kv_heads} heads, dim {head_dim}, len {max_len}): rel err {err:.2e}")
     assert err < BF16_TOL
     assert torch.equal(caches[0].double(), ref_caches[0])  # the new key/value were written at positions
+
+
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_triton_ssd_step_matches_reference(state_dtype):
+    """The Triton SSD state update == the PyTorch reference (strided x/B/C views, as the model passes them)."""
+    from thinkfast_plugins.kernels.triton_decode import TritonDecodeKernels
+
+    g = torch.Generator(DEVICE).manual_seed(3)
+    batch, heads, head_dim, dstate, groups = 37, 24, 64, 128, 4
+    width = heads * head_dim + 2 * groups * dstate + 11  # a projection row: x | B | C | extra
+    proj = torch.randn(batch, width, generator=g, device=DEVICE).to(torch.bfloat16)
+    x = proj[:, : heads * head_dim].unflatten(-1, (heads, head_dim))
+    B = proj[:, heads * head_dim: heads * head_dim + groups * dstate].unflatten(-1, (groups, dstate))
+    C = proj[:, heads * head_dim + groups * dstate: -11].unflatten(-1, (groups, dstate))
+    dt = torch.randn(batch, heads, generator=g, device=DEVICE).to(torch.bfloat16)
+    A = -torch.rand(heads, generator=g, device=DEVICE) * 4
+    D = torch.randn(heads, generator=g, device=DEVICE).to(torch.bfloat16)
+    dt_bias = torch.randn(heads, generator=g, device=DEVICE).to(torch.bfloat16)
+    state = torch.randn(batch, heads, head_dim, dstate, generator=g, device=DEVICE).to(state_dtype)
+    state_ref = state.clone()
+    y = TritonDecodeKernels().ssd_step(state, x, dt, A, B, C, D=D, dt_bias=dt_bias)
+    y_ref = TorchKernels().ssd_step(state_ref, x, dt, A, B, C, D=D, dt_bias=dt_bias)
+    print(f"triton ssd_step ({state_dtype}): y rel err {rel_err(y, y_ref):.2e}, "
+          f"state rel err {rel_err(state, state_ref):.2e}")
+    assert rel_err(y, y_ref) < BF16_TOL and rel_err(state, state_ref) < BF16_TOL
+
+
+@pytest.mark.parametrize("width", [2, 4])
+def test_triton_conv_step_matches_reference(width):
+    """The Triton conv step == the PyTorch reference: same output, the same shifted state."""
+    from thinkfast_plugins.kernels.triton_decode import TritonDecodeKernels
+
+    inputs = _conv_inputs(seqlen=1, width=width)
+    proj = torch.randn(2, 384 + 40, device=DEVICE).to(torch.bfloat16)
+    x = proj[:, 8: 8 + 384]  # a strided view, as the model passes it
+    state = torch.randn(2, 384, width - 1, device=DEVICE).to(torch.bfloat16)
+    state_ref = state.clone()
+    y = TritonDecodeKernels().causal_conv1d_step(x, state, inputs["weight"], inputs["bias"], activation="silu")
+    y_ref = TorchKernels().causal_conv1d_step(x, state_ref, inputs["weight"], inputs["bias"], activation="silu")
+    print(f"triton conv step (width {width}): rel err {rel_err(y, y_ref):.2e}")
+    assert rel_err(y, y_ref) < BF16_TOL and torch.equal(state, state_ref)
+
+
+@pytest.mark.parametrize("shape", ["tiny-llama", "tiny-hybrid"])
+def test_compiled_engine_matches_eager_engine_on_gpu(shape):
+    """A compiled, graph-captured decode step samples the same tokens as the eager step (float32 model)."""
+    from thinkfast.generate.engine import Engine, EngineSettings, Request
+    from thinkfast.generate.sampling import SamplingParams
+    from thinkfast.profile.shapes import build_shape
+
+    device = torch.device(DEVICE)
+    model = build_shape(shape, device, torch.float32).eval()
+    model.set_kernels(select_kernels(None, device))
+    gen = torch.Generator().manual_seed(0)
+    requests = [Request(torch.randint(16, 500, (n,), generator=gen), key=i, sample_indices=(0, 1, 2))
+                for i, n in enumerate([5, 9, 7, 3])]
+    results = {}
+    for compiled in (False, True):
+        settings = EngineSettings(batch_size=4, max_seqlen=48, max_new_tokens=24,
+                                  sampling=SamplingParams(temperature=1.0), seed=1, eos_ids=(7,), compile=compiled)
+        engine = Engine(model, settings)
+        assert engine.uses_cuda_graph, engine.graph_error
+        results[compiled] = sorted((f.request, f.sample_index, tuple(f.tokens)) for f in engine.generate(requests))
+    assert results[True] == results[False]

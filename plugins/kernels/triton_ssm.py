@@ -1,0 +1,144 @@
+"""Triton kernels for one decode step of a Mamba-2 mixer: the causal-conv step and the SSD state update.
+
+Both are memory-bound: a decode step reads and writes every slot's conv and SSM state once. Each kernel
+is one launch that reads its inputs through their strides (the model hands over views of the
+in-projection's output, not copies), so the step moves the state bytes and little else.
+
+- :func:`triton_conv_step`: one program per (row, block of channels); the window is the ``K - 1`` cached
+  inputs plus the new one, the state shifts by one in place.
+- :func:`triton_ssd_step`: one program per (row, head, block of head dims); ``state * exp(dt A) + dt x B``
+  is written back in place and contracted with ``C`` in registers, so the state is read and written once.
+
+Semantics are those of :func:`thinkfast.kernels.reference.causal_conv1d_step` and
+:func:`thinkfast.kernels.reference.ssd_step` (float32 arithmetic, outputs in the input dtype, the state
+stored in its own dtype). Triton is imported lazily.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+CONV_BLOCK_D = 256  # channels per conv program
+SSD_BLOCK_P = 16  # head dims per SSD program
+
+
+@functools.lru_cache(maxsize=1)
+def _conv_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def conv_step(X, STATE, W, BIAS, OUT, dim, sxb, ssb, ssd, sss, swd, sob,
+                  WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr):
+        b = tl.program_id(0)
+        d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask = d < dim
+        x = tl.load(X + b * sxb + d, mask=mask, other=0.0).to(tl.float32)
+        acc = x * tl.load(W + d * swd + (WIDTH - 1), mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            acc += tl.load(BIAS + d, mask=mask, other=0.0).to(tl.float32)
+        state = STATE + b * ssb + d * ssd
+        prev = tl.load(state, mask=mask, other=0.0)  # oldest cached input
+        for j in tl.static_range(WIDTH - 1):
+            acc += prev.to(tl.float32) * tl.load(W + d * swd + j, mask=mask, other=0.0).to(tl.float32)
+            if j < WIDTH - 2:
+                nxt = tl.load(state + (j + 1) * sss, mask=mask, other=0.0)
+                tl.store(state + j * sss, nxt, mask=mask)
+                prev = nxt
+        tl.store(state + (WIDTH - 2) * sss, x.to(STATE.dtype.element_ty), mask=mask)
+        if SILU:
+            acc = acc / (1.0 + tl.exp(-acc))
+        tl.store(OUT + b * sob + d, acc.to(OUT.dtype.element_ty), mask=mask)
+
+    return conv_step
+
+
+def triton_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor | None = None, *, activation: str | None = None) -> torch.Tensor:
+    """One causal-conv step: ``x`` ``(B, D)`` (any row stride, unit channel stride), ``conv_state``
+    ``(B, D, K - 1)`` shifted in place, ``weight`` ``(D, K)``, ``bias`` ``(D,)`` -> ``(B, D)`` in ``x.dtype``."""
+    import triton
+
+    batch, dim = x.shape
+    width = weight.shape[1]
+    out = torch.empty(batch, dim, dtype=x.dtype, device=x.device)
+    _conv_kernel()[(batch, triton.cdiv(dim, CONV_BLOCK_D))](
+        x, conv_state, weight, bias if bias is not None else weight, out, dim,
+        x.stride(0), conv_state.stride(0), conv_state.stride(1), conv_state.stride(2), weight.stride(0),
+        out.stride(0), WIDTH=width, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_D=CONV_BLOCK_D,
+    )
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _ssd_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def ssd_step(STATE, X, DT, A, B, C, D, DT_BIAS, Y, nheads, head_dim, dstate, heads_per_group,
+                 s_sb, s_sh, s_sp, s_xb, s_xh, s_dtb, s_bb, s_bg, s_cb, s_cg, s_yb, s_yh,
+                 HAS_D: tl.constexpr, HAS_DT_BIAS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr):
+        pid = tl.program_id(0)
+        b = pid // nheads
+        h = pid % nheads
+        g = h // heads_per_group
+        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        n = tl.arange(0, BLOCK_N)
+        pmask = p < head_dim
+        nmask = n < dstate
+        dt = tl.load(DT + b * s_dtb + h).to(tl.float32)
+        if HAS_DT_BIAS:
+            dt += tl.load(DT_BIAS + h).to(tl.float32)
+        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))  # softplus, threshold 20 as torch
+        decay = tl.exp(dt * tl.load(A + h).to(tl.float32))
+        x = tl.load(X + b * s_xb + h * s_xh + p, mask=pmask, other=0.0).to(tl.float32)
+        bvec = tl.load(B + b * s_bb + g * s_bg + n, mask=nmask, other=0.0).to(tl.float32)
+        cvec = tl.load(C + b * s_cb + g * s_cg + n, mask=nmask, other=0.0).to(tl.float32)
+        ptrs = STATE + b * s_sb + h * s_sh + p[:, None] * s_sp + n[None, :]
+        smask = pmask[:, None] & nmask[None, :]
+        state = tl.load(ptrs, mask=smask, other=0.0).to(tl.float32)
+        state = state * decay + (dt * x)[:, None] * bvec[None, :]
+        tl.store(ptrs, state.to(STATE.dtype.element_ty), mask=smask)
+        y = tl.sum(state * cvec[None, :], axis=1)
+        if HAS_D:
+            y += x * tl.load(D + h).to(tl.float32)
+        tl.store(Y + b * s_yb + h * s_yh + p, y.to(Y.dtype.element_ty), mask=pmask)
+
+    return ssd_step
+
+
+def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                    C: torch.Tensor, *, D: torch.Tensor | None = None,
+                    dt_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """One SSD step: ``state`` ``(batch, nheads, headdim, dstate)`` updated in place (unit stride on
+    ``dstate``); ``x`` ``(batch, nheads, headdim)``, ``dt`` ``(batch, nheads)`` raw, ``A`` ``(nheads,)``,
+    ``B``/``C`` ``(batch, ngroups, dstate)`` -> ``y`` ``(batch, nheads, headdim)`` in ``x.dtype``."""
+    import triton
+
+    batch, nheads, head_dim, dstate = state.shape
+    groups = B.shape[1]
+    y = torch.empty(batch, nheads, head_dim, dtype=x.dtype, device=x.device)
+    A = A.float()
+    _ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, SSD_BLOCK_P))](
+        state, x, dt, A, B, C, D if D is not None else A, dt_bias if dt_bias is not None else A, y,
+        nheads, head_dim, dstate, nheads // groups,
+        state.stride(0), state.stride(1), state.stride(2), x.stride(0), x.stride(1), dt.stride(0),
+        B.stride(0), B.stride(1), C.stride(0), C.stride(1), y.stride(0), y.stride(1),
+        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, BLOCK_P=SSD_BLOCK_P,
+        BLOCK_N=triton.next_power_of_2(dstate),
+    )
+    return y
+
+
+def supports_ssd_step(state: torch.Tensor, x: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> bool:
+    """Whether :func:`triton_ssd_step` takes these tensors (unit innermost strides, head count a multiple of groups)."""
+    return (state.stride(-1) == 1 and x.stride(-1) == 1 and B.stride(-1) == 1 and C.stride(-1) == 1
+            and B.shape[1] == C.shape[1] and state.shape[1] % B.shape[1] == 0)
+
+
+def supports_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`triton_conv_step` takes these tensors (width >= 2, unit channel stride of ``x``)."""
+    return weight.shape[1] >= 2 and x.stride(-1) == 1 and weight.stride(1) == 1
