@@ -9,7 +9,8 @@ whose CUDA kernels are summed by name. The table shows the top kernels and their
 
 ``--variants`` times (b) several ways: ``eager`` (the step as written), ``compile`` (through
 :func:`thinkfast.generate.engine.compile_step`, with the selected kernels) and ``compile-torch-ops``
-(compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse); ``MODE:SET``
+(compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse), ``compile-max``
+(compiled with ``max-autotune-no-cudagraphs``, which also tunes the GEMMs); ``MODE:SET``
 (e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations. Each variant's
 logits are compared with those of the pure-PyTorch kernels (eager) from the same cache contents.
 This is a diagnosis tool for ``docs/performance.md``; it changes nothing.
@@ -132,7 +133,7 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         fn = step_and_sample
         entry: dict = {}
         if mode.startswith("compile"):
-            fn = compile_step(step_and_sample)
+            fn = compile_step(step_and_sample, "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
             start = time.perf_counter()
             fn()
             torch.cuda.synchronize()

@@ -22,6 +22,7 @@ import torch
 
 CONV_BLOCK_D = 256  # channels per conv program
 SSD_BLOCK_P = 16  # head dims per SSD program
+SSD_NUM_WARPS = 4
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,26 +32,28 @@ def _conv_kernel():
 
     @triton.jit
     def conv_step(X, STATE, W, BIAS, OUT, dim, sxb, ssb, ssd, sss, swd, sob,
-                  WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr):
+                  WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_W: tl.constexpr):
         b = tl.program_id(0)
         d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        mask = d < dim
-        x = tl.load(X + b * sxb + d, mask=mask, other=0.0).to(tl.float32)
-        acc = x * tl.load(W + d * swd + (WIDTH - 1), mask=mask, other=0.0).to(tl.float32)
+        j = tl.arange(0, BLOCK_W)  # state columns, oldest first (BLOCK_W >= WIDTH - 1)
+        dmask = d < dim
+        cols = dmask[:, None] & (j[None, :] < WIDTH - 1)
+        state_ptrs = STATE + b * ssb + d[:, None] * ssd + j[None, :] * sss
+        # the (BLOCK_D, WIDTH - 1) tile is one contiguous stretch of memory for a (B, D, K - 1) state
+        state = tl.load(state_ptrs, mask=cols, other=0.0)
+        later = tl.load(state_ptrs + sss, mask=dmask[:, None] & (j[None, :] < WIDTH - 2), other=0.0)
+        x = tl.load(X + b * sxb + d, mask=dmask, other=0.0)
+        w = tl.load(W + d[:, None] * swd + j[None, :], mask=cols, other=0.0).to(tl.float32)
+        acc = tl.sum(state.to(tl.float32) * w, axis=1)
+        acc += x.to(tl.float32) * tl.load(W + d * swd + (WIDTH - 1), mask=dmask, other=0.0).to(tl.float32)
         if HAS_BIAS:
-            acc += tl.load(BIAS + d, mask=mask, other=0.0).to(tl.float32)
-        state = STATE + b * ssb + d * ssd
-        prev = tl.load(state, mask=mask, other=0.0)  # oldest cached input
-        for j in tl.static_range(WIDTH - 1):
-            acc += prev.to(tl.float32) * tl.load(W + d * swd + j, mask=mask, other=0.0).to(tl.float32)
-            if j < WIDTH - 2:
-                nxt = tl.load(state + (j + 1) * sss, mask=mask, other=0.0)
-                tl.store(state + j * sss, nxt, mask=mask)
-                prev = nxt
-        tl.store(state + (WIDTH - 2) * sss, x.to(STATE.dtype.element_ty), mask=mask)
+            acc += tl.load(BIAS + d, mask=dmask, other=0.0).to(tl.float32)
+        shifted = tl.where(j[None, :] == WIDTH - 2, x[:, None].to(later.dtype), later)
+        tl.store(state_ptrs, shifted.to(STATE.dtype.element_ty), mask=cols)
         if SILU:
             acc = acc / (1.0 + tl.exp(-acc))
-        tl.store(OUT + b * sob + d, acc.to(OUT.dtype.element_ty), mask=mask)
+        tl.store(OUT + b * sob + d, acc.to(OUT.dtype.element_ty), mask=dmask)
 
     return conv_step
 
@@ -68,6 +71,7 @@ def triton_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Te
         x, conv_state, weight, bias if bias is not None else weight, out, dim,
         x.stride(0), conv_state.stride(0), conv_state.stride(1), conv_state.stride(2), weight.stride(0),
         out.stride(0), WIDTH=width, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_D=CONV_BLOCK_D,
+        BLOCK_W=triton.next_power_of_2(width - 1),
     )
     return out
 
@@ -111,24 +115,25 @@ def _ssd_kernel():
 
 
 def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                    C: torch.Tensor, *, D: torch.Tensor | None = None,
-                    dt_bias: torch.Tensor | None = None) -> torch.Tensor:
+                    C: torch.Tensor, *, D: torch.Tensor | None = None, dt_bias: torch.Tensor | None = None,
+                    block_p: int = SSD_BLOCK_P, num_warps: int = SSD_NUM_WARPS) -> torch.Tensor:
     """One SSD step: ``state`` ``(batch, nheads, headdim, dstate)`` updated in place (unit stride on
     ``dstate``); ``x`` ``(batch, nheads, headdim)``, ``dt`` ``(batch, nheads)`` raw, ``A`` ``(nheads,)``,
-    ``B``/``C`` ``(batch, ngroups, dstate)`` -> ``y`` ``(batch, nheads, headdim)`` in ``x.dtype``."""
+    ``B``/``C`` ``(batch, ngroups, dstate)`` -> ``y`` ``(batch, nheads, headdim)`` in ``x.dtype``.
+    ``block_p`` head dims per program and ``num_warps`` are launch settings (``bench/decode_kernels_bench.py``)."""
     import triton
 
     batch, nheads, head_dim, dstate = state.shape
     groups = B.shape[1]
     y = torch.empty(batch, nheads, head_dim, dtype=x.dtype, device=x.device)
     A = A.float()
-    _ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, SSD_BLOCK_P))](
+    _ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, block_p))](
         state, x, dt, A, B, C, D if D is not None else A, dt_bias if dt_bias is not None else A, y,
         nheads, head_dim, dstate, nheads // groups,
         state.stride(0), state.stride(1), state.stride(2), x.stride(0), x.stride(1), dt.stride(0),
         B.stride(0), B.stride(1), C.stride(0), C.stride(1), y.stride(0), y.stride(1),
-        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, BLOCK_P=SSD_BLOCK_P,
-        BLOCK_N=triton.next_power_of_2(dstate),
+        HAS_D=D is not None, HAS_DT_BIAS=dt_bias is not None, BLOCK_P=block_p,
+        BLOCK_N=triton.next_power_of_2(dstate), num_warps=num_warps,
     )
     return y
 

@@ -102,13 +102,14 @@ class EngineSettings:
     compile: bool = False
 
 
-def compile_step(step: Callable[[], None]) -> Callable[[], None]:
+def compile_step(step: Callable[[], None], mode: str | None = None) -> Callable[[], None]:
     """``torch.compile`` a decode step (a function of no arguments that updates engine and cache buffers in
     place): fixed shapes (``dynamic=False``), no compiler CUDA graphs (the engine captures its own), so
     inductor fuses the step's norms, activations, state updates, sampling and bookkeeping into few kernels.
 
     Each engine compiles its own step (shapes and settings differ); the recompile limits are raised so that
-    a process may build many engines (a profile sweep) without dynamo falling back to eager.
+    a process may build many engines (a profile sweep) without dynamo falling back to eager. ``mode`` is
+    ``torch.compile``'s (``None``: default; ``"max-autotune-no-cudagraphs"`` also tunes GEMMs, slowly).
     """
     import torch._dynamo.config as dynamo_config
 
@@ -116,7 +117,7 @@ def compile_step(step: Callable[[], None]) -> Callable[[], None]:
                  "accumulated_recompile_limit"):
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 256 if "accumulated" in name else 64))
-    return torch.compile(step, dynamic=False)
+    return torch.compile(step, dynamic=False, mode=mode)
 
 
 class Engine:

@@ -1,0 +1,131 @@
+"""Decode-step SSM kernels alone: the SSD state update and the conv step, Triton vs mamba-ssm, vs bandwidth.
+
+    python bench/decode_kernels_bench.py --shapes llamba-1b,llamba-135m --batches 64,512,1024 --out k.json
+
+For each student shape x batch x state dtype, one layer's decode-step operations on random inputs
+laid out as the model passes them (views of one in-projection row): the ``triton`` plugin's SSD step
+at each ``--block-p`` x ``--warps`` launch setting, mamba-ssm's ``selective_state_update``, and the
+conv steps of both (the conv state is in the model dtype). Each call is timed from a CUDA graph of
+``--calls`` back-to-back calls (median of replays), and reported with its bandwidth: state bytes
+read and written over the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from thinkfast.devices import DTYPES
+from thinkfast.profile.shapes import build_shape
+
+
+def graph_us(fn, calls: int, replays: int = 15) -> float:
+    """Median microseconds per call of ``fn``, replayed as a CUDA graph of ``calls`` calls."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return sorted(times)[len(times) // 2]
+
+
+def layer_inputs(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.dtype) -> dict:
+    """Random decode-step inputs of one SSM layer of ``shape``, as views of one projection row."""
+    model = build_shape(shape, torch.device("cuda"), dtype)
+    mixer = next(b.mixer for b in model.layers if b.kind != "attention")
+    s = mixer.cfg
+    del model
+    proj = torch.randn(batch, s.conv_dim + s.num_heads + 8, device="cuda", dtype=dtype)
+    xbc, dt = proj[:, : s.conv_dim], proj[:, s.conv_dim: s.conv_dim + s.num_heads]
+    nx, nb = s.num_x_heads * s.head_dim, s.num_b_groups * s.state_size
+    x = xbc[:, :nx].unflatten(-1, (s.num_x_heads, s.head_dim))
+    if s.num_x_heads != s.num_heads:
+        x = x.repeat_interleave(s.num_heads // s.num_x_heads, dim=1)
+    B = xbc[:, nx: nx + nb].unflatten(-1, (s.num_b_groups, s.state_size))
+    C = xbc[:, nx + nb: nx + nb + s.num_c_groups * s.state_size].unflatten(-1, (s.num_c_groups, s.state_size))
+    return {
+        "cfg": s, "xbc": xbc, "x": x, "dt": dt, "B": B, "C": C,
+        "A": -torch.rand(s.num_heads, device="cuda") * 4,
+        "D": torch.randn(s.num_heads, device="cuda", dtype=dtype),
+        "dt_bias": torch.randn(s.num_heads, device="cuda", dtype=dtype),
+        "state": torch.randn(batch, s.num_heads, s.head_dim, s.state_size, device="cuda", dtype=state_dtype),
+        "conv_state": torch.randn(batch, s.conv_dim, s.conv_kernel - 1, device="cuda", dtype=dtype),
+        "weight": torch.randn(s.conv_dim, s.conv_kernel, device="cuda", dtype=dtype),
+        "bias": torch.randn(s.conv_dim, device="cuda", dtype=dtype) if s.conv_bias else None,
+    }
+
+
+def bench_one(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.dtype, args) -> list[dict]:
+    from thinkfast_plugins.kernels.mamba import MambaSsmKernels
+    from thinkfast_plugins.kernels.triton_ssm import triton_conv_step, triton_ssd_step
+
+    t = layer_inputs(shape, batch, dtype, state_dtype)
+    ssd_args = (t["x"], t["dt"], t["A"], t["B"], t["C"])
+    ssd_kw = {"D": t["D"], "dt_bias": t["dt_bias"]}
+    state_bytes = 2 * t["state"].nbytes
+    conv_bytes = 2 * t["conv_state"].nbytes + 2 * t["xbc"].numel() * t["xbc"].element_size()
+    rows = []
+
+    def add(op: str, impl: str, us: float, nbytes: int) -> None:
+        rows.append({"shape": shape, "batch": batch, "state_dtype": str(state_dtype).removeprefix("torch."),
+                     "op": op, "impl": impl, "us": us, "GBps": nbytes / us / 1e3})
+        print(f"{shape:<13}{batch:>6} {rows[-1]['state_dtype']:<9}{op:<6}{impl:<26}{us:>9.1f} us"
+              f"{rows[-1]['GBps']:>9,.0f} GB/s", flush=True)
+
+    for block_p in (int(v) for v in args.block_p.split(",")):
+        for warps in (int(v) for v in args.warps.split(",")):
+            us = graph_us(lambda bp=block_p, w=warps: triton_ssd_step(t["state"], *ssd_args, **ssd_kw,
+                                                                      block_p=bp, num_warps=w), args.calls)
+            add("ssd", f"triton p{block_p} w{warps}", us, state_bytes)
+    mamba = MambaSsmKernels()
+    if MambaSsmKernels.availability(torch.device("cuda")) is None:
+        add("ssd", "mamba-ssm", graph_us(lambda: mamba.ssd_step(t["state"], *ssd_args, **ssd_kw), args.calls),
+            state_bytes)
+        add("conv", "mamba-ssm (causal-conv1d)", graph_us(lambda: mamba.causal_conv1d_step(
+            t["xbc"], t["conv_state"], t["weight"], t["bias"], activation="silu"), args.calls), conv_bytes)
+    add("conv", "triton", graph_us(lambda: triton_conv_step(t["xbc"], t["conv_state"], t["weight"], t["bias"],
+                                                            activation="silu"), args.calls), conv_bytes)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="llamba-1b,llamba-135m")
+    p.add_argument("--batches", default="64,512,1024")
+    p.add_argument("--state-dtypes", default="bfloat16,float32")
+    p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
+    p.add_argument("--block-p", default="8,16,32,64", help="head dims per Triton SSD program")
+    p.add_argument("--warps", default="1,2,4,8", help="warps per Triton SSD program")
+    p.add_argument("--calls", type=int, default=20, help="calls per captured graph")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    rows = []
+    for shape in args.shapes.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            for sd in args.state_dtypes.split(","):
+                rows += bench_one(shape, batch, DTYPES[args.dtype], DTYPES[sd], args)
+                torch.cuda.empty_cache()
+    if args.out:
+        args.out.write_text(json.dumps({"card": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
+                                        "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
