@@ -21,7 +21,9 @@ Cases (``--cases``, comma-separated):
 - ``long``: our student at ``--st-batch`` vs our teacher at the largest batch whose cache fits, both
   at ``--long-total`` tokens per sequence (prompt ``long_total - new_tokens``, then ``new_tokens``).
 
-Each row reports end-to-end tokens/s (batch x new tokens / wall time, prefill included), for our
+Our engine compiles its decode step (``torch.compile``, as ``thinkfast generate`` does by default;
+``--no-compile`` turns it off); compilation happens while the engine is built, outside the timing, and
+its seconds are recorded. Each row reports end-to-end tokens/s (batch x new tokens / wall time, prefill included), for our
 engine also decode-only tokens/s, and the fraction of the HBM bound: bytes a decode step must move
 (weights once + SSM/conv state read and written + KV cache read up to the current position and
 written once, averaged over the decode steps) over the bandwidth of a large device-to-device copy
@@ -171,7 +173,7 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
         return EngineSettings(batch_size=batch, max_seqlen=prompt_len + new_tokens, max_new_tokens=new,
                               sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=(),
                               check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype,
-                              state_dtype=state_dtype)
+                              state_dtype=state_dtype, compile=not args.no_compile and device.type == "cuda")
 
     # Kernel autotuning, Triton compilation and first-call costs stay outside the timing: the warm-up
     # prefills the same prompt groups as the timed run (Triton specialises kernels on shapes, so a
@@ -199,6 +201,7 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
     row.extra = {"prefill_seconds": st.prefill_seconds, "decode_seconds": st.decode_seconds,
                  "decode_steps": st.decode_steps, "prefills": st.prefills, "samples_per_prompt": spp,
                  "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
+                 "compiled": engine.settings.compile, "compile_seconds": engine.compile_seconds,
                  "graph_error": engine.graph_error,
                  "kernels": kernel_names(model)}
     del engine
@@ -379,6 +382,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="SSM state dtype of our engine (mamba_ssm keeps it in the model dtype).")
     p.add_argument("--check-every", type=int, default=16, help="Decode steps between host checks.")
     p.add_argument("--no-cuda-graphs", action="store_true", help="Our engine without CUDA graphs.")
+    p.add_argument("--no-compile", action="store_true", help="Our engine without torch.compile of the decode step.")
     p.add_argument("--no-hf-compile", action="store_true", help="transformers without torch.compile.")
     p.add_argument("--tiny", action="store_true",
                    help="Tiny shapes, short sequences, small batches: checks the script on a CPU.")

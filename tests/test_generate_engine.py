@@ -29,16 +29,20 @@ MIXERS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(MIXERS))
-def model(request) -> ThinkfastLM:
+def _tiny_model(kind: str) -> ThinkfastLM:
     torch.manual_seed(0)
     ssm = SSMConfig(num_heads=4, head_dim=8, state_size=8, num_x_heads=2, num_b_groups=1, num_c_groups=1,
                     chunk_size=4, gate=True, norm=True)
-    mixers = MIXERS[request.param]
+    mixers = MIXERS[kind]
     config = ModelConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_layers=len(mixers),
                          num_heads=4, num_kv_heads=2, head_dim=8, mixers=mixers,
                          ssm=ssm if "ssm" in mixers else None)
     return ThinkfastLM(config, dtype=torch.float64).eval()
+
+
+@pytest.fixture(scope="module", params=sorted(MIXERS))
+def model(request) -> ThinkfastLM:
+    return _tiny_model(request.param)
 
 
 def _requests(lengths=(3, 9, 5, 1, 6), samples=3) -> list[Request]:
@@ -221,3 +225,18 @@ def test_cuda_graph_engine_equals_eager_engine_and_reference_on_gpu(model):
     assert runs[True] == runs[False]
     cpu = _run(model, requests, batch_size=4, sampling=sampling)
     assert runs[True] == {k: (v.tokens, v.finish_reason) for k, v in cpu.items()}
+
+
+
+def test_compiled_step_samples_what_the_reference_samples():
+    """``compile=True`` runs the step through torch.compile (inductor's CPU backend here, ~20 s): the same
+    tokens as the slow reference loop for a hybrid model, EOS mid-batch and refill included."""
+    hybrid = _tiny_model("hybrid")
+    requests = _requests()
+    settings = EngineSettings(batch_size=4, max_seqlen=max(len(r.prompt_ids) for r in requests) + 16,
+                              max_new_tokens=16, sampling=SamplingParams(), seed=3, eos_ids=(EOS,), check_every=4,
+                              compile=True)
+    engine = Engine(hybrid, settings)
+    got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
+    _assert_matches_reference(hybrid, requests, got)
+    assert engine.compile_seconds > 0

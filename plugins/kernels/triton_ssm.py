@@ -21,8 +21,8 @@ import functools
 import torch
 
 CONV_BLOCK_D = 256  # channels per conv program
-SSD_BLOCK_P = 16  # head dims per SSD program
-SSD_NUM_WARPS = 4
+SSD_BLOCK_P = 64  # head dims per SSD program at most (one program per head at head_dim 64)
+SSD_NUM_WARPS = 4  # block_p and warps measured best on an H200 (bench/decode_kernels_bench.py)
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,6 +125,7 @@ def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: t
 
     batch, nheads, head_dim, dstate = state.shape
     groups = B.shape[1]
+    block_p = min(block_p, triton.next_power_of_2(head_dim))
     y = torch.empty(batch, nheads, head_dim, dtype=x.dtype, device=x.device)
     A = A.float()
     _ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, block_p))](

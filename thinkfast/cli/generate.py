@@ -28,6 +28,7 @@ FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "stop": ("generate", "stop"),
     "batch_size": ("generate", "batch_size"),
     "state_dtype": ("generate", "state_dtype"),
+    "compile": ("generate", "compile"),
     "seed": ("run", "seed"),
     "device": ("run", "device"),
     "dtype": ("run", "dtype"),
@@ -71,6 +72,8 @@ def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences decoded together (slots). Default: 64.")
 @click.option("--state-dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
               help="dtype of the SSM state. Default: float32.")
+@click.option("--compile/--no-compile", default=None,
+              help="torch.compile the decode step before capturing it (GPU only). Default: on.")
 @click.option("--device", help="'auto', 'cpu', 'cuda' or 'cuda:N' (run.device). Default: auto.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="Weights and KV cache dtype; auto = bfloat16 on GPU, float32 on CPU.")

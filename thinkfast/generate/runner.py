@@ -176,6 +176,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
         seed=recipe.run.seed, eos_ids=eos_token_ids(model, tokenizer), check_every=gen.check_every,
         cuda_graphs=gen.cuda_graphs, dtype=dtype, state_dtype=DTYPES[gen.state_dtype],
         prefill_tokens=gen.prefill_tokens, prefill_padding=gen.prefill_padding,
+        compile=gen.compile and device.type == "cuda",
     )
 
     def decode(tokens: Any) -> str:
@@ -203,7 +204,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             writer.write(record)
             records.append(record)
             progress.advance(task)
-    return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error}
+    return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error,
+                     "compiled": settings.compile, "compile_seconds": engine.compile_seconds}
 
 
 def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
@@ -246,6 +248,8 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "check_every": gen.check_every,
         "cuda_graphs": merged["cuda_graph"],
         "graph_error": merged["graph_error"],
+        "compiled": merged["compiled"],
+        "compile_seconds": merged["compile_seconds"],
         "n_samples": gen.n_samples,
         "num_problems": len(problems),
         "num_samples": len(records),

@@ -17,12 +17,18 @@ class DecodeStep:
     device; a captured graph reads them in place.
     """
 
-    def __init__(self, model, cache, batch: int, vocab_size: int, device: torch.device, cuda_graph: bool):
+    def __init__(self, model, cache, batch: int, vocab_size: int, device: torch.device, cuda_graph: bool,
+                 compile: bool = False):
         self.model = model
         self.cache = cache
         self.tokens = torch.randint(0, vocab_size, (batch,), device=device)  # (B,)
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self._step = self._model_step
+        if compile:
+            from thinkfast.generate.engine import compile_step
+
+            self._step = compile_step(self._model_step)
         if cuda_graph and device.type == "cuda":
             self.graph = self._capture(device)
 
@@ -31,8 +37,11 @@ class DecodeStep:
         self.positions.fill_(position)
         return self
 
-    def _eager(self) -> torch.Tensor:
+    def _model_step(self) -> torch.Tensor:
         return self.model.step(self.tokens, self.positions, self.cache)  # (B, V)
+
+    def _eager(self) -> torch.Tensor:
+        return self._step()
 
     def _capture(self, device: torch.device) -> torch.cuda.CUDAGraph | None:
         """Capture the step (warm-up on a side stream first); None if the model's step cannot be captured."""

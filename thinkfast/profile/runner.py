@@ -61,6 +61,7 @@ class CellSettings:
     repeats: int
     decode_points: int
     cuda_graphs: bool
+    compile: bool
     cap_bytes: int | None
     limit_bytes: int
     skip_estimated: bool
@@ -167,7 +168,8 @@ def _measure(pm: ProfiledModel, cell: Cell, device: torch.device, settings: Cell
     result.prefill_seconds = prefill_s
     result.prefill_tokens_per_s = cell.prompt_len / prefill_s
 
-    step = DecodeStep(model, cache, cell.batch, config.vocab_size, device, settings.cuda_graphs)
+    step = DecodeStep(model, cache, cell.batch, config.vocab_size, device, settings.cuda_graphs,
+                      compile=settings.compile and device.type == "cuda")
     result.cuda_graph = step.graph is not None
     positions = decode_positions(cell.prompt_len, cell.gen_len, settings.decode_points)
     for position in positions:
@@ -211,7 +213,7 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     apply_cap(device, cap)  # after the bandwidth copy, whose buffers a small cap would not hold
     settings = CellSettings(
         warmup=section.warmup, repeats=section.repeats, decode_points=section.decode_points,
-        cuda_graphs=section.cuda_graphs, cap_bytes=cap, limit_bytes=memory_limit(device, cap),
+        cuda_graphs=section.cuda_graphs, compile=section.compile, cap_bytes=cap, limit_bytes=memory_limit(device, cap),
         skip_estimated=section.skip_estimated, state_dtype=DTYPES[section.state_dtype], bandwidth=bandwidth,
     )
     result = ProfileResult(
