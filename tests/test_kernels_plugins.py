@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -84,3 +86,53 @@ def test_flash_cu_seqlens_helper():
 
     cu, longest = cu_seqlens_from_segments(torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]]))
     assert cu.tolist() == [0, 2, 5, 6, 10] and longest == 4
+
+
+
+_INTERPRETER_CHECK = """
+import torch
+from thinkfast.kernels import reference
+from thinkfast_plugins.kernels.triton_ssm import triton_conv_step, triton_ssd_step
+
+gen = torch.Generator().manual_seed(0)
+for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+    for width in (2, 4):
+        proj = torch.randn(3, 317, generator=gen).to(dtype)
+        x = proj[:, 5:305]  # a strided view of a projection row, as the model passes it
+        state = torch.randn(3, 300, width - 1, generator=gen).to(dtype)
+        weight = torch.randn(300, width, generator=gen).to(dtype)
+        bias = torch.randn(300, generator=gen).to(dtype)
+        state_ref = state.clone()
+        got = triton_conv_step(x, state, weight, bias, activation="silu")
+        want = reference.causal_conv1d_step(x, state_ref, weight, bias, activation="silu")
+        assert torch.allclose(got.float(), want.float(), rtol=tol, atol=tol), ("conv", dtype, width)
+        assert torch.equal(state, state_ref), ("conv state", dtype, width)
+    batch, heads, head_dim, dstate, groups = 3, 6, 20, 24, 2
+    state = torch.randn(batch, heads, head_dim, dstate, generator=gen).to(dtype)
+    state_ref = state.clone()
+    x = torch.randn(batch, heads, head_dim, generator=gen)
+    dt, A = torch.randn(batch, heads, generator=gen), -torch.rand(heads, generator=gen) * 3
+    B, C = torch.randn(batch, groups, dstate, generator=gen), torch.randn(batch, groups, dstate, generator=gen)
+    D, dt_bias = torch.randn(heads, generator=gen), torch.randn(heads, generator=gen)
+    got = triton_ssd_step(state, x, dt, A, B, C, D=D, dt_bias=dt_bias)
+    want = reference.ssd_step(state_ref, x, dt, A, B, C, D=D, dt_bias=dt_bias)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), ("ssd y", dtype)
+    assert torch.allclose(state.float(), state_ref.float(), rtol=tol, atol=tol), ("ssd state", dtype)
+print("ok")
+"""
+
+
+def test_triton_ssm_steps_match_reference_in_interpreter():
+    """The Triton conv-step and SSD-step kernels, run by Triton's interpreter on CPU tensors, equal the
+    PyTorch reference (strided inputs, in-place states, float32 and bfloat16). Needs Triton installed
+    (not in `make test`'s environment: the wheel is 1 GB); the GPU tests compare the compiled kernels."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed (pip install triton to run the kernels in its interpreter)")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when Triton is first imported: a fresh process
+    result = subprocess.run([sys.executable, "-c", _INTERPRETER_CHECK], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
