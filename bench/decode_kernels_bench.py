@@ -18,32 +18,15 @@ import time
 from pathlib import Path
 
 import torch
+from cuda_timing import graph_replay_ms
 
 from thinkfast.devices import DTYPES
 from thinkfast.profile.shapes import build_shape
 
 
-def graph_us(fn, calls: int, replays: int = 15) -> float:
-    """Median microseconds per call of ``fn``, replayed as a CUDA graph of ``calls`` calls."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return sorted(times)[len(times) // 2]
+def graph_us(fn, calls: int) -> float:
+    """Median microseconds per call of ``fn`` replayed as a CUDA graph of ``calls`` calls."""
+    return 1e3 * graph_replay_ms(fn, calls, replays=15)
 
 
 def layer_inputs(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.dtype) -> dict:

@@ -23,12 +23,12 @@ Cases (``--cases``, comma-separated):
 
 Our engine compiles its decode step (``torch.compile``, as ``thinkfast generate`` does by default;
 ``--no-compile`` turns it off); compilation happens while the engine is built, outside the timing, and
-its seconds are recorded. Each row reports end-to-end tokens/s (batch x new tokens / wall time, prefill included), for our
-engine also decode-only tokens/s, and the fraction of the HBM bound: bytes a decode step must move
-(weights once + SSM/conv state read and written + KV cache read up to the current position and
-written once, averaged over the decode steps) over the bandwidth of a large device-to-device copy
-measured in the same run, divided by the measured time per step (end to end for every row, so the
-baselines are comparable; decode-only as well for ours).
+its seconds are recorded. Each row reports end-to-end tokens/s (batch x new tokens / wall time,
+prefill included), for our engine also decode-only tokens/s, and the fraction of the HBM bound:
+bytes a decode step must move (weights once + SSM/conv state read and written + KV cache read up to
+the current position and written once, averaged over the decode steps) over the bandwidth of a
+large device-to-device copy measured in the same run, divided by the measured time per step (end to
+end for every row, so the baselines are comparable; decode-only as well for ours).
 """
 
 from __future__ import annotations

@@ -24,34 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+from cuda_timing import graph_replay_ms
 
 from thinkfast.devices import DTYPES
 from thinkfast.generate.engine import compile_step
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.kernels import Kernels, select_kernels
 from thinkfast.profile.shapes import build_shape
-
-
-def graph_time_ms(fn, iters: int = 50) -> float:
-    """Median milliseconds of ``fn`` replayed from a CUDA graph (after warm-up on a side stream)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
@@ -120,7 +99,7 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
     reference = logits_from(step_and_sample)
     model.set_kernels(selected)
     result = {"shape": shape, "batch": batch, "ctx": ctx, "weight_bytes": weights,
-              "step_ms": graph_time_ms(step_only), "variants": {}}
+              "step_ms": graph_replay_ms(step_only), "variants": {}}
     for variant in variants:
         mode, _, pinned = variant.partition(":")
         kernels = selected
@@ -142,7 +121,7 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
         entry["rel_l2_logit_diff"] = float((logits - reference).norm() / reference.norm())
         entry["argmax_agree"] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
-        entry["step_sample_ms"] = graph_time_ms(fn)
+        entry["step_sample_ms"] = graph_replay_ms(fn)
         entry["kernels"] = kernel_breakdown(fn)
         result["variants"][variant] = entry
     model.set_kernels(selected)
