@@ -182,7 +182,11 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
     def decode(tokens: Any) -> str:
         return tokenizer.decode(list(tokens), skip_special_tokens=True)
 
+    if settings.compile and console is not None and env.is_main:
+        console.print("compiling the decode step (torch.compile; seconds to a minute, once per run)")
     engine = Engine(model, settings, StopChecker(gen.stop, decode))
+    if settings.compile and console is not None and env.is_main:
+        console.print(f"decode step compiled in {engine.compile_seconds:.1f} s")
     requests = [Request(torch.tensor(p.prompt_ids, dtype=torch.long), problem_key(p.problem.id), p.missing)
                 for p in todo]
     path = out_dir / (shard_name(env.rank) if env.distributed else SAMPLES)
