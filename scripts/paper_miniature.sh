@@ -36,6 +36,8 @@
 #                  written samples stay), later phases are skipped, `collect` still runs if it was asked for,
 #                  and the same command resumes the work on the next call
 #   BATCH_TEACHER, BATCH_PURE, BATCH_HYBRID   decode slots per model (default: the probe's pick, else 1024)
+#   STATE_DTYPE    generate with this SSM state dtype (float32, bfloat16) instead of the recipe's; outputs in
+#                  <the generation root>-state<STATE_DTYPE>, so it runs beside the recipe's generation
 #   PAPER_WORKDIR  directory the relative paths (.data, .models, .xfer*, runs) live in (default: repo root)
 #   PYTHON         interpreter (default .venv/bin/python if present, else python3)
 #   GSM8K_SRC      GSM8K train jsonl for `stage` (default ../shared/data/gsm8k_train.jsonl)
@@ -59,6 +61,8 @@ MODEL_SEED="${MODEL_SEED:-$SEED}"
 RUNS="${RUNS:-runs/paper}"
 MODELS_ROOT="$RUNS/seed$MODEL_SEED"                 # distill outputs
 if [ "$MODEL_SEED" = "$SEED" ]; then GEN_ROOT="$MODELS_ROOT"; else GEN_ROOT="$RUNS/seed$SEED-models$MODEL_SEED"; fi
+STATE_DTYPE="${STATE_DTYPE:-}"
+if [ -n "$STATE_DTYPE" ]; then GEN_ROOT="$GEN_ROOT-state$STATE_DTYPE"; fi
 GGUF_NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF=".models/$GGUF_NAME"
 DATA=".data/gsm8k_train.jsonl"
@@ -224,8 +228,10 @@ generate_one() {  # label batch_override
   local toy=()
   [ "${TOY:-0}" = 1 ] && toy=(--limit 8 --n 4 --max-new-tokens 32)
   log "generate $label: batch $batch -> $out"
+  local state=()
+  if [ -n "$STATE_DTYPE" ]; then state=(--state-dtype "$STATE_DTYPE"); fi
   run_limited "${TF[@]}" generate "$RECIPES/generate.toml" --model "$model" --batch-size "$batch" --seed "$SEED" \
-    "${toy[@]}" -o "$out"
+    "${state[@]}" "${toy[@]}" -o "$out"
 }
 
 phase_evaluate() {
@@ -242,8 +248,8 @@ phase_evaluate() {
 }
 
 phase_collect() {
-  local dest="${OUT:-$GEN_ROOT/collect}" tag="seed$SEED"
-  [ "$MODEL_SEED" = "$SEED" ] || tag="seed$SEED-models$MODEL_SEED"
+  local dest="${OUT:-$GEN_ROOT/collect}" tag
+  tag="$(basename "$GEN_ROOT")"  # seed<S>[-models<M>][-state<dtype>]
   [ -d "$RUNS" ] || die "$RUNS does not exist: nothing to collect"
   mkdir -p "$dest"
   if [ -f "$GEN_ROOT/eval/report.json" ]; then cp "$GEN_ROOT/eval/report.json" "$dest/report-$tag.json"

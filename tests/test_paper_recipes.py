@@ -178,6 +178,43 @@ def test_toy_pipeline_end_to_end(smollm_gguf, gsm8k_train_path, tiny_llama_dir, 
     again = _script(tmp_path, "sft,pure,hybrid,generate", **env)
     assert again.returncode == 0 and again.stdout.count("skip:") == 6, again.stdout
 
+    # STATE_DTYPE generates beside the recipe's run, from the same models, with that SSM state dtype
+    variant = _script(tmp_path, "generate-pure,collect", **env, STATE_DTYPE="bfloat16")
+    assert variant.returncode == 0, variant.stdout[-3000:] + variant.stderr[-3000:]
+    run = json.loads((tmp_path / "runs" / "paper" / "seed0-statebfloat16" / "gen" / LABELS[1] / "run.json").read_text())
+    assert run["status"] == "complete" and run["state_dtype"] == "bfloat16"
+    assert (out / "artifacts-seed0-statebfloat16.tar.gz").is_file()
+
+
+def test_common_subset_keeps_problems_every_run_completed(tmp_path):
+    """An interrupted run (no final run.json) is compared with finished ones on the problems all completed,
+    with problem_seconds recomputed from the kept samples."""
+    from importlib import util
+
+    spec = util.spec_from_file_location("paper_helper", ROOT / "scripts" / "paper_helper.py")
+    helper = util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+
+    def write_run(name: str, counts: dict[str, int], meta: dict | None) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"problem_id": pid, "sample_index": i, "text": "x", "seconds": 0.5}
+                for pid, n in counts.items() for i in range(n)]
+        (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if meta is not None:
+            (d / "run.json").write_text(json.dumps(meta))
+        return d
+
+    done = write_run("done", {"a": 2, "b": 2, "c": 2}, {"status": "complete", "n_samples": 2})
+    cut = write_run("cut", {"a": 2, "b": 1}, {"status": "running", "settings": {"n_samples": 2}})
+    kept = helper.common_subset(tmp_path / "common", [done, cut])
+    assert kept == {"done": 1, "cut": 1}
+    for name in ("done", "cut"):
+        meta = json.loads((tmp_path / "common" / name / "run.json").read_text())
+        lines = (tmp_path / "common" / name / "samples.jsonl").read_text().splitlines()
+        assert meta["problem_seconds"] == {"a": 1.0} and meta["status"] == "complete" and len(lines) == 2
+    assert json.loads((tmp_path / "common" / "cut" / "run.json").read_text())["original_status"] == "running"
+
 
 def test_majority_vote_when_no_sample_has_an_answer():
     """A problem none of whose samples has an answer (a weak student) must not stop `evaluate`."""
