@@ -63,6 +63,7 @@ def test_generate_writes_samples_and_run_json(first_run):
     assert run["device"].startswith("cpu") and run["dtype"] == "float32" and run["batch_size"] == 3
     assert run["generated_tokens"] == sum(r["num_tokens"] for r in samples.values())
     assert run["wall_seconds"] > 0 and run["tokens_per_second"] > 0
+    assert run["compiled"] is False and run["compile_seconds"] == 0 and run["compile_error"] is None  # CPU: eager
     assert set(run["problem_seconds"]) == {k[0] for k in samples}
 
 

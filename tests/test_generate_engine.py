@@ -240,3 +240,25 @@ def test_compiled_step_samples_what_the_reference_samples():
     got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
     _assert_matches_reference(hybrid, requests, got)
     assert engine.compile_seconds > 0
+
+
+def test_a_step_that_cannot_be_compiled_runs_eagerly(monkeypatch):
+    """A compiler failure (no C compiler, an unsupported GPU...) must not stop generation: the engine keeps
+    the eager step, says why, and samples exactly what the reference samples."""
+    import thinkfast.generate.engine as engine_module
+
+    def broken_compile(step, mode=None):
+        def compiled():
+            raise RuntimeError("InductorError: no working C compiler\nmore details")
+        return compiled
+
+    monkeypatch.setattr(engine_module, "compile_step", broken_compile)
+    model = _tiny_model("hybrid")
+    requests = _requests()
+    settings = EngineSettings(batch_size=4, max_seqlen=max(len(r.prompt_ids) for r in requests) + 16,
+                              max_new_tokens=16, sampling=SamplingParams(), seed=3, eos_ids=(EOS,), check_every=4,
+                              compile=True)
+    engine = Engine(model, settings)
+    assert engine.compile_error == "RuntimeError: InductorError: no working C compiler"
+    got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
+    _assert_matches_reference(model, requests, got)

@@ -160,6 +160,7 @@ class Engine:
         self.graph_error: str | None = None  # why the step could not be captured, if it could not
         self._graph: torch.cuda.CUDAGraph | None = None
         self.compile_seconds = 0.0  # spent compiling the step (inside the first call), 0 without compile
+        self.compile_error: str | None = None  # why the step could not be compiled, if it could not
         self._step: Callable[[], None] = compile_step(self._decode_step) if settings.compile else self._decode_step
         if settings.compile:
             self._first_call()
@@ -211,11 +212,22 @@ class Engine:
         self._graph = graph
 
     def _first_call(self) -> None:
-        """Run the compiled step once on the idle slots (where it compiles), timing the compilation."""
+        """Run the compiled step once on the idle slots (where it compiles), timing the compilation.
+
+        If compilation fails (no C compiler, a GPU inductor does not support, a kernel it cannot trace),
+        the engine keeps the eager step and :attr:`compile_error` says why; ``run.json`` reports it.
+        The idle slots' caches may hold garbage afterwards either way: prefill overwrites them.
+        """
         start = time.perf_counter()
-        self._step()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        try:
+            self._step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run the eager step
+            if "out of memory" in str(exc):
+                raise
+            self.compile_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self._step = self._decode_step
         self.compile_seconds = time.perf_counter() - start
 
     @property

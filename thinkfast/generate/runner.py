@@ -186,7 +186,11 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
         console.print("compiling the decode step (torch.compile; seconds to a minute, once per run)")
     engine = Engine(model, settings, StopChecker(gen.stop, decode))
     if settings.compile and console is not None and env.is_main:
-        console.print(f"decode step compiled in {engine.compile_seconds:.1f} s")
+        if engine.compile_error:
+            console.print(f"[yellow]warning:[/yellow] the decode step could not be compiled, running it uncompiled "
+                          f"({engine.compile_error}); --no-compile skips the attempt")
+        else:
+            console.print(f"decode step compiled in {engine.compile_seconds:.1f} s")
     requests = [Request(torch.tensor(p.prompt_ids, dtype=torch.long), problem_key(p.problem.id), p.missing)
                 for p in todo]
     path = out_dir / (shard_name(env.rank) if env.distributed else SAMPLES)
@@ -209,7 +213,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             records.append(record)
             progress.advance(task)
     return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error,
-                     "compiled": settings.compile, "compile_seconds": engine.compile_seconds}
+                     "compiled": settings.compile and engine.compile_error is None,
+                     "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error}
 
 
 def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
@@ -254,6 +259,7 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "graph_error": merged["graph_error"],
         "compiled": merged["compiled"],
         "compile_seconds": merged["compile_seconds"],
+        "compile_error": merged["compile_error"],
         "n_samples": gen.n_samples,
         "num_problems": len(problems),
         "num_samples": len(records),
