@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import torch
 
+from thinkfast.generate.stepping import capture_cuda_graph
+
 
 def graph_replay_ms(fn, calls: int = 1, replays: int = 50) -> float:
     """Median milliseconds per call of ``fn``: ``calls`` back-to-back calls captured in one CUDA graph
-    (after three warm-up calls on a side stream), the graph replayed ``replays`` times, each replay timed
-    with CUDA events."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    (:func:`~thinkfast.generate.stepping.capture_cuda_graph`, warm-up included), the graph replayed
+    ``replays`` times, each replay timed with CUDA events."""
+
+    def batch_of_calls() -> None:
         for _ in range(calls):
             fn()
+
+    graph, error = capture_cuda_graph(batch_of_calls, torch.device("cuda", torch.cuda.current_device()))
+    if graph is None:
+        raise RuntimeError(f"cannot capture the timed function in a CUDA graph: {error}")
     times = []
     for _ in range(replays):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -201,7 +201,8 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
     row.extra = {"prefill_seconds": st.prefill_seconds, "decode_seconds": st.decode_seconds,
                  "decode_steps": st.decode_steps, "prefills": st.prefills, "samples_per_prompt": spp,
                  "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
-                 "compiled": engine.settings.compile, "compile_seconds": engine.compile_seconds,
+                 "compiled": engine.settings.compile and engine.compile_error is None,
+                 "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
                  "graph_error": engine.graph_error,
                  "kernels": kernel_names(model)}
     del engine

@@ -8,7 +8,7 @@ sampling at temperature 1 (the engine's sampler), and (c) one step under the tor
 whose CUDA kernels are summed by name. The table shows the top kernels and their share of the step.
 
 ``--variants`` times (b) several ways: ``eager`` (the step as written), ``compile`` (through
-:func:`thinkfast.generate.engine.compile_step`, with the selected kernels) and ``compile-torch-ops``
+:func:`thinkfast.generate.stepping.compile_step`, with the selected kernels) and ``compile-torch-ops``
 (compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse), ``compile-max``
 (compiled with ``max-autotune-no-cudagraphs``, which also tunes the GEMMs); ``MODE:SET``
 (e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations. Each variant's
@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 from cuda_timing import graph_replay_ms
 
 from thinkfast.devices import DTYPES
-from thinkfast.generate.engine import compile_step
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
+from thinkfast.generate.stepping import compile_and_warm
 from thinkfast.kernels import Kernels, select_kernels
 from thinkfast.profile.shapes import build_shape
 
@@ -112,11 +111,9 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         fn = step_and_sample
         entry: dict = {}
         if mode.startswith("compile"):
-            fn = compile_step(step_and_sample, "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
-            start = time.perf_counter()
-            fn()
-            torch.cuda.synchronize()
-            entry["compile_s"] = time.perf_counter() - start
+            compiled = compile_and_warm(step_and_sample, device,
+                                        "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
+            fn, entry["compile_s"], entry["compile_error"] = compiled.step, compiled.seconds, compiled.error
         logits = logits_from(fn)  # against the reference kernels, from the same cache contents
         entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
         entry["rel_l2_logit_diff"] = float((logits - reference).norm() / reference.norm())

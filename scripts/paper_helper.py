@@ -96,6 +96,10 @@ def common_subset(out: Path, run_dirs: list[Path]) -> dict[str, int]:
     """Write each run restricted to the problems complete in every run; returns kept problems per run."""
     from thinkfast.generate.output import problem_seconds
 
+    names = [run_dir.name for run_dir in run_dirs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"common-subset: runs with the same directory name would overwrite each other in {out}: "
+                         f"{names}; compare them in separate calls")
     runs = {}
     for run_dir in run_dirs:
         records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines() if line]
@@ -104,6 +108,8 @@ def common_subset(out: Path, run_dirs: list[Path]) -> dict[str, int]:
         counts: dict[str, int] = {}
         for rec in records:
             counts[str(rec["problem_id"])] = counts.get(str(rec["problem_id"]), 0) + 1
+        if not counts:
+            raise SystemExit(f"common-subset: {run_dir / 'samples.jsonl'} holds no samples")
         n = n or max(counts.values())
         runs[run_dir] = (records, meta, {pid for pid, c in counts.items() if c >= n})
     common = set.intersection(*(complete for _, _, complete in runs.values()))

@@ -205,7 +205,10 @@ phase_probe() {
   done
   local grid=(--batch 256,512,1024,2048,4096 --seqlen 704 --prompt-len 320 --warmup 1 --repeats 3 --decode-points 3)
   [ "${TOY:-0}" = 1 ] && grid=(--batch 2,4 --seqlen 48 --prompt-len 16 --warmup 0 --repeats 1 --decode-points 1)
-  run_limited "${TF[@]}" profile --models "$(IFS=,; echo "${models[*]}")" "${grid[@]}" --no-plots -o "$dir"
+  local state=()
+  if [ -n "$STATE_DTYPE" ]; then state=(--set "profile.state_dtype=\"$STATE_DTYPE\""); fi
+  run_limited "${TF[@]}" profile --models "$(IFS=,; echo "${models[*]}")" "${grid[@]}" --no-plots "${state[@]}" \
+    -o "$dir"
   "$PYTHON" "$HELPER" batch-sizes "$dir/profile.json" 1024 > "$dir/batch_sizes.txt"
   log "batch sizes (decode slots):"; cat "$dir/batch_sizes.txt"
 }

@@ -214,6 +214,11 @@ def test_common_subset_keeps_problems_every_run_completed(tmp_path):
         lines = (tmp_path / "common" / name / "samples.jsonl").read_text().splitlines()
         assert meta["problem_seconds"] == {"a": 1.0} and meta["status"] == "complete" and len(lines) == 2
     assert json.loads((tmp_path / "common" / "cut" / "run.json").read_text())["original_status"] == "running"
+    twin = tmp_path / "other" / "done"  # same directory name as `done`: its copy would overwrite
+    twin.parent.mkdir()
+    (tmp_path / "done").rename(twin)
+    with pytest.raises(SystemExit, match="same directory name"):
+        helper.common_subset(tmp_path / "common2", [twin, write_run("done", {"a": 1}, None)])
 
 
 def test_majority_vote_when_no_sample_has_an_answer():

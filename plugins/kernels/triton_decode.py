@@ -25,7 +25,7 @@ from thinkfast_plugins.kernels.triton_ssm import (
 )
 
 from thinkfast.kernels import TorchKernels
-from thinkfast.kernels.base import cuda_module_unavailable
+from thinkfast.kernels.base import KernelSet, cuda_module_unavailable
 from thinkfast.kernels.reference import write_kv
 
 BLOCK_S = 64  # keys per inner iteration
@@ -138,23 +138,25 @@ class TritonDecodeKernels(SdpaKernels):
         # attention: above sdpa (10), below flash-attn; ssm/conv: above mamba-ssm (20), whose prefill it reuses
         return 15 if operation == "attention" else 25
 
-    @functools.cached_property
-    def _prefill(self):
-        """The kernel set that runs SSD scans and full-sequence convs: mamba-ssm if it imports, else torch."""
-        usable = MambaSsmKernels.availability(torch.device("cuda")) is None
+    @staticmethod
+    @functools.cache
+    def _full_sequence(operation: str) -> KernelSet:
+        """The kernel set that runs full sequences of ``operation`` (``ssm`` scans, ``conv``): mamba-ssm when
+        that operation's package imports (mamba_ssm for the scan, causal_conv1d for the conv), else torch."""
+        usable = MambaSsmKernels.availability(torch.device("cuda"), operation) is None
         return MambaSsmKernels() if usable else TorchKernels()
 
     def ssd_chunk_scan(self, x, dt, A, B, C, *, chunk_size, D=None, dt_bias=None, initial_state=None,
                        seq_idx=None):
-        return self._prefill.ssd_chunk_scan(x, dt, A, B, C, chunk_size=chunk_size, D=D, dt_bias=dt_bias,
-                                            initial_state=initial_state, seq_idx=seq_idx)
+        return self._full_sequence("ssm").ssd_chunk_scan(x, dt, A, B, C, chunk_size=chunk_size, D=D, dt_bias=dt_bias,
+                                                         initial_state=initial_state, seq_idx=seq_idx)
 
     def causal_conv1d(self, x, weight, bias=None, *, activation=None, initial_state=None, seq_idx=None):
-        return self._prefill.causal_conv1d(x, weight, bias, activation=activation, initial_state=initial_state,
-                                           seq_idx=seq_idx)
+        return self._full_sequence("conv").causal_conv1d(x, weight, bias, activation=activation,
+                                                         initial_state=initial_state, seq_idx=seq_idx)
 
     def ssd_step(self, state, x, dt, A, B, C, *, D=None, dt_bias=None):
-        if not supports_ssd_step(state, x, B, C):
+        if not supports_ssd_step(state, x, dt, B, C):
             return TorchKernels().ssd_step(state, x, dt, A, B, C, D=D, dt_bias=dt_bias)
         return triton_ssd_step(state, x, dt, A, B, C, D=D, dt_bias=dt_bias)
 

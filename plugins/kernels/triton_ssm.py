@@ -96,7 +96,10 @@ def _ssd_kernel():
         dt = tl.load(DT + b * s_dtb + h).to(tl.float32)
         if HAS_DT_BIAS:
             dt += tl.load(DT_BIAS + h).to(tl.float32)
-        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))  # softplus, threshold 20 as torch
+        # softplus, linear above 20 as torch; log(1 + e) loses e's digits when e is small, so a series there
+        e = tl.exp(dt)
+        series = e * (1.0 - e * (0.5 - e * (1.0 / 3.0 - 0.25 * e)))  # e - e^2/2 + e^3/3 - e^4/4
+        dt = tl.where(dt > 20.0, dt, tl.where(e < 1e-2, series, tl.log(1.0 + e)))
         decay = tl.exp(dt * tl.load(A + h).to(tl.float32))
         x = tl.load(X + b * s_xb + h * s_xh + p, mask=pmask, other=0.0).to(tl.float32)
         bvec = tl.load(B + b * s_bb + g * s_bg + n, mask=nmask, other=0.0).to(tl.float32)
@@ -127,7 +130,9 @@ def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: t
     groups = B.shape[1]
     block_p = min(block_p, triton.next_power_of_2(head_dim))
     y = torch.empty(batch, nheads, head_dim, dtype=x.dtype, device=x.device)
-    A = A.float()
+    A = A.float().contiguous()
+    D = D.contiguous() if D is not None else None
+    dt_bias = dt_bias.contiguous() if dt_bias is not None else None
     _ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, block_p))](
         state, x, dt, A, B, C, D if D is not None else A, dt_bias if dt_bias is not None else A, y,
         nheads, head_dim, dstate, nheads // groups,
@@ -139,10 +144,11 @@ def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: t
     return y
 
 
-def supports_ssd_step(state: torch.Tensor, x: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> bool:
+def supports_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, B: torch.Tensor,
+                      C: torch.Tensor) -> bool:
     """Whether :func:`triton_ssd_step` takes these tensors (unit innermost strides, head count a multiple of groups)."""
-    return (state.stride(-1) == 1 and x.stride(-1) == 1 and B.stride(-1) == 1 and C.stride(-1) == 1
-            and B.shape[1] == C.shape[1] and state.shape[1] % B.shape[1] == 0)
+    return (state.stride(-1) == 1 and x.stride(-1) == 1 and dt.stride(-1) == 1 and B.stride(-1) == 1
+            and C.stride(-1) == 1 and B.shape[1] == C.shape[1] and state.shape[1] % B.shape[1] == 0)
 
 
 def supports_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -64,7 +64,7 @@ def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "devices": [s["device"] for s in sorted(stats, key=lambda s: s["rank"])],
         "cuda_graph": all(s.get("cuda_graph", False) for s in stats),
         "graph_error": next((s["graph_error"] for s in stats if s.get("graph_error")), None),
-        "compiled": any(s.get("compiled", False) for s in stats),
+        "compiled": all(s.get("compiled", False) for s in stats),
         "compile_seconds": max((float(s.get("compile_seconds", 0.0)) for s in stats), default=0.0),
         "compile_error": next((s["compile_error"] for s in stats if s.get("compile_error")), None),
     }

@@ -36,6 +36,7 @@ from torch.nn.utils.rnn import pad_sequence
 from thinkfast.errors import ThinkfastError
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.generate.scheduler import Assignment, SlotScheduler, plan_prefills
+from thinkfast.generate.stepping import capture_cuda_graph, compile_and_warm
 from thinkfast.generate.stops import StopChecker
 
 
@@ -84,7 +85,7 @@ class EngineSettings:
     ``prefill_padding`` is the largest fraction of them that may be left padding (0: only prompts of
     exactly equal length share a prefill). See :func:`~thinkfast.generate.scheduler.plan_prefills`.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
-    (see :func:`compile_step`) before it is captured.
+    (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured.
     """
 
     batch_size: int
@@ -100,24 +101,6 @@ class EngineSettings:
     prefill_tokens: int = 32768
     prefill_padding: float = 0.25
     compile: bool = False
-
-
-def compile_step(step: Callable[[], None], mode: str | None = None) -> Callable[[], None]:
-    """``torch.compile`` a decode step (a function of no arguments that updates engine and cache buffers in
-    place): fixed shapes (``dynamic=False``), no compiler CUDA graphs (the engine captures its own), so
-    inductor fuses the step's norms, activations, state updates, sampling and bookkeeping into few kernels.
-
-    Each engine compiles its own step (shapes and settings differ); the recompile limits are raised so that
-    a process may build many engines (a profile sweep) without dynamo falling back to eager. ``mode`` is
-    ``torch.compile``'s (``None``: default; ``"max-autotune-no-cudagraphs"`` also tunes GEMMs, slowly).
-    """
-    import torch._dynamo.config as dynamo_config
-
-    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
-                 "accumulated_recompile_limit"):
-        if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 256 if "accumulated" in name else 64))
-    return torch.compile(step, dynamic=False, mode=mode)
 
 
 class Engine:
@@ -159,13 +142,14 @@ class Engine:
         self.stats = EngineStats()
         self.graph_error: str | None = None  # why the step could not be captured, if it could not
         self._graph: torch.cuda.CUDAGraph | None = None
-        self.compile_seconds = 0.0  # spent compiling the step (inside the first call), 0 without compile
+        self.compile_seconds = 0.0  # spent compiling the step (inside its first call), 0 without compile
         self.compile_error: str | None = None  # why the step could not be compiled, if it could not
-        self._step: Callable[[], None] = compile_step(self._decode_step) if settings.compile else self._decode_step
-        if settings.compile:
-            self._first_call()
+        self._step: Callable[[], object] = self._decode_step
+        if settings.compile:  # the first call runs on idle slots: prefill overwrites whatever it leaves
+            compiled = compile_and_warm(self._decode_step, dev)
+            self._step, self.compile_seconds, self.compile_error = compiled.step, compiled.seconds, compiled.error
         if settings.cuda_graphs and dev.type == "cuda":
-            self._capture()
+            self._graph, self.graph_error = capture_cuda_graph(self._step, dev)
 
     # ------------------------------------------------------------------ device-side pieces
 
@@ -186,49 +170,6 @@ class Engine:
         self.done.logical_or_(is_eos | (self.num_generated >= s.max_new_tokens))
         self.tokens.copy_(torch.where(live, nxt, self.tokens))
         self.positions.add_(live.long())
-
-    def _capture(self) -> None:
-        """Record :meth:`_decode_step` in a CUDA graph (all slots are idle, so warm-up changes nothing that matters).
-
-        If capture fails (a kernel synchronises with the host), the step runs eagerly and
-        :attr:`graph_error` says why; ``run.json`` and the benchmark report it.
-        """
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self._step()
-        except RuntimeError as exc:  # a kernel that syncs with the host cannot be captured: run eagerly
-            if "out of memory" in str(exc):
-                raise
-            torch.cuda.synchronize(self.device)
-            self.graph_error = f"{type(exc).__name__}: {exc}"
-            return
-        self._graph = graph
-
-    def _first_call(self) -> None:
-        """Run the compiled step once on the idle slots (where it compiles), timing the compilation.
-
-        If compilation fails (no C compiler, a GPU inductor does not support, a kernel it cannot trace),
-        the engine keeps the eager step and :attr:`compile_error` says why; ``run.json`` reports it.
-        The idle slots' caches may hold garbage afterwards either way: prefill overwrites them.
-        """
-        start = time.perf_counter()
-        try:
-            self._step()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run the eager step
-            if "out of memory" in str(exc):
-                raise
-            self.compile_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            self._step = self._decode_step
-        self.compile_seconds = time.perf_counter() - start
 
     @property
     def uses_cuda_graph(self) -> bool:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import torch
 
+from thinkfast.generate.stepping import capture_cuda_graph, compile_and_warm
+
 
 class DecodeStep:
     """Calling it runs one decode step for ``batch`` slots at the position set by :meth:`at`.
 
     ``tokens (batch,) int64`` and ``positions (batch,) int64`` are static tensors on the model's
-    device; a captured graph reads them in place.
+    device; a captured graph reads them in place. With ``compile`` the step goes through
+    ``torch.compile`` first (as ``generate`` does); if that fails it runs uncompiled and
+    :attr:`compile_error` says why.
     """
 
     def __init__(self, model, cache, batch: int, vocab_size: int, device: torch.device, cuda_graph: bool,
@@ -24,13 +28,13 @@ class DecodeStep:
         self.tokens = torch.randint(0, vocab_size, (batch,), device=device)  # (B,)
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.compile_error: str | None = None
         self._step = self._model_step
         if compile:
-            from thinkfast.generate.engine import compile_step
-
-            self._step = compile_step(self._model_step)
+            compiled = compile_and_warm(self._model_step, device)
+            self._step, self.compile_error = compiled.step, compiled.error
         if cuda_graph and device.type == "cuda":
-            self.graph = self._capture(device)
+            self.graph, _ = capture_cuda_graph(self._step, device, warmup=2)
 
     def at(self, position: int) -> DecodeStep:
         """Put every slot at ``position`` (the 0-based index of the token fed); returns self."""
@@ -40,33 +44,11 @@ class DecodeStep:
     def _model_step(self) -> torch.Tensor:
         return self.model.step(self.tokens, self.positions, self.cache)  # (B, V)
 
-    def _eager(self) -> torch.Tensor:
-        return self._step()
-
-    def _capture(self, device: torch.device) -> torch.cuda.CUDAGraph | None:
-        """Capture the step (warm-up on a side stream first); None if the model's step cannot be captured."""
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._eager()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                self._eager()
-        except RuntimeError as exc:
-            if "out of memory" in str(exc):
-                raise
-            torch.cuda.synchronize(device)
-            return None
-        return graph
-
     def __call__(self) -> None:
         if self.graph is not None:
             self.graph.replay()
         else:
-            self._eager()
+            self._step()
 
 
 def decode_positions(prompt_len: int, gen_len: int, points: int) -> list[int]:

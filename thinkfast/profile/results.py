@@ -76,6 +76,8 @@ class CellResult:
       position, averaged the same way; ``bandwidth_fraction`` = bytes_per_step / step seconds /
       device bandwidth (1.0 is the HBM-bandwidth bound).
     - ``peak_memory_bytes``: the cell's peak (see ``device.peak_memory_source``).
+    - ``compiled``: whether the decode step ran compiled (``profile.compile``); ``compile_error`` says
+      why not when compiling was asked for and failed.
     """
 
     model: str
@@ -94,6 +96,8 @@ class CellResult:
     bandwidth_fraction: float | None = None
     peak_memory_bytes: int | None = None
     cuda_graph: bool | None = None
+    compiled: bool | None = None
+    compile_error: str | None = None
     decode_points: list[DecodePoint] = field(default_factory=list)
 
 

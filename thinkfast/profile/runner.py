@@ -144,7 +144,7 @@ def profile_cell(pm: ProfiledModel, cell: Cell, device: torch.device, settings: 
     if error is not None:
         result.status, result.reason = "oom", error
         for name in ("prefill_seconds", "prefill_tokens_per_s", "decode_step_ms", "decode_tokens_per_s",
-                     "bytes_per_step", "bandwidth_fraction", "peak_memory_bytes", "cuda_graph"):
+                     "bytes_per_step", "bandwidth_fraction", "peak_memory_bytes", "cuda_graph", "compiled"):
             setattr(result, name, None)
         result.decode_points = []
     free_memory(device)
@@ -171,6 +171,8 @@ def _measure(pm: ProfiledModel, cell: Cell, device: torch.device, settings: Cell
     step = DecodeStep(model, cache, cell.batch, config.vocab_size, device, settings.cuda_graphs,
                       compile=settings.compile and device.type == "cuda")
     result.cuda_graph = step.graph is not None
+    result.compiled = settings.compile and device.type == "cuda" and step.compile_error is None
+    result.compile_error = step.compile_error
     positions = decode_positions(cell.prompt_len, cell.gen_len, settings.decode_points)
     for position in positions:
         seconds = median_time(step.at(position), device, settings.warmup, settings.repeats)
