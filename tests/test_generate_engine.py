@@ -228,9 +228,9 @@ def test_cuda_graph_engine_equals_eager_engine_and_reference_on_gpu(model):
 
 
 
-def test_compiled_step_samples_what_the_reference_samples():
-    """``compile=True`` runs the step through torch.compile (inductor's CPU backend here, ~20 s): the same
-    tokens as the slow reference loop for a hybrid model, EOS mid-batch and refill included."""
+def _compiled_hybrid_run() -> tuple[Engine, dict]:
+    """The hybrid model through an engine with ``compile=True``; returns the engine and its samples
+    (already checked against the slow reference loop, EOS mid-batch and refill included)."""
     hybrid = _tiny_model("hybrid")
     requests = _requests()
     settings = EngineSettings(batch_size=4, max_seqlen=max(len(r.prompt_ids) for r in requests) + 16,
@@ -239,6 +239,13 @@ def test_compiled_step_samples_what_the_reference_samples():
     engine = Engine(hybrid, settings)
     got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
     _assert_matches_reference(hybrid, requests, got)
+    return engine, got
+
+
+def test_compiled_step_samples_what_the_reference_samples():
+    """``compile=True`` runs the step through torch.compile (inductor's CPU backend here, ~20 s): the same
+    tokens as the slow reference loop."""
+    engine, _ = _compiled_hybrid_run()
     assert engine.compile_error is None and engine.compile_seconds > 0
 
 
@@ -253,12 +260,5 @@ def test_a_step_that_cannot_be_compiled_runs_eagerly(monkeypatch):
         return compiled
 
     monkeypatch.setattr(stepping, "compile_step", broken_compile)
-    model = _tiny_model("hybrid")
-    requests = _requests()
-    settings = EngineSettings(batch_size=4, max_seqlen=max(len(r.prompt_ids) for r in requests) + 16,
-                              max_new_tokens=16, sampling=SamplingParams(), seed=3, eos_ids=(EOS,), check_every=4,
-                              compile=True)
-    engine = Engine(model, settings)
+    engine, _ = _compiled_hybrid_run()
     assert engine.compile_error == "RuntimeError: InductorError: no working C compiler"
-    got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
-    _assert_matches_reference(model, requests, got)
