@@ -67,7 +67,17 @@ def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "compiled": all(s.get("compiled", False) for s in stats),
         "compile_seconds": max((float(s.get("compile_seconds", 0.0)) for s in stats), default=0.0),
         "compile_error": next((s["compile_error"] for s in stats if s.get("compile_error")), None),
+        "engine": sum_engine_stats([s.get("engine") or {} for s in stats]),
     }
+
+
+def sum_engine_stats(stats: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Every rank's engine counters and seconds, summed key by key (seconds are device-seconds of all ranks)."""
+    total: dict[str, float] = {}
+    for rank_stats in stats:
+        for key, value in rank_stats.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def read_rank_stats(out_dir: Path, world_size: int) -> list[dict[str, Any]]:

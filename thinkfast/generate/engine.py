@@ -68,11 +68,13 @@ class Finished:
 class EngineStats:
     """Where one :meth:`Engine.generate` call spent its time (seconds, measured after device syncs)."""
 
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
+    prefill_seconds: float = 0.0  # assigning work, prefilling it and sampling first tokens, per cycle
+    decode_seconds: float = 0.0  # from the decode launch to the check's results on the host, per cycle
     decode_steps: int = 0
     prefills: int = 0  # prompts prefilled
     prefill_batches: int = 0  # model.prefill calls (batched forwards)
+    cycles: int = 0  # prefill + check_every decode steps + one check
+    handout_seconds: float = 0.0  # the caller's time with finished samples, while the device decodes (in decode)
 
 
 @dataclass(frozen=True)
@@ -243,15 +245,19 @@ class Engine:
 
     def generate(self, requests: Sequence[Request],
                  on_progress: Callable[[int], None] | None = None) -> Iterator[Finished]:
-        """Run every request's samples; yield each sample as soon as the host sees it finish.
+        """Run every request's samples; yield each finished sample.
 
-        ``on_progress(tokens)`` is called after every check with the tokens generated since the last one.
+        The samples a check finds finished are yielded during the next cycle, right after its decode
+        steps are launched, so the caller's work on them (decoding text, writing files) overlaps the
+        device's decoding instead of leaving the device idle. ``on_progress(tokens)`` is called after
+        every check with the tokens generated since the last one.
         """
         s = self.settings
         sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)))
         checked = [0] * s.batch_size  # leading tokens of each slot known to be free of stop strings
         seconds = [0.0] * s.batch_size
         last_count = torch.zeros(s.batch_size, dtype=torch.long)
+        handout: list[Finished] = []  # finished at the last check, yielded during the next decode
         self.stats = EngineStats()
         while not sched.idle:
             tick = time.perf_counter()
@@ -264,13 +270,19 @@ class Engine:
             if assignments and self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             prefilled = time.perf_counter()
-            self.decode(s.check_every)
+            self.decode(s.check_every)  # on a GPU: graph replays, launched without waiting
+            if handout:  # the previous check's samples, while the device works
+                for item in handout:
+                    yield item
+                handout = []
+                self.stats.handout_seconds += time.perf_counter() - prefilled
             busy = sorted(sched.running)
             finished, counts = self._harvest(busy, checked)
             tock = time.perf_counter()
             self.stats.prefill_seconds += prefilled - tick
             self.stats.decode_seconds += tock - prefilled
             self.stats.decode_steps += s.check_every
+            self.stats.cycles += 1
             share = (tock - tick) / max(len(busy), 1)
             for slot in busy:
                 seconds[slot] += share
@@ -285,7 +297,8 @@ class Engine:
                 for slot, item in finished.items():
                     item.request, item.sample_index = sched.release(slot)
                     item.seconds = seconds[slot]
-                    yield item
+                    handout.append(item)
+        yield from handout
 
     def _harvest(self, busy: list[int], checked: list[int]) -> tuple[dict[int, Finished], torch.Tensor]:
         """One host sync: the samples that finished among ``busy`` slots (by slot), and every slot's token count."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             progress.advance(task)
     return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error,
                      "compiled": settings.compile and engine.compile_error is None,
-                     "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error}
+                     "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
+                     "engine": asdict(engine.stats)}
 
 
 def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
@@ -260,6 +261,7 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "compiled": merged["compiled"],
         "compile_seconds": merged["compile_seconds"],
         "compile_error": merged["compile_error"],
+        "engine": merged["engine"],
         "n_samples": gen.n_samples,
         "num_problems": len(problems),
         "num_samples": len(records),
