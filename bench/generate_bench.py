@@ -20,6 +20,14 @@ Cases (``--cases``, comma-separated):
 - ``student-teacher``: our student vs our teacher at ``--st-batch`` (prompt + new tokens as above);
 - ``long``: our student at ``--st-batch`` vs our teacher at the largest batch whose cache fits, both
   at ``--long-total`` tokens per sequence (prompt ``long_total - new_tokens``, then ``new_tokens``).
+- ``workload``: each of ``--workload-shapes`` on a continuous-batching workload shaped like the paper
+  miniature's GSM8K sampling (docs/results.md): ``--workload-problems`` prompts of random lengths in
+  ``--workload-prompt`` tokens, ``--workload-n`` samples each, at most ``--workload-new-tokens`` new
+  tokens, ``--workload-batch`` slots; a fraction ``--workload-eos`` of the vocabulary ends a sample
+  (with random weights the sampling is close to uniform, so sample lengths spread as a real model's
+  do, about 75% reaching the cap at the default). The caller decodes every sample's text with
+  ``--tokenizer`` (if given) and serialises it, as ``thinkfast generate`` does. The row gives tokens/s
+  and the engine's time split (prefill, decode, hand-out, cycles); there is no bandwidth bound.
 
 Our engine compiles its decode step (``torch.compile``, as ``thinkfast generate`` does by default;
 ``--no-compile`` turns it off); compilation happens while the engine is built, outside the timing, and
@@ -210,6 +218,62 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
     return row
 
 
+def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> Row:
+    """Our engine on a continuous-batching workload shaped like the paper miniature's (see ``workload``)."""
+    dtype, state_dtype = DTYPES[args.dtype], DTYPES[args.state_dtype]
+    model = load_ours(shape, device, dtype)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    low, high = (int(v) for v in args.workload_prompt.split(","))
+    lengths = torch.randint(low, high + 1, (args.workload_problems,), generator=gen).tolist()
+    requests = [Request(torch.randint(16, vocab, (n,), generator=gen), key=i,
+                        sample_indices=tuple(range(args.workload_n))) for i, n in enumerate(lengths)]
+    eos = tuple(range(vocab - max(1, round(args.workload_eos * vocab)), vocab))
+    settings = EngineSettings(
+        batch_size=args.workload_batch, max_seqlen=high + args.workload_new_tokens,
+        max_new_tokens=args.workload_new_tokens, sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=eos,
+        check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype, state_dtype=state_dtype,
+        compile=not args.no_compile and device.type == "cuda")
+    engine = Engine(model, settings)
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+
+    def consume(engine: Engine, batch: list[Request]) -> tuple[int, int, int]:
+        samples = tokens = eos_count = 0
+        for item in engine.generate(batch):
+            text = tokenizer.decode(item.tokens, skip_special_tokens=True) if tokenizer is not None else ""
+            json.dumps({"problem": item.request, "sample": item.sample_index, "text": text,
+                        "tokens": len(item.tokens), "finish": item.finish_reason, "seconds": item.seconds})
+            samples, tokens = samples + 1, tokens + len(item.tokens)
+            eos_count += item.finish_reason == "eos"
+        return samples, tokens, eos_count
+
+    consume(engine, requests[:2])  # Triton autotuning and first-call costs of prefill shapes stay outside the timing
+    sync(device)
+    start = time.perf_counter()
+    samples, tokens, eos_count = consume(engine, requests)
+    sync(device)
+    seconds = time.perf_counter() - start
+    row = Row("workload", "thinkfast", shape, args.workload_batch, sorted(lengths)[len(lengths) // 2],
+              args.workload_new_tokens, seconds=seconds, tokens_per_s=tokens / seconds,
+              params=sum(p.numel() for p in model.parameters()), note=f"{samples} samples, {tokens / samples:.0f} "
+              f"tokens each, {100 * eos_count / samples:.0f}% eos")
+    st = engine.stats
+    row.decode_tokens_per_s = tokens / st.decode_seconds if st.decode_seconds else None
+    row.ms_per_step = 1e3 * seconds / max(st.decode_steps, 1)
+    row.extra = {**asdict(st), "samples": samples, "tokens": tokens, "eos_fraction": eos_count / samples,
+                 "compiled": settings.compile and engine.compile_error is None,
+                 "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
+                 "cuda_graphs": engine.uses_cuda_graph, "state_dtype": args.state_dtype,
+                 "kernels": kernel_names(model), "tokenizer": args.tokenizer}
+    del engine, model
+    free_memory(device)
+    return row
+
+
 def kernel_names(model: torch.nn.Module) -> dict[str, str]:
     kernels = getattr(model, "kernels", None)
     return {op: type(getattr(kernels, op)).__name__ for op in ("ssm", "conv", "attention") if kernels}
@@ -339,7 +403,7 @@ def table(rows: list[Row]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         dec = f"{r.decode_tokens_per_s:,.0f}" if r.decode_tokens_per_s else "-"
-        pct = f"{100 * r.frac_of_bound:.0f}%" if r.seconds else "-"
+        pct = f"{100 * r.frac_of_bound:.0f}%" if r.seconds and r.frac_of_bound else "-"
         if r.decode_frac_of_bound:
             pct += f"/{100 * r.decode_frac_of_bound:.0f}%"
         lines.append(f"{r.case:<16}{r.impl:<13}{r.model:<14}{r.batch:>6}{r.prompt_len + r.new_tokens:>7}"
@@ -368,7 +432,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="mamba,hf,student-teacher,long",
-                   help="Comma-separated subset of: mamba, hf, student-teacher, long.")
+                   help="Comma-separated subset of: mamba, hf, student-teacher, long, workload.")
     p.add_argument("--batches", default="64,512", help="Batches of the `mamba` case.")
     p.add_argument("--hf-batch", type=int, default=64, help="Batch of the `hf` case.")
     p.add_argument("--st-batch", type=int, default=512, help="Batch of our student (and teacher) in "
@@ -376,6 +440,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=512, help="Prompt tokens.")
     p.add_argument("--new-tokens", type=int, default=512, help="Generated tokens per sequence.")
     p.add_argument("--long-total", type=int, default=8192, help="Tokens per sequence in the `long` case.")
+    p.add_argument("--workload-shapes", default="smollm2-135m,llamba-135m,hybrid-135m",
+                   help="Models of the `workload` case.")
+    p.add_argument("--workload-problems", type=int, default=100, help="`workload`: prompts.")
+    p.add_argument("--workload-n", type=int, default=64, help="`workload`: samples per prompt.")
+    p.add_argument("--workload-prompt", default="60,280", help="`workload`: prompt lengths, min,max tokens.")
+    p.add_argument("--workload-new-tokens", type=int, default=256, help="`workload`: new tokens at most.")
+    p.add_argument("--workload-batch", type=int, default=1024, help="`workload`: decode slots.")
+    p.add_argument("--workload-eos", type=float, default=0.0011,
+                   help="`workload`: fraction of the vocabulary that ends a sample.")
+    p.add_argument("--tokenizer", default=None,
+                   help="`workload`: tokenizer (directory or hub id) whose decode the caller runs per sample.")
     p.add_argument("--samples-per-prompt", type=int, default=1,
                    help="Our engine: samples sharing one prompt (one prefill). 1 matches the baselines' work.")
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
@@ -393,6 +468,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.tiny:
         args.prompt_len, args.new_tokens, args.long_total = 16, 16, 64
         args.batches, args.hf_batch, args.st_batch = "4,8", 4, 8
+        args.workload_shapes, args.workload_problems, args.workload_n = "tiny-llama,tiny-hybrid", 4, 4
+        args.workload_prompt, args.workload_new_tokens, args.workload_batch = "3,12", 16, 8
+        args.workload_eos = 0.02
         args.dtype, args.state_dtype = "float32", "float32"
         args.no_hf_compile = True
     return args
@@ -402,9 +480,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(cases) - {"mamba", "hf", "student-teacher", "long"}
+    unknown = set(cases) - {"mamba", "hf", "student-teacher", "long", "workload"}
     if unknown:
-        sys.exit(f"--cases: unknown {sorted(unknown)}; choose from mamba, hf, student-teacher, long")
+        sys.exit(f"--cases: unknown {sorted(unknown)}; choose from mamba, hf, student-teacher, long, workload")
     student_shape, teacher_shape = ("tiny-llamba", "tiny-llama") if args.tiny else ("llamba-1b", "llama-3.2-1b")
     dtype = DTYPES[args.dtype]
     bandwidth = measure_bandwidth(device, (1 << 22) if args.tiny else (2 << 30))
@@ -444,6 +522,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                     teacher))
         del teacher
         free_memory(device)
+
+    if "workload" in cases:
+        for shape in (v.strip() for v in args.workload_shapes.split(",") if v.strip()):
+            record(lambda shape=shape: run_workload(shape, args, device))
 
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
     result = {

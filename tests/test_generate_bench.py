@@ -41,3 +41,16 @@ def test_step_bytes_count_weights_state_and_kv():
     step = bench.StepBytes(weights=1000, state=10, kv_per_token=2)
     # positions 4..7 are decoded: the KV read spans 5..8 tokens, 6.5 on average
     assert step.average(batch=3, prompt_len=4, new_tokens=4) == 1000 + 3 * (2 * 10 + 2 * 6.5)
+
+
+def test_tiny_workload_case_runs_continuous_batching_and_splits_its_time():
+    """The `workload` case (the paper miniature's sampling, random weights) refills slots as samples end."""
+    bench = _bench()
+    result = bench.main(["--tiny", "--cases", "workload"])
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"tiny-llama", "tiny-hybrid"}
+    for row in rows.values():
+        extra = row["extra"]
+        assert extra["samples"] == 4 * 4 and 0 < extra["eos_fraction"] < 1  # lengths vary: some samples end early
+        assert extra["cycles"] > 1 and extra["prefills"] >= 4 and row["tokens_per_s"] > 0
+        assert extra["prefill_seconds"] > 0 and extra["decode_seconds"] > 0
