@@ -92,41 +92,6 @@ def pick_batch_sizes(profile: dict[str, Any], tolerance: float) -> dict[str, int
     return chosen
 
 
-def common_subset(out: Path, run_dirs: list[Path]) -> dict[str, int]:
-    """Write each run restricted to the problems complete in every run; returns kept problems per run."""
-    from thinkfast.generate.output import problem_seconds
-
-    names = [run_dir.name for run_dir in run_dirs]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"common-subset: runs with the same directory name would overwrite each other in {out}: "
-                         f"{names}; compare them in separate calls")
-    runs = {}
-    for run_dir in run_dirs:
-        records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines() if line]
-        meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-        n = int(meta.get("n_samples") or meta.get("settings", {}).get("n_samples") or 0)
-        counts: dict[str, int] = {}
-        for rec in records:
-            counts[str(rec["problem_id"])] = counts.get(str(rec["problem_id"]), 0) + 1
-        if not counts:
-            raise SystemExit(f"common-subset: {run_dir / 'samples.jsonl'} holds no samples")
-        n = n or max(counts.values())
-        runs[run_dir] = (records, meta, {pid for pid, c in counts.items() if c >= n})
-    common = set.intersection(*(complete for _, _, complete in runs.values()))
-    kept = {}
-    for run_dir, (records, meta, _) in runs.items():
-        dest = out / run_dir.name
-        dest.mkdir(parents=True, exist_ok=True)
-        rows = [r for r in records if str(r["problem_id"]) in common]
-        (dest / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        meta = {**meta, "problem_seconds": problem_seconds(rows), "num_problems": len(common),
-                "num_samples": len(rows), "subset_of": str(run_dir),
-                "status": "complete", "original_status": meta.get("status", "no run.json")}
-        (dest / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
-        kept[run_dir.name] = len(common)
-    return kept
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,15 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     bs.add_argument("profile", type=Path)
     bs.add_argument("default", type=int)
     bs.add_argument("--tolerance", type=float, default=0.05, help="fraction of the best tokens/s to give up")
-    cs = sub.add_parser("common-subset", help="runs restricted to the problems every run completed")
-    cs.add_argument("out", type=Path)
-    cs.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
 
-    if args.command == "common-subset":
-        for name, count in common_subset(args.out, args.runs).items():
-            print(name, count)
-        return 0
     if args.command == "overrides":
         if args.scale <= 0:
             parser.error(f"--scale must be positive, got {args.scale}")

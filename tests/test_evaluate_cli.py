@@ -121,3 +121,34 @@ def test_unfinished_and_mismatched_runs_are_warned_about(tmp_path):
     assert any("status 'running'" in w for w in warnings)
     assert any("different problems" in w for w in warnings)
     assert "warning:" in result.output
+
+
+def test_interrupted_run_is_compared_on_the_problems_every_run_completed(tmp_path):
+    """A run interrupted before its final run.json: problem_seconds come from its samples' seconds, and
+    --common-problems evaluates every run on the problems all of them completed."""
+    cut = tmp_path / "cut"
+    shutil.copytree(FIXTURES / "student", cut)
+    (cut / "run.json").write_text(json.dumps({"status": "running", "settings": {"n_samples": 8}}))
+    records = [json.loads(line) for line in (cut / "samples.jsonl").read_text().splitlines()]
+    ids = sorted({r["problem_id"] for r in records})
+    dropped = ids[0]
+    kept = [r for r in records if not (r["problem_id"] == dropped and r["sample_index"] >= 3)]  # 3 of 8 left
+    (cut / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "teacher"), "--runs", str(cut), "--common-problems", "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [r["problems"] for r in report["results"]] == [len(ids) - 1, len(ids) - 1]
+    assert all(r["n_samples"] == 8 for r in report["results"])
+    student = report["results"][1]
+    per_problem = {}
+    for r in kept:
+        if r["problem_id"] != dropped:
+            per_problem[r["problem_id"]] = per_problem.get(r["problem_id"], 0.0) + r["seconds"]
+    expected = sum(per_problem.values()) / (8 * len(per_problem))  # mean seconds per sample over kept problems
+    assert student["generation_seconds_per_sample"] == pytest.approx(expected)
+    warnings = report["warnings"]
+    assert any("summed from the samples' seconds" in w for w in warnings)
+    assert any(f"evaluated on the {len(ids) - 1} problems every run completed" in w for w in warnings)
+    assert not any("different problems" in w for w in warnings)  # the common set resolved that

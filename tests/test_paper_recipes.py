@@ -186,41 +186,6 @@ def test_toy_pipeline_end_to_end(smollm_gguf, gsm8k_train_path, tiny_llama_dir, 
     assert (out / "artifacts-seed0-statebfloat16.tar.gz").is_file()
 
 
-def test_common_subset_keeps_problems_every_run_completed(tmp_path):
-    """An interrupted run (no final run.json) is compared with finished ones on the problems all completed,
-    with problem_seconds recomputed from the kept samples."""
-    from importlib import util
-
-    spec = util.spec_from_file_location("paper_helper", ROOT / "scripts" / "paper_helper.py")
-    helper = util.module_from_spec(spec)
-    spec.loader.exec_module(helper)
-
-    def write_run(name: str, counts: dict[str, int], meta: dict | None) -> Path:
-        d = tmp_path / name
-        d.mkdir()
-        rows = [{"problem_id": pid, "sample_index": i, "text": "x", "seconds": 0.5}
-                for pid, n in counts.items() for i in range(n)]
-        (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        if meta is not None:
-            (d / "run.json").write_text(json.dumps(meta))
-        return d
-
-    done = write_run("done", {"a": 2, "b": 2, "c": 2}, {"status": "complete", "n_samples": 2})
-    cut = write_run("cut", {"a": 2, "b": 1}, {"status": "running", "settings": {"n_samples": 2}})
-    kept = helper.common_subset(tmp_path / "common", [done, cut])
-    assert kept == {"done": 1, "cut": 1}
-    for name in ("done", "cut"):
-        meta = json.loads((tmp_path / "common" / name / "run.json").read_text())
-        lines = (tmp_path / "common" / name / "samples.jsonl").read_text().splitlines()
-        assert meta["problem_seconds"] == {"a": 1.0} and meta["status"] == "complete" and len(lines) == 2
-    assert json.loads((tmp_path / "common" / "cut" / "run.json").read_text())["original_status"] == "running"
-    twin = tmp_path / "other" / "done"  # same directory name as `done`: its copy would overwrite
-    twin.parent.mkdir()
-    (tmp_path / "done").rename(twin)
-    with pytest.raises(SystemExit, match="same directory name"):
-        helper.common_subset(tmp_path / "common2", [twin, write_run("done", {"a": 1}, None)])
-
-
 def test_majority_vote_when_no_sample_has_an_answer():
     """A problem none of whose samples has an answer (a weak student) must not stop `evaluate`."""
     import numpy as np

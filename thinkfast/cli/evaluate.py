@@ -17,9 +17,11 @@ from thinkfast.config.loader import load_recipe
               help="A `thinkfast generate` output directory (repeatable, one per model); replaces evaluate.runs.")
 @click.option("--aggregator", "aggregators", multiple=True, metavar="NAME",
               help="Aggregator plugin with default options (repeatable); replaces evaluate.aggregators.")
+@click.option("--common-problems/--all-problems", default=None,
+              help="Evaluate every run on the problems all runs completed (evaluate.common_problems).")
 @run_options
-def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str, ...], overrides: tuple[str, ...],
-            output_dir: Path | None) -> None:
+def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str, ...], common_problems: bool | None,
+            overrides: tuple[str, ...], output_dir: Path | None) -> None:
     """Grade samples and report coverage and accuracy against samples and seconds.
 
     Writes report.json, grades.jsonl (the grading cache) and PNG plots to the output directory
@@ -34,6 +36,8 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
         extra["runs"] = [str(r) for r in runs]
     if aggregators:
         extra["aggregators"] = [{"name": name} for name in aggregators]
+    if common_problems is not None:
+        extra["common_problems"] = common_problems
     loaded = load_recipe(recipe, overrides, extra={"evaluate": extra} if extra else None)
     out = resolve_output_dir(loaded, output_dir)
     section = loaded.evaluate

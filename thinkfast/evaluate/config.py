@@ -34,6 +34,9 @@ class EvaluateSection:
         default_factory=lambda: [AggregatorSpec()], help="Aggregators to score (`[[evaluate.aggregators]]`).")
     dataset: str = option("", "Dataset plugin whose answer format grades every sample; empty means the "
                           "`dataset` field of each sample.")
+    common_problems: bool = option(False, "Evaluate every run on the problems that all runs completed (each "
+                                   "with its run's n samples): interrupted or partial runs compared on equal "
+                                   "problems. The report's warnings say how many each run lost.")
     subsets: int = option(100, "Random k-subsets averaged per problem and k.", min=1)
     bootstrap: int = option(1000, "Bootstrap resamples (over problems) for confidence intervals; 0: none.", min=0)
     confidence: float = option(0.95, "Confidence level of the intervals.", min=0.5, max=0.999)

@@ -29,7 +29,7 @@ from thinkfast.evaluate.metrics import (
     coverage_per_problem,
     k_values,
 )
-from thinkfast.evaluate.runs import Run, read_run, run_warnings
+from thinkfast.evaluate.runs import Run, read_run, restrict_to_common_problems, run_warnings
 
 GRADES_FILE = "grades.jsonl"
 REPORT_FILE = "report.json"
@@ -154,6 +154,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     if not run_dirs:
         raise ThinkfastError("no runs to evaluate: pass --runs DIR (one per model) or set evaluate.runs")
     runs = [read_run(d) for d in run_dirs]
+    restricted = restrict_to_common_problems(runs) if section.common_problems else []
     labels = [r.label for r in runs]
     for run in runs:
         if labels.count(run.label) > 1:  # two runs of the same model: tell them apart by directory
@@ -182,7 +183,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "samples_per_second": total / grading_seconds if grading_seconds > 0 else None,
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
-    return Evaluation(results, grading, graded, run_warnings(runs))
+    return Evaluation(results, grading, graded, restricted + run_warnings(runs))
 
 
 def _require_questions(problems: list[GradedProblem], aggregators: dict[str, Any], run: Run) -> None:

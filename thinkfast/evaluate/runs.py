@@ -4,7 +4,9 @@
 ``num_tokens``, ``finish_reason``, ``answer`` (the reference) and ``dataset``; an optional
 ``question`` (the problem statement) is used by aggregators that score text with a model.
 ``run.json`` holds the model name and ``problem_seconds`` (problem id -> seconds spent
-generating that problem's samples). See docs/architecture.md, "Files between subcommands".
+generating that problem's samples). A run interrupted before it wrote them (``run.json`` with
+status ``running``) gets them from its samples' ``seconds``, summed per problem as ``generate``
+does. See docs/architecture.md, "Files between subcommands".
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ProblemSamples:
     texts: list[str]
     num_tokens: list[int]
     finish_reasons: list[str]
+    seconds: list[float | None] = field(default_factory=list)  # per sample, when samples.jsonl has them
 
 
 @dataclass
@@ -88,6 +91,7 @@ def read_samples(path: Path) -> list[ProblemSamples]:
             texts=[str(r["text"]) for r in ordered],
             num_tokens=[int(r.get("num_tokens") or 0) for r in ordered],
             finish_reasons=[str(r.get("finish_reason") or "") for r in ordered],
+            seconds=[float(r["seconds"]) if isinstance(r.get("seconds"), (int, float)) else None for r in ordered],
         ))
     return problems
 
@@ -96,6 +100,9 @@ def run_warnings(runs: list[Run]) -> list[str]:
     """What a reader of the report must know: unfinished runs, uneven samples, runs over different problems."""
     warnings = []
     for run in runs:
+        if run.meta.get("problem_seconds_from") == "samples":
+            warnings.append(f"{run.path}: run.json has no problem_seconds (the run did not finish); they were "
+                            f"summed from the samples' seconds")
         status = run.meta.get("status")
         if status not in (None, "complete"):
             warnings.append(f"{run.path}: run.json says status {status!r}: the generation did not finish, so "
@@ -107,7 +114,8 @@ def run_warnings(runs: list[Run]) -> list[str]:
     problem_sets = {run.path: {p.problem_id for p in run.problems} for run in runs}
     if len({frozenset(s) for s in problem_sets.values()}) > 1:
         sizes = ", ".join(f"{path}: {len(s)}" for path, s in problem_sets.items())
-        warnings.append(f"the runs cover different problems ({sizes}); compare them on a common set")
+        warnings.append(f"the runs cover different problems ({sizes}); compare them on a common set "
+                        f"(--common-problems)")
     return warnings
 
 
@@ -129,5 +137,34 @@ def read_run(run_dir: str | Path) -> Run:
     seconds = meta.get("problem_seconds") or {}
     if not isinstance(seconds, dict) or not all(isinstance(v, (int, float)) for v in seconds.values()):
         raise DataError(f"{meta_path}: problem_seconds must map problem ids to seconds (numbers)")
-    return Run(label=_label(meta, run_dir), path=run_dir, problems=read_samples(samples_path),
+    problems = read_samples(samples_path)
+    if not seconds and problems and all(t is not None for p in problems for t in p.seconds):
+        seconds = {p.problem_id: sum(p.seconds) for p in problems}  # type: ignore[arg-type]
+        meta = {**meta, "problem_seconds_from": "samples"}
+    return Run(label=_label(meta, run_dir), path=run_dir, problems=problems,
                problem_seconds={str(k): float(v) for k, v in seconds.items()}, meta=meta)
+
+
+def complete_count(run: Run) -> int:
+    """Samples a problem of ``run`` needs to count as complete: ``n_samples`` from ``run.json``'s settings,
+    else the most any problem has."""
+    n = run.meta.get("n_samples") or run.meta.get("settings", {}).get("n_samples")
+    return int(n) if n else max((len(p.texts) for p in run.problems), default=0)
+
+
+def restrict_to_common_problems(runs: list[Run]) -> list[str]:
+    """Keep, in every run, only the problems that every run completed (:func:`complete_count` samples);
+    returns one sentence per run that lost problems. Raises :class:`DataError` when none is left."""
+    complete = [{p.problem_id for p in run.problems if len(p.texts) >= complete_count(run)} for run in runs]
+    common = set.intersection(*complete) if complete else set()
+    if not common:
+        raise DataError("evaluate.common_problems: no problem is complete in every run "
+                        f"({', '.join(str(r.path) for r in runs)}); finish the runs or turn common_problems off")
+    notes = []
+    for run in runs:
+        before = len(run.problems)
+        run.problems = [p for p in run.problems if p.problem_id in common]
+        if len(run.problems) < before:
+            notes.append(f"{run.path}: evaluated on the {len(common)} problems every run completed "
+                         f"({before - len(run.problems)} of its {before} left out)")
+    return notes
