@@ -272,10 +272,11 @@ class Engine:
             prefilled = time.perf_counter()
             self.decode(s.check_every)  # on a GPU: graph replays, launched without waiting
             if handout:  # the previous check's samples, while the device works
+                launched = time.perf_counter()
                 for item in handout:
                     yield item
                 handout = []
-                self.stats.handout_seconds += time.perf_counter() - prefilled
+                self.stats.handout_seconds += time.perf_counter() - launched
             busy = sorted(sched.running)
             finished, counts = self._harvest(busy, checked)
             tock = time.perf_counter()
