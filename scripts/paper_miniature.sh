@@ -203,7 +203,7 @@ phase_probe() {
     ln -sfn "$(realpath "$(model_dir "$label")")" "$dir/models/$label"   # profile names a model by its dir
     models+=("$dir/models/$label")
   done
-  local grid=(--batch 256,512,1024,2048,4096 --seqlen 704 --prompt-len 320 --warmup 1 --repeats 3 --decode-points 3)
+  local grid=(--batch 256,512,1024,2048,4096 --seqlen 576 --prompt-len 320 --warmup 1 --repeats 3 --decode-points 3)
   [ "${TOY:-0}" = 1 ] && grid=(--batch 2,4 --seqlen 48 --prompt-len 16 --warmup 0 --repeats 1 --decode-points 1)
   local state=()
   if [ -n "$STATE_DTYPE" ]; then state=(--set "profile.state_dtype=\"$STATE_DTYPE\""); fi
