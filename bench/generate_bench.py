@@ -206,13 +206,7 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
     decode_ms = 1e3 * st.decode_seconds / max(st.decode_steps, 1)
     row.decode_tokens_per_s = batch * st.decode_steps / st.decode_seconds if st.decode_seconds else None
     row.decode_frac_of_bound = row.bound_ms_per_step / decode_ms if decode_ms else None
-    row.extra = {"prefill_seconds": st.prefill_seconds, "decode_seconds": st.decode_seconds,
-                 "decode_steps": st.decode_steps, "prefills": st.prefills, "samples_per_prompt": spp,
-                 "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
-                 "compiled": engine.settings.compile and engine.compile_error is None,
-                 "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
-                 "graph_error": engine.graph_error,
-                 "kernels": kernel_names(model)}
+    row.extra = {**engine_record(engine, model, args), "samples_per_prompt": spp}
     del engine
     free_memory(device)
     return row
@@ -264,14 +258,20 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
     st = engine.stats
     row.decode_tokens_per_s = tokens / st.decode_seconds if st.decode_seconds else None
     row.ms_per_step = 1e3 * seconds / max(st.decode_steps, 1)
-    row.extra = {**asdict(st), "samples": samples, "tokens": tokens, "eos_fraction": eos_count / samples,
-                 "compiled": settings.compile and engine.compile_error is None,
-                 "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
-                 "cuda_graphs": engine.uses_cuda_graph, "state_dtype": args.state_dtype,
-                 "kernels": kernel_names(model), "tokenizer": args.tokenizer}
+    row.extra = {**engine_record(engine, model, args), "samples": samples, "tokens": tokens,
+                 "eos_fraction": eos_count / samples, "tokenizer": args.tokenizer}
     del engine, model
     free_memory(device)
     return row
+
+
+def engine_record(engine: Engine, model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
+    """What a row records about our engine: its time split (:class:`EngineStats`), whether the step was
+    compiled and captured (and why not), the state dtype and the kernel plugins."""
+    return {**asdict(engine.stats), "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
+            "graph_error": engine.graph_error, "compiled": engine.compiled,
+            "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
+            "kernels": kernel_names(model)}
 
 
 def kernel_names(model: torch.nn.Module) -> dict[str, str]:

@@ -174,6 +174,11 @@ class Engine:
         self.positions.add_(live.long())
 
     @property
+    def compiled(self) -> bool:
+        """Whether the decode step runs compiled (asked for, and compilation worked)."""
+        return self.settings.compile and self.compile_error is None
+
+    @property
     def uses_cuda_graph(self) -> bool:
         return self._graph is not None
 

@@ -182,10 +182,11 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
     def decode(tokens: Any) -> str:
         return tokenizer.decode(list(tokens), skip_special_tokens=True)
 
-    if settings.compile and console is not None and env.is_main:
+    announce = settings.compile and console is not None and env.is_main
+    if announce:
         console.print("compiling the decode step (torch.compile; seconds to a minute, once per run)")
     engine = Engine(model, settings, StopChecker(gen.stop, decode))
-    if settings.compile and console is not None and env.is_main:
+    if announce:
         if engine.compile_error:
             console.print(f"[yellow]warning:[/yellow] the decode step could not be compiled, running it uncompiled "
                           f"({engine.compile_error}); --no-compile skips the attempt")
@@ -213,7 +214,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             records.append(record)
             progress.advance(task)
     return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error,
-                     "compiled": settings.compile and engine.compile_error is None,
+                     "compiled": engine.compiled,
                      "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
                      "engine": asdict(engine.stats)}
 

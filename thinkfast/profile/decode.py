@@ -29,10 +29,12 @@ class DecodeStep:
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.compile_error: str | None = None
+        self.compiled = False  # whether the step runs compiled (asked for, and compilation worked)
         self._step = self._model_step
         if compile:
             compiled = compile_and_warm(self._model_step, device)
             self._step, self.compile_error = compiled.step, compiled.error
+            self.compiled = compiled.error is None
         if cuda_graph and device.type == "cuda":
             self.graph, _ = capture_cuda_graph(self._step, device, warmup=2)
 

@@ -171,7 +171,7 @@ def _measure(pm: ProfiledModel, cell: Cell, device: torch.device, settings: Cell
     step = DecodeStep(model, cache, cell.batch, config.vocab_size, device, settings.cuda_graphs,
                       compile=settings.compile and device.type == "cuda")
     result.cuda_graph = step.graph is not None
-    result.compiled = settings.compile and device.type == "cuda" and step.compile_error is None
+    result.compiled = step.compiled
     result.compile_error = step.compile_error
     positions = decode_positions(cell.prompt_len, cell.gen_len, settings.decode_points)
     for position in positions:
