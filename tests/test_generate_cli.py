@@ -94,6 +94,53 @@ def test_resume_with_other_settings_is_refused(first_run, tiny_llama_dir, gsm8k_
     assert "seed: 0 -> 5" in result.stderr and "--output-dir" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def special_token_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama rewired to always (greedily) sample ``<|im_start|>``, a special token that is not its EOS.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the last token's embedding; every
+    (tied) embedding row is the same vector ``e`` except ``<|im_start|>``'s, ``2e``: its logit is always twice
+    every other's (``<|im_end|>``, the EOS, included).
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    special = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert special != tokenizer.eos_token_id and special in tokenizer.all_special_ids
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        emb.copy_(torch.full_like(emb, 0.1))
+        emb[special] *= 2
+    out = tmp_path_factory.mktemp("special_llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("flag", ["--stop-on-special-tokens", "--no-stop-on-special-tokens", None])
+def test_a_special_token_that_is_not_the_eos_ends_a_sample(flag, special_token_llama_dir, gsm8k_train_path,
+                                                             tmp_path):
+    on = flag != "--no-stop-on-special-tokens"  # on by default
+    out = tmp_path / "run"
+    args = ["generate", "--model", str(special_token_llama_dir), "--dataset", "gsm8k", "--data-path",
+            str(gsm8k_train_path), "--split", "train", "--limit", "2", "--n", "1", "--max-new-tokens", "5",
+            "--template", "chat", "--temperature", "0", "--device", "cpu", "-o", str(out)]
+    result = thinkfast(*args, *([flag] if flag else []))
+    assert result.returncode == 0, result.stderr
+    samples = _samples(out)
+    assert len(samples) == 2
+    for rec in samples.values():
+        # on: the first token, <|im_start|>, ends the sample; off: it repeats until max_new_tokens
+        assert (rec["finish_reason"], rec["num_tokens"]) == (("eos", 1) if on else ("length", 5))
+        assert rec["text"] == ""  # special tokens are not part of the text
+    assert json.loads((out / "run.json").read_text())["settings"]["stop_on_special_tokens"] is on
+
+
 def test_missing_model_is_a_clean_error(gsm8k_train_path, tmp_path):
     result = thinkfast(*_args(tmp_path / "nope", gsm8k_train_path, tmp_path / "o"))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "nope" in result.stderr

@@ -17,6 +17,7 @@ from thinkfast.generate.output import (
     shard_name,
     write_json,
 )
+from thinkfast.generate.runner import stop_token_ids
 from thinkfast.generate.scheduler import SlotScheduler
 from thinkfast.generate.stops import StopChecker, cut_at_stop
 
@@ -140,3 +141,34 @@ def test_resume_refuses_other_settings(tmp_path):
     check_settings(tmp_path, dict(settings))
     with pytest.raises(ThinkfastError, match=r"temperature: 0.8 -> 1.0.*--output-dir"):
         check_settings(tmp_path, {**settings, "temperature": 1.0})
+
+
+def test_run_json_without_stop_on_special_tokens_resumes_as_the_earlier_behaviour(tmp_path):
+    # a run.json written before the option existed: its samples ended only at the model's EOS
+    write_json(tmp_path / "run.json", {"settings": {"model": "m", "seed": 0}})
+    check_settings(tmp_path, {"model": "m", "seed": 0, "stop_on_special_tokens": False})
+    with pytest.raises(ThinkfastError, match=r"stop_on_special_tokens: False -> True.*--output-dir"):
+        check_settings(tmp_path, {"model": "m", "seed": 0, "stop_on_special_tokens": True})
+
+
+# ---------------------------------------------------------------- ids that end a sample
+
+
+def _model_and_tokenizer(eos_token_ids, eos_token_id, special_ids, vocab_size=100):
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(config=SimpleNamespace(eos_token_ids=eos_token_ids, vocab_size=vocab_size))
+    return model, SimpleNamespace(eos_token_id=eos_token_id, all_special_ids=special_ids)
+
+
+def test_stop_ids_are_the_eos_ids_then_the_tokenizers_special_tokens():
+    # SmolLM2-Instruct: <|im_end|> (2) is the EOS; <|im_start|> (1) and <|endoftext|> (0) are special too
+    model, tok = _model_and_tokenizer([2], 2, [1, 2, 0])
+    assert stop_token_ids(model, tok, special_tokens=True) == (2, 0, 1)
+    assert stop_token_ids(model, tok, special_tokens=False) == (2,)
+    # the model's EOS ids come first; duplicates and ids outside the model's vocabulary are left out
+    model, tok = _model_and_tokenizer([7, 3], 3, [99, 100, 250, 3, 5, 5], vocab_size=100)
+    assert stop_token_ids(model, tok, special_tokens=True) == (7, 3, 5, 99)
+    # no EOS in the model config: the tokenizer's EOS
+    model, tok = _model_and_tokenizer([], 4, [])
+    assert stop_token_ids(model, tok, special_tokens=True) == (4,)

@@ -26,6 +26,7 @@ FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "min_p": ("generate", "min_p"),
     "max_new_tokens": ("generate", "max_new_tokens"),
     "stop": ("generate", "stop"),
+    "stop_on_special_tokens": ("generate", "stop_on_special_tokens"),
     "batch_size": ("generate", "batch_size"),
     "state_dtype": ("generate", "state_dtype"),
     "compile": ("generate", "compile"),
@@ -68,6 +69,9 @@ def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
               help="Drop tokens below min_p x the top probability (0 disables). Default: 0.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), help="Generated tokens per sample at most. Default: 512.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
+@click.option("--stop-on-special-tokens/--no-stop-on-special-tokens", default=None,
+              help="End a sample at any tokenizer special token (e.g. <|im_start|>), not only at the model's EOS. "
+                   "Default: on.")
 @click.option("--seed", type=click.IntRange(min=0), help="Sampling seed (run.seed). Default: 0.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences decoded together (slots). Default: 64.")
 @click.option("--state-dtype", type=click.Choice(["float32", "bfloat16", "float16"]),

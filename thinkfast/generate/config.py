@@ -24,6 +24,10 @@ class GenerateSection:
     max_new_tokens: int = option(512, "Generated tokens per sample at most.", unit="tokens", min=1)
     stop: list[str] = option([], "Stop strings: a sample ends at the first token that completes one; its text is "
                              "cut before it.")
+    # (no "|" in this help: the recipe reference's table would show it as "/")
+    stop_on_special_tokens: bool = option(True, "End a sample when it samples any of the tokenizer's special "
+                                          "tokens (BOS, EOS, PAD, chat control tokens such as ChatML's im_start), "
+                                          "not only the model's EOS; the finish reason is \"eos\".")
     batch_size: int = option(64, "Decode slots in flight (sequences decoded together each step).", min=1)
     check_every: int = option(16, "Decode steps between host checks for finished samples and stop strings.",
                               unit="steps", min=1)

@@ -137,8 +137,16 @@ def problem_seconds(records: Iterable[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+# settings added to run.json after it was first written, with the value that reproduces what the code did before
+# them: a run.json without such a key was written by that code, so it compares as that value
+EARLIER_SETTINGS: dict[str, Any] = {"stop_on_special_tokens": False}
+
+
 def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuse to resume into ``out_dir`` if its ``run.json`` was written with other settings."""
+    """Refuse to resume into ``out_dir`` if its ``run.json`` was written with other settings.
+
+    A key of :data:`EARLIER_SETTINGS` missing from an older ``run.json`` counts as its earlier value.
+    """
     path = out_dir / RUN
     if not path.exists():
         return
@@ -146,6 +154,7 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         previous = json.loads(path.read_text()).get("settings", {})
     except json.JSONDecodeError:
         return
+    previous = {**{k: v for k, v in EARLIER_SETTINGS.items() if k in settings}, **previous}
     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
     if changed:
         details = ", ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in changed)

@@ -55,7 +55,7 @@ def run_settings(recipe: Any, model_spec: str) -> dict[str, Any]:
         "template": data.template, "few_shot": data.few_shot, "instruction": data.instruction,
         "dataset_options": data.options, "n_samples": gen.n_samples, "temperature": gen.temperature,
         "top_p": gen.top_p, "top_k": gen.top_k, "min_p": gen.min_p, "max_new_tokens": gen.max_new_tokens,
-        "stop": list(gen.stop), "seed": recipe.run.seed,
+        "stop": list(gen.stop), "stop_on_special_tokens": gen.stop_on_special_tokens, "seed": recipe.run.seed,
     }
 
 
@@ -65,6 +65,19 @@ def eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     if not ids and tokenizer.eos_token_id is not None:
         ids = [tokenizer.eos_token_id]
     return tuple(int(i) for i in ids)
+
+
+def stop_token_ids(model: Any, tokenizer: Any, special_tokens: bool) -> tuple[int, ...]:
+    """The ids that end a sample (finish reason ``eos``): the model's EOS ids (:func:`eos_token_ids`), then,
+    with ``special_tokens``, the tokenizer's special tokens (``all_special_ids``: BOS, EOS, PAD, UNK, chat
+    control tokens) in ascending order. Duplicates and ids the model cannot sample (outside its vocabulary)
+    are left out."""
+    ids = list(eos_token_ids(model, tokenizer))
+    if special_tokens:
+        vocab = model.config.vocab_size
+        ids += sorted(int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])
+                      if i is not None and 0 <= int(i) < vocab)
+    return tuple(dict.fromkeys(ids))
 
 
 def missing_samples(problems: list[Any], n_samples: int,
@@ -173,7 +186,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
         max_seqlen=max(len(p.prompt_ids) for p in todo) + gen.max_new_tokens,
         max_new_tokens=gen.max_new_tokens,
         sampling=SamplingParams(gen.temperature, gen.top_p, gen.top_k, gen.min_p),
-        seed=recipe.run.seed, eos_ids=eos_token_ids(model, tokenizer), check_every=gen.check_every,
+        seed=recipe.run.seed, eos_ids=stop_token_ids(model, tokenizer, gen.stop_on_special_tokens),
+        check_every=gen.check_every,
         cuda_graphs=gen.cuda_graphs, dtype=dtype, state_dtype=DTYPES[gen.state_dtype],
         prefill_tokens=gen.prefill_tokens, prefill_padding=gen.prefill_padding,
         compile=gen.compile and device.type == "cuda",
