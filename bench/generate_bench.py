@@ -268,7 +268,7 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
 def engine_record(engine: Engine, model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
     """What a row records about our engine: its time split (:class:`EngineStats`), whether the step was
     compiled and captured (and why not), the state dtype and the kernel plugins."""
-    return {**asdict(engine.stats), "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
+    return {**engine.timings, "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
             "graph_error": engine.graph_error, "compiled": engine.compiled,
             "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
             "kernels": kernel_names(model)}

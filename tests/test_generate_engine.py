@@ -150,7 +150,8 @@ def test_plan_prefills_groups_by_length_within_token_and_padding_budgets():
 
 PREFILL_MODES = {"per-prompt": {"prefill_tokens": 1, "prefill_padding": 0.0},
                  "equal-lengths": {"prefill_padding": 0.0},
-                 "left-padded": {"prefill_padding": 0.9}}
+                 "left-padded": {"prefill_padding": 0.9},
+                 "bucketed": {"prefill_padding": 0.0, "prefill_bucket": 4}}
 
 
 def _started(model, requests, max_new=8, **prefill) -> Engine:
@@ -179,7 +180,8 @@ def test_batched_prefill_equals_per_prompt_prefill(model):
     requests = _requests(lengths=(6, 3, 6, 9, 6, 2, 3), samples=2)
     alone = _started(model, requests, **PREFILL_MODES["per-prompt"])
     assert (alone.stats.prefills, alone.stats.prefill_batches) == (7, 7)
-    for mode, batches in (("equal-lengths", 4), ("left-padded", 1)):
+    # bucketed: lengths 6,3,6,9,6,2,3 pad to 8,4,8,12,8,4,4, three distinct widths
+    for mode, batches in (("equal-lengths", 4), ("left-padded", 1), ("bucketed", 3)):
         batched = _started(model, requests, **PREFILL_MODES[mode])
         assert (batched.stats.prefills, batched.stats.prefill_batches) == (7, batches), mode
         for name in ("tokens", "positions", "keys", "sample_indices", "num_generated", "done", "hit_eos"):
@@ -195,8 +197,21 @@ def test_samples_do_not_depend_on_prefill_batching(model):
     runs = {mode: _run(model, requests, batch_size=5, max_new=10, **prefill)  # refills batch several prompts
             for mode, prefill in PREFILL_MODES.items()}
     tokens = {mode: {k: (f.tokens, f.finish_reason) for k, f in got.items()} for mode, got in runs.items()}
-    assert tokens["equal-lengths"] == tokens["per-prompt"]
-    assert tokens["left-padded"] == tokens["per-prompt"]
+    for mode in PREFILL_MODES:
+        assert tokens[mode] == tokens["per-prompt"], mode
+
+
+def test_warm_up_prefills_change_no_sample(model):
+    requests = _requests(lengths=(6, 3, 6, 9, 6, 2, 3), samples=2)
+    want = _run(model, requests, batch_size=5, max_new=10, **PREFILL_MODES["per-prompt"])
+    settings = EngineSettings(batch_size=5, max_seqlen=19, max_new_tokens=10, sampling=SamplingParams(), seed=3,
+                              eos_ids=(EOS,), check_every=4, prefill_bucket=4)
+    engine = Engine(model, settings)
+    engine._warm_up_prefill({4, 8, 12, 16}, most=3)  # what generate() does on a GPU; it writes into idle slots
+    assert engine._warm_widths == {4, 12, 16}  # three of four, spread over the range
+    got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
+    assert {k: f.tokens for k, f in got.items()} == {k: f.tokens for k, f in want.items()}
+    assert engine.timings["warmup_seconds"] == engine.warmup_seconds > 0
 
 
 def test_prefill_settings_are_checked(model):

@@ -41,3 +41,7 @@ class GenerateSection:
     prefill_padding: float = option(0.25, "Largest fraction of a batched prefill that may be left padding (prompts "
                                     "of different lengths in one forward); 0 groups equal lengths only.",
                                     min=0.0, max=0.99)
+    prefill_bucket: int = option(64, "Prompts are left-padded to a multiple of this many tokens before prefill, so "
+                                 "prefill forwards take a few shapes only and kernels built per shape are built "
+                                 "once, by warm-up prefills before the clock starts (GPU); 1 disables.",
+                                 unit="tokens", min=1)

@@ -21,17 +21,19 @@ text, and prefills pending work into the free slots, so the batch stays full (co
 Prefill (:meth:`Engine._start`) runs outside the graph: the prompts assigned in one round are
 grouped by length (:func:`~thinkfast.generate.scheduler.plan_prefills`), each group is one
 batched ``model.prefill`` (left-padded when lengths differ), and the first tokens of all the
-round's slots are sampled in one call.
+round's slots are sampled in one call. With ``prefill_bucket > 1`` every prompt is left-padded to
+a multiple of that many tokens, so prefill forwards come in a few shapes only: kernels that are
+built per shape (Triton specialisations, attention plans) are built once, by warm-up prefills at
+the start of :meth:`Engine.generate` on a GPU (:attr:`Engine.warmup_seconds`), not on the clock.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from thinkfast.errors import ThinkfastError
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
@@ -86,6 +88,8 @@ class EngineSettings:
     ``prefill_tokens`` caps one batched prefill at that many (padded) prompt tokens;
     ``prefill_padding`` is the largest fraction of them that may be left padding (0: only prompts of
     exactly equal length share a prefill). See :func:`~thinkfast.generate.scheduler.plan_prefills`.
+    ``prefill_bucket`` (tokens) left-pads every prompt to a multiple of it (capped at ``max_seqlen``),
+    and those padded lengths are what ``plan_prefills`` groups; 1 pads only within a group.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
     (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured.
     """
@@ -102,6 +106,7 @@ class EngineSettings:
     state_dtype: torch.dtype | None = None
     prefill_tokens: int = 32768
     prefill_padding: float = 0.25
+    prefill_bucket: int = 1
     compile: bool = False
 
 
@@ -122,9 +127,10 @@ class Engine:
         if T >= settings.max_seqlen:
             raise ThinkfastError(f"generate.max_new_tokens ({T}) leaves no room for a prompt in a "
                                  f"{settings.max_seqlen}-token cache; lower generate.max_new_tokens")
-        if settings.prefill_tokens < 1 or not 0.0 <= settings.prefill_padding < 1.0:
-            raise ThinkfastError(f"engine prefill_tokens={settings.prefill_tokens} must be >= 1 and "
-                                 f"prefill_padding={settings.prefill_padding} in [0, 1)")
+        if settings.prefill_tokens < 1 or settings.prefill_bucket < 1 or not 0.0 <= settings.prefill_padding < 1.0:
+            raise ThinkfastError(f"engine prefill_tokens={settings.prefill_tokens} and prefill_bucket="
+                                 f"{settings.prefill_bucket} must be >= 1 and prefill_padding="
+                                 f"{settings.prefill_padding} in [0, 1)")
         kwargs = {}
         if settings.dtype is not None:
             kwargs["dtype"] = settings.dtype
@@ -147,6 +153,8 @@ class Engine:
         self.compile_seconds = 0.0  # spent compiling the step (inside its first call), 0 without compile
         self.compile_error: str | None = None  # why the step could not be compiled, if it could not
         self._step: Callable[[], object] = self._decode_step
+        self.warmup_seconds = 0.0  # spent in warm-up prefills (GPU with prefill_bucket > 1 only), before the clock
+        self._warm_widths: set[int] = set()
         if settings.compile:  # the first call runs on idle slots: prefill overwrites whatever it leaves
             compiled = compile_and_warm(self._decode_step, dev)
             self._step, self.compile_seconds, self.compile_error = compiled.step, compiled.seconds, compiled.error
@@ -179,6 +187,11 @@ class Engine:
         return self.settings.compile and self.compile_error is None
 
     @property
+    def timings(self) -> dict[str, float]:
+        """The last :meth:`generate` call's :class:`EngineStats`, plus the warm-up prefills' seconds so far."""
+        return {**asdict(self.stats), "warmup_seconds": self.warmup_seconds}
+
+    @property
     def uses_cuda_graph(self) -> bool:
         return self._graph is not None
 
@@ -205,11 +218,13 @@ class Engine:
                 raise ThinkfastError(
                     f"a prompt of {n} tokens plus generate.max_new_tokens={s.max_new_tokens} exceeds the "
                     f"{s.max_seqlen}-token cache; lower generate.max_new_tokens or shorten the prompt template")
-        groups = plan_prefills(lengths, s.prefill_tokens, s.prefill_padding)
+        padded = [self._bucketed(n) for n in lengths]
+        groups = plan_prefills(padded, s.prefill_tokens, s.prefill_padding)
         logits: list[torch.Tensor] = []
         order: list[int] = []  # assignment index of each prefilled group member, in logits order
         for group in groups:
-            logits.append(self._prefill_group([prompts[i] for i in group], [assignments[i].slots for i in group]))
+            logits.append(self._prefill_group([prompts[i] for i in group], [assignments[i].slots for i in group],
+                                              max(padded[i] for i in group)))
             order += group
         dev = self.device
         slots = torch.tensor([slot for i in order for slot in assignments[i].slots], dtype=torch.long, device=dev)
@@ -233,18 +248,48 @@ class Engine:
         self.stats.prefills += len(assignments)
         self.stats.prefill_batches += len(groups)
 
-    def _prefill_group(self, prompts: list[torch.Tensor], slots: list[tuple[int, ...]]) -> torch.Tensor:
-        """One batched prefill: ``prompts[p]`` ``(L_p,)`` into ``slots[p]``; returns logits ``(S, V)``
-        (``S`` = all slots, in the order given)."""
+    def _bucketed(self, length: int) -> int:
+        """The padded length a prompt of ``length`` tokens is prefilled at (``prefill_bucket`` multiple)."""
+        bucket = self.settings.prefill_bucket
+        return min(-(-length // bucket) * bucket, self.settings.max_seqlen)
+
+    def _prefill_group(self, prompts: list[torch.Tensor], slots: list[tuple[int, ...]], width: int) -> torch.Tensor:
+        """One batched prefill: ``prompts[p]`` ``(L_p,)`` left-padded to ``width`` tokens, into ``slots[p]``;
+        returns logits ``(S, V)`` (``S`` = all slots, in the order given)."""
         dev = self.device
         flat = torch.tensor([slot for group in slots for slot in group], dtype=torch.long, device=dev)
-        if len(prompts) == 1:  # one forward of (1, L), its state copied into every slot
-            return self.model.prefill(prompts[0].to(dev), self.cache, flat)
-        ids = pad_sequence(prompts, batch_first=True, padding_side="left").to(dev)  # (P, L_max)
-        rows = torch.tensor([p for p, group in enumerate(slots) for _ in group], dtype=torch.long, device=dev)
         sizes = [len(p) for p in prompts]
-        lengths = torch.tensor(sizes, dtype=torch.long, device=dev) if min(sizes) < max(sizes) else None
-        return self.model.prefill(ids, self.cache, flat, rows, lengths)
+        masked = self.settings.prefill_bucket > 1 or min(sizes) < width  # bucketed: one code path for all shapes
+        if len(prompts) == 1 and not masked:  # one forward of (1, L), its state copied into every slot
+            return self.model.prefill(prompts[0].to(dev), self.cache, flat)
+        ids = prompts[0].new_zeros(len(prompts), width)  # (P, width), each prompt at the right end
+        for p, prompt in enumerate(prompts):
+            ids[p, width - len(prompt):] = prompt
+        rows = torch.tensor([p for p, group in enumerate(slots) for _ in group], dtype=torch.long, device=dev)
+        lengths = torch.tensor(sizes, dtype=torch.long, device=dev) if masked else None
+        return self.model.prefill(ids.to(dev), self.cache, flat, rows, lengths)
+
+    @torch.no_grad()
+    def _warm_up_prefill(self, widths: set[int], most: int = 16) -> None:
+        """Prefill dummy prompts at each padded width real prompts will take (one prompt, and two, as
+        prefills come), into idle slots 0 and 1 (the first real prefill overwrites them), so that per-shape
+        kernel builds happen here and not on the clock. At most ``most`` widths, spread over the range;
+        adds the seconds to :attr:`warmup_seconds`."""
+        todo = sorted(widths - self._warm_widths)
+        if len(todo) > most:
+            todo = [todo[round(i * (len(todo) - 1) / (most - 1))] for i in range(most)]
+        if not todo:
+            return
+        start = time.perf_counter()
+        for width in todo:
+            dummy = torch.ones(max(width - 1, 1), dtype=torch.long)
+            self._prefill_group([dummy], [(0,)], width)
+            if self.settings.batch_size > 1:
+                self._prefill_group([dummy, dummy[:1]], [(0,), (1,)], width)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._warm_widths.update(todo)
+        self.warmup_seconds += time.perf_counter() - start
 
     # ------------------------------------------------------------------ host loop
 
@@ -264,6 +309,8 @@ class Engine:
         last_count = torch.zeros(s.batch_size, dtype=torch.long)
         handout: list[Finished] = []  # finished at the last check, yielded during the next decode
         self.stats = EngineStats()
+        if self.device.type == "cuda" and s.prefill_bucket > 1:
+            self._warm_up_prefill({self._bucketed(r.prompt_ids.numel()) for r in requests})
         while not sched.idle:
             tick = time.perf_counter()
             assignments = sched.assign()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
         seed=recipe.run.seed, eos_ids=stop_token_ids(model, tokenizer, gen.stop_on_special_tokens),
         check_every=gen.check_every,
         cuda_graphs=gen.cuda_graphs, dtype=dtype, state_dtype=DTYPES[gen.state_dtype],
-        prefill_tokens=gen.prefill_tokens, prefill_padding=gen.prefill_padding,
+        prefill_tokens=gen.prefill_tokens, prefill_padding=gen.prefill_padding, prefill_bucket=gen.prefill_bucket,
         compile=gen.compile and device.type == "cuda",
     )
 
@@ -230,7 +230,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
     return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error,
                      "compiled": engine.compiled,
                      "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
-                     "engine": asdict(engine.stats)}
+                     "engine": engine.timings}
 
 
 def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
