@@ -227,7 +227,8 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
         batch_size=args.workload_batch, max_seqlen=high + args.workload_new_tokens,
         max_new_tokens=args.workload_new_tokens, sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=eos,
         check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype, state_dtype=state_dtype,
-        compile=not args.no_compile and device.type == "cuda")
+        compile=not args.no_compile and device.type == "cuda", prefill_bucket=args.prefill_bucket,
+        split_requests=args.split_requests)
     engine = Engine(model, settings)
     tokenizer = None
     if args.tokenizer:
@@ -259,6 +260,8 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
     row.decode_tokens_per_s = tokens / st.decode_seconds if st.decode_seconds else None
     row.ms_per_step = 1e3 * seconds / max(st.decode_steps, 1)
     row.extra = {**engine_record(engine, model, args), "samples": samples, "tokens": tokens,
+                 "check_every": args.check_every, "prefill_bucket": args.prefill_bucket,
+                 "split_requests": args.split_requests,
                  "eos_fraction": eos_count / samples, "tokenizer": args.tokenizer}
     del engine, model
     free_memory(device)
@@ -449,6 +452,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workload-batch", type=int, default=1024, help="`workload`: decode slots.")
     p.add_argument("--workload-eos", type=float, default=0.0011,
                    help="`workload`: fraction of the vocabulary that ends a sample.")
+    p.add_argument("--prefill-bucket", type=int, default=64, help="`workload`: left-pad prompts to a multiple of "
+                                                                   "this many tokens (1: no buckets).")
+    p.add_argument("--split-requests", action="store_true",
+                   help="`workload`: start a prompt's samples before all of them fit the free slots.")
     p.add_argument("--tokenizer", default=None,
                    help="`workload`: tokenizer (directory or hub id) whose decode the caller runs per sample.")
     p.add_argument("--samples-per-prompt", type=int, default=1,

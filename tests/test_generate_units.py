@@ -24,8 +24,30 @@ from thinkfast.generate.stops import StopChecker, cut_at_stop
 # ---------------------------------------------------------------- scheduler
 
 
-def test_scheduler_groups_by_request_and_refills():
-    sched = SlotScheduler(4, [(0, range(3)), (1, range(3)), (2, [1])])
+def test_scheduler_starts_a_request_when_all_its_samples_fit_unless_told_to_split():
+    work = [(0, range(3)), (1, range(3)), (2, range(6))]
+    sched = SlotScheduler(4, work)
+    assert [(a.request, a.slots) for a in sched.assign()] == [(0, (0, 1, 2))]  # request 1 waits: 3 > 1 free
+    sched.release(1)
+    assert sched.assign() == []  # 2 free slots, request 1 still waits
+    sched.release(0)
+    assert [(a.request, a.slots) for a in sched.assign()] == [(1, (0, 1, 3))]
+    for slot in (0, 1, 2, 3):
+        sched.release(slot)
+    # request 2 has more samples than there are slots: it starts with what is free, and its rest
+    # (which fits the slots) waits until all of it fits
+    assert [(a.request, a.sample_indices) for a in sched.assign()] == [(2, (0, 1, 2, 3))]
+    sched.release(2)
+    assert sched.assign() == []
+    sched.release(0)
+    assert [(a.request, a.slots, a.sample_indices) for a in sched.assign()] == [(2, (0, 2), (4, 5))]
+
+    split = SlotScheduler(4, work, split=True)
+    assert [(a.request, a.slots) for a in split.assign()] == [(0, (0, 1, 2)), (1, (3,))]
+
+
+def test_splitting_scheduler_groups_by_request_and_refills():
+    sched = SlotScheduler(4, [(0, range(3)), (1, range(3)), (2, [1])], split=True)
     first = sched.assign()
     assert [(a.request, a.slots, a.sample_indices) for a in first] == [(0, (0, 1, 2), (0, 1, 2)), (1, (3,), (0,))]
     assert sched.assign() == []  # nothing free
@@ -42,9 +64,10 @@ def test_scheduler_groups_by_request_and_refills():
     assert sched.idle
 
 
-def test_scheduler_runs_every_item_exactly_once():
+@pytest.mark.parametrize("split", [False, True])
+def test_scheduler_runs_every_item_exactly_once(split):
     items = [(r, range(r % 4 + 1)) for r in range(10)]
-    sched = SlotScheduler(3, items)
+    sched = SlotScheduler(3, items, split=split)
     seen = []
     while not sched.idle:
         sched.assign()

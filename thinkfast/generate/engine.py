@@ -90,6 +90,8 @@ class EngineSettings:
     exactly equal length share a prefill). See :func:`~thinkfast.generate.scheduler.plan_prefills`.
     ``prefill_bucket`` (tokens) left-pads every prompt to a multiple of it (capped at ``max_seqlen``),
     and those padded lengths are what ``plan_prefills`` groups; 1 pads only within a group.
+    ``split_requests``: start a request before all its samples fit the free slots (see
+    :class:`~thinkfast.generate.scheduler.SlotScheduler`); off, each request costs one prefill.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
     (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured.
     """
@@ -107,6 +109,7 @@ class EngineSettings:
     prefill_tokens: int = 32768
     prefill_padding: float = 0.25
     prefill_bucket: int = 1
+    split_requests: bool = False
     compile: bool = False
 
 
@@ -303,7 +306,8 @@ class Engine:
         every check with the tokens generated since the last one.
         """
         s = self.settings
-        sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)))
+        sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)),
+                              split=s.split_requests)
         checked = [0] * s.batch_size  # leading tokens of each slot known to be free of stop strings
         seconds = [0.0] * s.batch_size
         last_count = torch.zeros(s.batch_size, dtype=torch.long)

@@ -2,8 +2,11 @@
 
 Pending work is a queue of ``(request, sample_index)`` items in request order. Whenever slots
 are free, the scheduler hands out the next items, grouped by request so that each group
-costs one prefill whose state is copied into all of the group's slots. A request whose ``n``
-samples do not all fit now is continued later with another prefill of the same prompt.
+costs one prefill whose state is copied into all of the group's slots. By default a request
+starts only when all its pending samples fit into the free slots (one prefill per request; a
+request with more samples than there are slots starts with whatever is free); with ``split=True``
+a request whose samples do not all fit starts now anyway and is continued later with another
+prefill of the same prompt (the slots never idle, but refills cost more prefills).
 
 :func:`plan_prefills` then batches the prompts of one round of assignments: prompts of equal
 (or, within a padding budget, similar) length share one forward.
@@ -28,8 +31,10 @@ class Assignment:
 class SlotScheduler:
     """Tracks free slots and pending work items; never starts an item twice."""
 
-    def __init__(self, num_slots: int, samples_per_request: Iterable[tuple[int, Iterable[int]]]):
-        """``samples_per_request``: ``(request index, sample indices to run)`` pairs, in order."""
+    def __init__(self, num_slots: int, samples_per_request: Iterable[tuple[int, Iterable[int]]],
+                 split: bool = False):
+        """``samples_per_request``: ``(request index, sample indices to run)`` pairs, in order; ``split``:
+        start a request before all its pending samples fit (see the module docstring)."""
         if num_slots < 1:
             raise ValueError("num_slots must be >= 1")
         self.num_slots = num_slots
@@ -38,6 +43,10 @@ class SlotScheduler:
         )
         self.free: list[int] = list(range(num_slots))
         self.running: dict[int, tuple[int, int]] = {}  # slot -> (request, sample index)
+        self.split = split
+        self._left: dict[int, int] = {}  # request -> its pending items
+        for request, _ in self.pending:
+            self._left[request] = self._left.get(request, 0) + 1
 
     @property
     def idle(self) -> bool:
@@ -53,10 +62,13 @@ class SlotScheduler:
         current: int | None = None
         while self.free and self.pending:
             request, sample = self.pending[0]
+            if request != current and not self._fits(request):
+                break
             if current is not None and request != current:
                 groups.append(Assignment(current, tuple(slots), tuple(samples)))
                 slots, samples = [], []
             self.pending.popleft()
+            self._left[request] -= 1
             slot = self.free.pop(0)
             self.running[slot] = (request, sample)
             current = request
@@ -65,6 +77,11 @@ class SlotScheduler:
         if slots:
             groups.append(Assignment(current, tuple(slots), tuple(samples)))  # type: ignore[arg-type]
         return groups
+
+    def _fits(self, request: int) -> bool:
+        """Whether ``request`` (next in the queue) may start now."""
+        left = self._left[request]
+        return self.split or left <= len(self.free) or left > self.num_slots
 
     def release(self, slot: int) -> tuple[int, int]:
         """Mark ``slot`` finished; returns the ``(request, sample index)`` it was running."""
