@@ -68,3 +68,24 @@ def gsm8k_train_path() -> Path:
     if not GSM8K_TRAIN.exists():
         pytest.skip(f"{GSM8K_TRAIN} not present")
     return GSM8K_TRAIN
+
+
+# pieces of GSM8K-style model output: answer lines, headings, numbers as people write them, newlines, run-on text
+GSM8K_PIECES = [
+    "####", "#### ", "#### 42", "#### $1,234.50", "#### -7", "#### .5", "#### 3/4", "#### 10.00", "#### \u22128",
+    "#### Step 2: add", "#### $", "#### -", "##### 5", "#", " ", "  ", "\n", "\n\n", "\r\n", "\t", "12", "3,000",
+    "-4.5", "$18", "1,2", ".", ",", "$", "-", "The answer is 12", "answer: 8.", "\\boxed{9}", "x", "Step 1: 2 + 2 = 4.",
+    "#### 16\n#### 16\n168", "Question: Tom has 3 apples", " " * 40, "y" * 30,
+]
+
+
+@pytest.fixture(scope="session")
+def gsm8k_like_texts():
+    """``texts(seed, count)``: random concatenations of :data:`GSM8K_PIECES` (1 to 14 pieces each)."""
+    import random
+
+    def texts(seed: int, count: int) -> list[str]:
+        rng = random.Random(seed)
+        return ["".join(rng.choice(GSM8K_PIECES) for _ in range(rng.randint(1, 14))) for _ in range(count)]
+
+    return texts

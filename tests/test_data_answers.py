@@ -7,6 +7,8 @@ import json
 import pytest
 
 from thinkfast.data.answers import (
+    ANSWER_LINE_CHARS,
+    answer_end,
     answers_equal,
     extract_answer,
     extract_boxed,
@@ -148,3 +150,69 @@ def test_every_gsm8k_train_reference_extracts_to_its_answer(gsm8k_train_path):
     for record in records:
         reference = record["answer"].split("####")[-1].strip()
         assert extract_gsm8k(record["answer"]) == normalize_number(reference), record["answer"]
+
+
+# ---------------------------------------------------------------- answer_end: where a sample can stop
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("6 * 7 = 42.\n#### 42\nQuestion: next", 19),  # the answer line's newline: the text is cut there
+        ("#### 42\n#### 16\n#### 16\n168", 7),  # run-on after the first answer line
+        ("#### 42", None),  # the line is not finished: "#### 425" may follow
+        ("#### 42\r\n", 8),  # "\r" is part of the line
+        ("#### Step 2: add\n3 + 4 = 7\n#### 7\nmore", 33),  # a heading is skipped, as the extractor skips it
+        ("####\n\n 42\nrest", 9),  # the extractor's "####\s*" spans newlines: the answer is on the third line
+        ("####\n\n", None),  # no content yet
+        ("#### $1,234.50\nmore", 14),
+        ("#### -3 apples\n", 14),
+        ("#### .5\n", 7),
+        ("#### $\n#### 5\n6", None),  # "$" starts like a number but is none: the extractor reads the rest of the text
+        ("##### 5\n", None),  # "# 5" is a heading to the extractor
+        ("#### Step #### 5\n", None),  # one match: the inner "####" is part of the heading's line
+        ("The answer is 3.\n#### 4\n", 23),  # the answer line wins over phrases
+        ("#### 7" + " " * 62 + "\n", 68),  # exactly ANSWER_LINE_CHARS characters between the #### and its newline
+        ("#### 7" + " " * 63 + "\n", None),  # one more: the line is too long to end the sample
+        ("####" + "\n" * 63 + "7\n", 68),  # the newlines between #### and the number count too
+    ],
+)
+def test_answer_end_gsm8k(text, expected):
+    end = answer_end(text, "gsm8k")
+    assert end == expected
+    if end is not None:
+        assert text[end] == "\n" and extract_answer(text[:end], "gsm8k") == extract_answer(text, "gsm8k")
+
+
+def test_answer_line_bound_is_the_documented_constant():
+    assert ANSWER_LINE_CHARS == 64
+    assert answer_end("####" + " " * (ANSWER_LINE_CHARS - 1) + "5\n", "gsm8k") == ANSWER_LINE_CHARS + 4
+    assert answer_end("####" + " " * ANSWER_LINE_CHARS + "5\n", "gsm8k") is None
+
+
+@pytest.mark.parametrize("fmt", ["math", "plain"])
+def test_answer_end_never_fires_for_formats_that_read_the_last_answer(fmt):
+    for text in ("#### 5\n#### 6\n", "\\boxed{5}\nThe answer is 5.\n\\boxed{6}\n", "The answer is 5.\n"):
+        assert answer_end(text, fmt) is None
+    with pytest.raises(ValueError, match="unknown answer format"):
+        answer_end("#### 5\n", "latex")
+
+
+def test_answer_end_keeps_the_extracted_answer_and_fires_first_at_its_newline(gsm8k_like_texts):
+    """Property, over random GSM8K-like texts: wherever the rule fires, cutting there keeps the extracted answer
+    of the whole text and of every prefix longer than the cut; every prefix up to the newline gives None, every
+    longer prefix gives the same end (first firing is monotone)."""
+    fired = 0
+    for text in gsm8k_like_texts(seed=0, count=3000):
+        end = answer_end(text, "gsm8k")
+        prefix_ends = [answer_end(text[:p], "gsm8k") for p in range(len(text) + 1)]
+        if end is None:
+            assert prefix_ends == [None] * (len(text) + 1), text
+            continue
+        fired += 1
+        assert text[end] == "\n", text
+        assert prefix_ends == [None] * (end + 1) + [end] * (len(text) - end), text
+        kept = extract_answer(text[:end], "gsm8k")
+        assert kept is not None and kept == extract_answer(text, "gsm8k"), text
+        assert all(extract_answer(text[:p], "gsm8k") == kept for p in range(end + 1, len(text) + 1)), text
+    assert 300 < fired < 2700  # both outcomes are common: the property is tested, not vacuous

@@ -141,6 +141,65 @@ def test_a_special_token_that_is_not_the_eos_ends_a_sample(flag, special_token_l
     assert json.loads((out / "run.json").read_text())["settings"]["stop_on_special_tokens"] is on
 
 
+ANSWER_LINE = "#### 1\n"
+
+
+@pytest.fixture(scope="module")
+def answer_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama rewired to greedily write ``#### 1\n#### 1\n...`` after any prompt.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the (normed) last token's embedding.
+    The four tokens of ``"#### 1\n"`` get their own basis vectors as embeddings, every other token a shared
+    one; the (untied) LM head maps each of them to the next token of the line, the newline and every other
+    token to ``####``.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    line = tokenizer.encode(ANSWER_LINE, add_special_tokens=False)
+    assert tokenizer.decode(line) == ANSWER_LINE and len(set(line)) == len(line)
+    config = LlamaConfig.from_pretrained(tiny_llama_dir)
+    config.tie_word_embeddings = False
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        emb.zero_()
+        head.zero_()
+        emb[:, 0] = 1.0  # every other token
+        head[line[0], 0] = 10.0  # ... is followed by "####"
+        for k, tok in enumerate(line):
+            emb[tok] = 0.0
+            emb[tok, k + 1] = 1.0
+            head[line[(k + 1) % len(line)], k + 1] = 10.0  # each token of the line by the next ("\n" by "####")
+    out = tmp_path_factory.mktemp("answer_llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("flag", ["--stop-at-answer", "--no-stop-at-answer", None])
+def test_a_sample_ends_once_its_gsm8k_answer_line_is_complete(flag, answer_llama_dir, gsm8k_train_path, tmp_path):
+    on = flag != "--no-stop-at-answer"  # on by default
+    out = tmp_path / "run"
+    args = ["generate", "--model", str(answer_llama_dir), "--dataset", "gsm8k", "--data-path",
+            str(gsm8k_train_path), "--split", "train", "--limit", "2", "--n", "2", "--max-new-tokens", "10",
+            "--template", "plain", "--temperature", "0", "--device", "cpu", "-o", str(out)]
+    result = thinkfast(*args, *([flag] if flag else []))
+    assert result.returncode == 0, result.stderr
+    samples = _samples(out)
+    assert len(samples) == 4
+    for rec in samples.values():
+        if on:  # the 4th token, the newline, completes the answer line; the text is cut before it
+            assert (rec["finish_reason"], rec["num_tokens"], rec["text"]) == ("answer", 4, "#### 1")
+        else:  # the run-on answer lines go on until max_new_tokens
+            assert (rec["finish_reason"], rec["num_tokens"], rec["text"]) == ("length", 10, "#### 1\n#### 1\n#### ")
+    assert json.loads((out / "run.json").read_text())["settings"]["stop_at_answer"] is on
+
+
 def test_missing_model_is_a_clean_error(gsm8k_train_path, tmp_path):
     result = thinkfast(*_args(tmp_path / "nope", gsm8k_train_path, tmp_path / "o"))
     assert result.returncode == 2 and "Traceback" not in result.stderr and "nope" in result.stderr

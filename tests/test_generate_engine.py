@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from thinkfast.data.answers import answer_end, extract_answer
 from thinkfast.errors import ThinkfastError
 from thinkfast.generate.engine import Engine, EngineSettings, Request
 from thinkfast.generate.reference import reference_sample
@@ -127,6 +128,31 @@ def test_stop_strings_cut_at_the_first_token_completing_them(model):
         assert full.startswith(f.stop_text)
         assert full.endswith(("cd", "hh")) and "cd" not in full[:-1] and "hh" not in full[:-1]
         assert f.stop_text == full[:-2]
+
+
+# token -> text for the answer rule: answer lines ("####" then digits), headings ("####" then "Step"), newlines
+_PIECES = ["####", " ", "4", "\n", "2", "", "Step", "#"]
+
+
+def _pieces(tokens) -> str:
+    return "".join(_PIECES[t % 8] for t in tokens if t != EOS)
+
+
+@pytest.mark.parametrize("stops", [[], ["2 ", "##\n"]])
+def test_answer_rule_ends_samples_as_the_reference_loop_does(model, stops):
+    checker = StopChecker(stops, _pieces, "gsm8k")
+    requests = _requests()
+    got = _run(model, requests, batch_size=5, stop_checker=checker, max_new=40, check_every=6)
+    _assert_matches_reference(model, requests, got, stop_checker=checker, max_new=40)
+    answered = [f for f in got.values() if f.finish_reason == "answer"]
+    reasons = {f.finish_reason for f in got.values()}
+    assert answered and reasons - {"answer"} and ("stop" in reasons or not stops)
+    for f in answered:
+        full = _pieces(f.tokens)
+        # the last token completed the first answer line; the text is cut before its newline
+        assert answer_end(full, "gsm8k") == len(f.stop_text) and full.startswith(f.stop_text)
+        assert answer_end(_pieces(f.tokens[:-1]), "gsm8k") is None
+        assert extract_answer(f.stop_text, "gsm8k") == extract_answer(full, "gsm8k")
 
 
 def test_first_token_eos_and_single_token_budget(model):

@@ -17,7 +17,7 @@ from thinkfast.generate.output import (
     shard_name,
     write_json,
 )
-from thinkfast.generate.runner import stop_token_ids
+from thinkfast.generate.runner import answer_stop_format, stop_token_ids
 from thinkfast.generate.scheduler import SlotScheduler
 from thinkfast.generate.stops import StopChecker, cut_at_stop
 
@@ -92,9 +92,9 @@ def test_cut_at_stop_takes_the_earliest_stop():
 def test_stop_checker_finds_the_first_token_completing_a_stop():
     checker = StopChecker(["END"], _decode)
     tokens = [ord(c) for c in "xxENDyyEND"]
-    assert checker.first_stop(tokens, 0) == (5, "xx")
+    assert checker.first_stop(tokens, 0) == (5, "xx", "stop")
     # already-checked prefix is skipped, but a stop spanning the boundary is still found
-    assert checker.first_stop(tokens, 4) == (5, "xx")
+    assert checker.first_stop(tokens, 4) == (5, "xx", "stop")
     assert checker.first_stop(tokens[:4], 0) is None
     assert not StopChecker([], _decode)
     assert StopChecker(["", "x"], _decode).stops == ["x"]
@@ -103,7 +103,106 @@ def test_stop_checker_finds_the_first_token_completing_a_stop():
 def test_stop_checker_window_covers_long_gaps():
     checker = StopChecker(["\n\n"], _decode)
     tokens = [ord("a")] * 100 + [ord("\n"), 0, 0, ord("\n"), ord("b")]
-    assert checker.first_stop(tokens, 101) == (104, "a" * 100)
+    assert checker.first_stop(tokens, 101) == (104, "a" * 100, "stop")
+
+
+def _codes(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_stop_checker_answer_rule_ends_at_the_answer_lines_newline():
+    checker = StopChecker([], _decode, "gsm8k")
+    tokens = _codes("6 * 7 = 42.\n#### 42\n#### 16\n")
+    assert checker and checker.first_stop(tokens, 0) == (20, "6 * 7 = 42.\n#### 42", "answer")
+    assert checker.first_stop(tokens, 19) == (20, "6 * 7 = 42.\n#### 42", "answer")  # the newline is the new token
+    assert checker.first_stop(tokens[:19], 0) is None  # "#### 42" without its newline: "#### 425" may follow
+    assert checker.first_stop(_codes("#### Step 2\nx\n"), 0) is None  # a heading is no answer line
+    # the answer rule only exists for formats whose extractor reads the first answer
+    for fmt in ("math", "plain", None):
+        assert not StopChecker([], _decode, fmt)
+        assert StopChecker(["\n\n"], _decode, fmt).first_stop(tokens, 0) is None
+
+
+@pytest.mark.parametrize(("stops", "text", "expected"), [
+    (["\n"], "#### 5\n", ("#### 5", "stop")),  # both cut at the same place: "stop"
+    (["5"], "#### 5\n", ("#### ", "stop")),  # the stop string comes first
+    (["x"], "#### 5\nx", ("#### 5", "answer")),  # the answer line ends first
+    (["Q:"], "Q: #### 5\n", ("", "stop")),
+    ([], "#### 5\n", ("#### 5", "answer")),
+    ([], "#### 5", None),
+])
+def test_stop_checker_when_both_rules_fire_the_earlier_cut_wins(stops, text, expected):
+    assert StopChecker(stops, _decode, "gsm8k").check_text(text) == expected
+
+
+def test_answer_rule_lookback_counts_characters_not_tokens():
+    # "####", 400 invisible tokens (special tokens decode to nothing), then " 5\n": a window of tokens sized for
+    # the 64-character line would not reach back to the "####"
+    checker = StopChecker([], _decode, "gsm8k")
+    tokens = _codes("ab ####") + [0] * 400 + _codes(" 5\n")
+    assert checker.first_stop(tokens, len(tokens) - 1) == (len(tokens), "ab #### 5", "answer")
+
+
+def test_answer_rule_precheck_decodes_only_the_new_tokens_without_a_newline():
+    calls = []
+
+    def decode(tokens):
+        calls.append(len(tokens))
+        return _decode(tokens)
+
+    checker = StopChecker([], decode, "gsm8k")
+    tokens = _codes("#### 5" + "x" * 200)
+    assert checker.first_stop(tokens, 190) is None and calls == [16]
+
+
+def _first_stop_token_by_token(checker, decode, tokens):
+    """The rule itself: the first t whose full decode stops, with its cut text and reason."""
+    for t in range(1, len(tokens) + 1):
+        found = checker.check_text(decode(tokens[:t]))
+        if found is not None:
+            return (t, *found)
+    return None
+
+
+def _first_stop_in_chunks(checker, tokens, rng=None):
+    """As the engine checks: every few tokens (``rng``: 1 to 20; None: every token, as the reference loop),
+    only the tokens since the last check."""
+    checked = 0
+    while checked < len(tokens):
+        n = min(len(tokens), checked + (rng.randint(1, 20) if rng else 1))
+        found = checker.first_stop(tokens[:n], checked)
+        if found is not None:
+            return tuple(found)
+        checked = n
+    return None
+
+
+@pytest.mark.parametrize("stops", [[], ["\n\n"], ["Question:", "yy"]])
+def test_answer_rule_checked_in_chunks_matches_a_full_decode_per_token(stops, gsm8k_like_texts, smollm_tokenizer):
+    """With the real tokenizer (byte-level BPE, special tokens that decode to nothing sprinkled in) and with
+    one character per token: the incremental check finds the same token, text and reason as decoding every prefix."""
+    import random
+
+    rng = random.Random(1)
+    special = smollm_tokenizer.all_special_ids
+
+    def tok_decode(tokens):
+        return smollm_tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    reasons = []
+    for text in gsm8k_like_texts(seed=2, count=150):
+        tokens = smollm_tokenizer.encode(text, add_special_tokens=False)
+        for _ in range(rng.randint(0, 3)):
+            tokens.insert(rng.randint(0, len(tokens)), rng.choice(special))
+        for decode, ids in ((tok_decode, tokens), (_decode, _codes(text))):
+            checker = StopChecker(stops, decode, "gsm8k")
+            expected = _first_stop_token_by_token(checker, decode, ids)
+            assert _first_stop_in_chunks(checker, ids, rng) == expected, text
+            assert _first_stop_in_chunks(checker, ids) == expected, text
+            reasons.append(expected and expected[2])
+    assert reasons.count("answer") > 30 and reasons.count(None) > 30
+    if stops:
+        assert reasons.count("stop") > 10
 
 
 # ---------------------------------------------------------------- output files
@@ -172,6 +271,31 @@ def test_run_json_without_stop_on_special_tokens_resumes_as_the_earlier_behaviou
     check_settings(tmp_path, {"model": "m", "seed": 0, "stop_on_special_tokens": False})
     with pytest.raises(ThinkfastError, match=r"stop_on_special_tokens: False -> True.*--output-dir"):
         check_settings(tmp_path, {"model": "m", "seed": 0, "stop_on_special_tokens": True})
+
+
+def test_run_json_without_stop_at_answer_resumes_as_the_earlier_behaviour(tmp_path):
+    # a run.json written before the option existed: its samples ran on past their answer line
+    write_json(tmp_path / "run.json", {"settings": {"model": "m", "stop_on_special_tokens": True}})
+    check_settings(tmp_path, {"model": "m", "stop_on_special_tokens": True, "stop_at_answer": False})
+    with pytest.raises(ThinkfastError, match=r"stop_at_answer: False -> True.*--output-dir"):
+        check_settings(tmp_path, {"model": "m", "stop_on_special_tokens": True, "stop_at_answer": True})
+
+
+def test_the_answer_rule_uses_the_plugins_answer_format_only_with_its_own_extractor():
+    from thinkfast.data.base import DatasetPlugin
+    from thinkfast.registry import get_registry
+
+    gsm8k = get_registry().get("datasets", "gsm8k")()
+    assert answer_stop_format(gsm8k, True) == "gsm8k"
+    assert answer_stop_format(gsm8k, False) is None
+
+    class LastHashes(DatasetPlugin):  # reads the last "####" line: cutting after the first would change answers
+        answer_format = "gsm8k"
+
+        def extract_answer(self, text):
+            return text.rsplit("####", 1)[-1].strip() or None
+
+    assert answer_stop_format(LastHashes(), True) is None
 
 
 # ---------------------------------------------------------------- ids that end a sample

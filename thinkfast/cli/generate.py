@@ -27,6 +27,7 @@ FLAG_KEYS: dict[str, tuple[str, ...]] = {
     "max_new_tokens": ("generate", "max_new_tokens"),
     "stop": ("generate", "stop"),
     "stop_on_special_tokens": ("generate", "stop_on_special_tokens"),
+    "stop_at_answer": ("generate", "stop_at_answer"),
     "batch_size": ("generate", "batch_size"),
     "state_dtype": ("generate", "state_dtype"),
     "compile": ("generate", "compile"),
@@ -72,6 +73,9 @@ def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
 @click.option("--stop-on-special-tokens/--no-stop-on-special-tokens", default=None,
               help="End a sample at any tokenizer special token (e.g. <|im_start|>), not only at the model's EOS. "
                    "Default: on.")
+@click.option("--stop-at-answer/--no-stop-at-answer", default=None,
+              help="End a sample once its answer is complete (gsm8k format: the newline of its first '#### <number>' "
+                   "line; finish reason 'answer'). Default: on.")
 @click.option("--seed", type=click.IntRange(min=0), help="Sampling seed (run.seed). Default: 0.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sequences decoded together (slots). Default: 64.")
 @click.option("--state-dtype", type=click.Choice(["float32", "bfloat16", "float16"]),

@@ -15,6 +15,9 @@ Three formats:
 - ``"plain"``: free text: the last ``#### ...`` line, "answer is ..." phrase or boxed content,
   else the last non-empty line; whitespace collapsed, trailing period removed, numbers
   normalised as above.
+
+:func:`answer_end` says where a sample may end without changing what :func:`extract_answer` reads from
+it: for "gsm8k", at the end of its first ``#### <number>`` line (``generate``'s ``stop_at_answer``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ import re
 from decimal import Decimal, InvalidOperation
 
 ANSWER_FORMATS = ("gsm8k", "math", "plain")
+#: The formats for which :func:`answer_end` can end a text ("math" and "plain" read the *last* answer).
+ANSWER_END_FORMATS = ("gsm8k",)
+#: :func:`answer_end` ends a text at a ``####`` answer line only if its newline comes within this many
+#: characters after the ``####`` (whitespace, newlines included, counts); a longer line never ends it. The bound
+#: keeps the check that ``generate`` runs on the last few tokens exact.
+ANSWER_LINE_CHARS = 64
 
 INSTRUCTIONS = {
     "gsm8k": "Solve the problem step by step. On the last line, write the final answer as a number "
@@ -146,12 +155,23 @@ def normalize_answer(answer: str, answer_format: str) -> str:
     return normalize_plain(answer)
 
 
+def _first_answer_line(text: str) -> re.Match[str] | None:
+    """The first ``####`` match (of :data:`_HASHES`) whose content starts like a number; None if none.
+
+    Only "#### <number>" lines count: "#### Step 2: ..." is a markdown heading, not an answer. The
+    content starts at the first non-space character after the ``####``, on its line or a later one.
+    """
+    for match in _HASHES.finditer(text):
+        if re.match(r"[-\u2212$\\.\d]", match.group(1).strip()):
+            return match
+    return None
+
+
 def extract_gsm8k(text: str) -> str | None:
     """The final number of a GSM8K-style solution (rules in the module docstring); None if none."""
-    # only "#### <number>" lines count: "#### Step 2: ..." is a markdown heading, not an answer
-    hashes = [h for h in _HASHES.findall(text) if re.match(r"[-\u2212$\\.\d]", h.strip())]
-    if hashes:
-        number = _first_number(hashes[0])
+    hashes = _first_answer_line(text)
+    if hashes is not None:
+        number = _first_number(hashes.group(1))
         if number is not None:
             return number
     phrases = _answer_phrases(text)
@@ -166,6 +186,33 @@ def extract_gsm8k(text: str) -> str | None:
             return number
     numbers = _numbers(text)
     return numbers[-1] if numbers else None
+
+
+def answer_end(text: str, answer_format: str) -> int | None:
+    """Where ``text`` can end without changing its extracted answer, or None (rules below).
+
+    "gsm8k": :func:`extract_gsm8k` reads the *first* ``#### <number>`` line when it holds a number, and
+    nothing after that line can change the answer. Once that line is complete (its newline is in
+    ``text``) and holds a number, the index of that newline is returned: ``text`` cut there
+    (``text[:end]``, the newline dropped) extracts the same answer as ``text`` and as any longer text
+    that starts with it. The line is the one :func:`extract_gsm8k` uses, headings (``#### Step 2``)
+    skipped; if it holds no number (the extractor then reads other parts of the text), or if its
+    newline comes more than :data:`ANSWER_LINE_CHARS` characters after the ``####``, the result is None
+    for ``text`` and every longer text. "math" and "plain" read the *last* answer: always None.
+
+    First firing is monotone: for the shortest prefix of a text that gives ``end`` (``text[:end + 1]``),
+    every shorter prefix gives None and every longer one gives ``end``.
+    """
+    _check_format(answer_format)
+    if answer_format not in ANSWER_END_FORMATS:
+        return None
+    line = _first_answer_line(text)
+    if line is None:
+        return None
+    end = line.end()  # the newline that ends the line, or the end of an unfinished text
+    if end == len(text) or end - line.start() - 4 > ANSWER_LINE_CHARS or _first_number(line.group(1)) is None:
+        return None
+    return end
 
 
 def extract_math(text: str) -> str | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from thinkfast.config.common import DataSpec
 from thinkfast.config.fields import option
+from thinkfast.data.answers import ANSWER_LINE_CHARS
 
 
 @dataclass
@@ -28,6 +29,12 @@ class GenerateSection:
     stop_on_special_tokens: bool = option(True, "End a sample when it samples any of the tokenizer's special "
                                           "tokens (BOS, EOS, PAD, chat control tokens such as ChatML's im_start), "
                                           "not only the model's EOS; the finish reason is \"eos\".")
+    stop_at_answer: bool = option(True, "End a sample once its answer is complete, when nothing generated after "
+                                  "it could change the extracted answer: for the gsm8k answer format, at the "
+                                  "newline of the first '#### <number>' line, if it comes within "
+                                  f"{ANSWER_LINE_CHARS} characters of the ####; the text is cut before that "
+                                  "newline and the finish reason is \"answer\". Formats that read the last "
+                                  "answer (math, plain) never end early.")
     batch_size: int = option(64, "Decode slots in flight (sequences decoded together each step).", min=1)
     check_every: int = option(16, "Decode steps between host checks for finished samples and stop strings.",
                               unit="steps", min=1)

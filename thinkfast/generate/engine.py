@@ -15,8 +15,9 @@ One decode step (:meth:`Engine._decode_step`) runs ``model.step`` on every slot,
 device, appends, and updates ``done`` for finished rows, all in place on fixed shapes with no host
 synchronisation; on CUDA it is captured once in a CUDA graph and replayed. Finished rows stay
 frozen (their position does not advance) until refilled. The host looks at ``done`` only every
-``check_every`` steps: it hands finished samples out, checks stop strings on the newly generated
-text, and prefills pending work into the free slots, so the batch stays full (continuous batching).
+``check_every`` steps: it hands finished samples out, checks stop strings and the answer rule on
+the newly generated text, and prefills pending work into the free slots, so the batch stays full
+(continuous batching).
 
 Prefill (:meth:`Engine._start`) runs outside the graph: the prompts assigned in one round are
 grouped by length (:func:`~thinkfast.generate.scheduler.plan_prefills`), each group is one
@@ -39,7 +40,7 @@ from thinkfast.errors import ThinkfastError
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.generate.scheduler import Assignment, SlotScheduler, plan_prefills
 from thinkfast.generate.stepping import capture_cuda_graph, compile_and_warm
-from thinkfast.generate.stops import StopChecker
+from thinkfast.generate.stops import CUT_REASONS, StopChecker
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class Request:
 @dataclass
 class Finished:
     """A finished sample. ``tokens`` are the generated ids (a final EOS included); ``stop_text``
-    is the decoded text cut before the stop string when ``finish_reason == "stop"``;
+    is the decoded text cut by the :class:`~thinkfast.generate.stops.StopChecker` when ``finish_reason``
+    is ``"stop"`` (before the stop string) or ``"answer"`` (before the answer line's newline);
     ``seconds`` is the wall time attributed to the sample."""
 
     request: int
@@ -308,7 +310,7 @@ class Engine:
         s = self.settings
         sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)),
                               split=s.split_requests)
-        checked = [0] * s.batch_size  # leading tokens of each slot known to be free of stop strings
+        checked = [0] * s.batch_size  # leading tokens of each slot known not to stop (stop strings, answer rule)
         seconds = [0.0] * s.batch_size
         last_count = torch.zeros(s.batch_size, dtype=torch.long)
         handout: list[Finished] = []  # finished at the last check, yielded during the next decode
@@ -348,7 +350,7 @@ class Engine:
                 on_progress(int((counts[idx] - last_count[idx]).sum()))
                 last_count[idx] = counts[idx]
             if finished:
-                stopped = [slot for slot, item in finished.items() if item.finish_reason == "stop"]
+                stopped = [slot for slot, item in finished.items() if item.finish_reason in CUT_REASONS]
                 if stopped:
                     self.done[torch.tensor(stopped, device=self.device)] = True
                 for slot, item in finished.items():
@@ -375,8 +377,7 @@ class Engine:
                 found = self.stop_checker.first_stop(tokens, checked[slot])
                 checked[slot] = len(tokens)
                 if found is not None:
-                    t, text = found
-                    finished[slot] = Finished(-1, -1, tokens[:t], "stop", text)
+                    finished[slot] = Finished(-1, -1, tokens[: found.t], found.reason, found.text)
                     continue
             if done[slot]:
                 finished[slot] = Finished(-1, -1, tokens, "eos" if hit else "length")

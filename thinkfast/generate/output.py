@@ -39,7 +39,7 @@ class SampleRecord:
     sample_index: int
     text: str
     num_tokens: int
-    finish_reason: str  # "eos" | "stop" | "length"
+    finish_reason: str  # "eos" | "stop" | "answer" | "length"
     answer: str = ""
     dataset: str = ""
     seconds: float = 0.0
@@ -139,7 +139,7 @@ def problem_seconds(records: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 # settings added to run.json after it was first written, with the value that reproduces what the code did before
 # them: a run.json without such a key was written by that code, so it compares as that value
-EARLIER_SETTINGS: dict[str, Any] = {"stop_on_special_tokens": False}
+EARLIER_SETTINGS: dict[str, Any] = {"stop_on_special_tokens": False, "stop_at_answer": False}
 
 
 def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ def reference_sample(model: torch.nn.Module, prompt_ids: torch.Tensor, key: int,
         if stop_checker:
             found = stop_checker.first_stop(tokens, len(tokens) - 1)
             if found is not None:
-                return Finished(-1, sample_index, tokens[: found[0]], "stop", found[1])
+                return Finished(-1, sample_index, tokens[: found.t], found.reason, found.text)
         if tokens[-1] in eos_ids:
             return Finished(-1, sample_index, tokens, "eos")
         ids = torch.cat([ids, nxt.unsqueeze(0)], dim=1)

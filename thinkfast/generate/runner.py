@@ -34,7 +34,7 @@ from thinkfast.generate.output import (
     write_json,
 )
 from thinkfast.generate.sampling import SamplingParams, problem_key
-from thinkfast.generate.stops import StopChecker
+from thinkfast.generate.stops import CUT_REASONS, StopChecker
 
 
 @dataclass
@@ -55,8 +55,22 @@ def run_settings(recipe: Any, model_spec: str) -> dict[str, Any]:
         "template": data.template, "few_shot": data.few_shot, "instruction": data.instruction,
         "dataset_options": data.options, "n_samples": gen.n_samples, "temperature": gen.temperature,
         "top_p": gen.top_p, "top_k": gen.top_k, "min_p": gen.min_p, "max_new_tokens": gen.max_new_tokens,
-        "stop": list(gen.stop), "stop_on_special_tokens": gen.stop_on_special_tokens, "seed": recipe.run.seed,
+        "stop": list(gen.stop), "stop_on_special_tokens": gen.stop_on_special_tokens,
+        "stop_at_answer": gen.stop_at_answer, "seed": recipe.run.seed,
     }
+
+
+def answer_stop_format(plugin: Any, stop_at_answer: bool) -> str | None:
+    """The answer format the stop checker ends samples by (``generate.stop_at_answer``), or None.
+
+    Only for a plugin that extracts answers with its format's own extractor (it does not override
+    ``extract_answer``): the answer rule is exact for that extractor, not for another one.
+    """
+    from thinkfast.data.base import DatasetPlugin
+
+    if not stop_at_answer or type(plugin).extract_answer is not DatasetPlugin.extract_answer:
+        return None
+    return plugin.answer_format
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -152,8 +166,8 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
             write_json(out_dir / RUN, {"status": "running", "settings": settings})
 
         started = time.perf_counter()
-        new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console) \
-            if todo else ([], {})
+        new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console,
+                                             answer_stop_format(plugin, gen.stop_at_answer)) if todo else ([], {})
         wall = time.perf_counter() - started
         stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
                  "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records),
@@ -173,9 +187,11 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
 
 
 def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, recipe: Any, device: torch.device,
-                    dtype: torch.dtype, out_dir: Path, env: DistEnv,
-                    console: Any) -> tuple[list[SampleRecord], dict[str, Any]]:
+                    dtype: torch.dtype, out_dir: Path, env: DistEnv, console: Any,
+                    answer_format: str | None = None) -> tuple[list[SampleRecord], dict[str, Any]]:
     """Run the engine over this rank's pending problems, appending each sample as it finishes.
+
+    ``answer_format``: end samples once their answer is complete (:func:`answer_stop_format`).
 
     Returns the new records and whether the decode step ran as a CUDA graph (and why not).
     """
@@ -199,7 +215,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
     announce = settings.compile and console is not None and env.is_main
     if announce:
         console.print("compiling the decode step (torch.compile; seconds to a minute, once per run)")
-    engine = Engine(model, settings, StopChecker(gen.stop, decode))
+    engine = Engine(model, settings, StopChecker(gen.stop, decode, answer_format))
     if announce:
         if engine.compile_error:
             console.print(f"[yellow]warning:[/yellow] the decode step could not be compiled, running it uncompiled "
@@ -234,7 +250,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
 
 
 def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
-    if item.finish_reason == "stop":
+    if item.finish_reason in CUT_REASONS:  # the stop checker's cut text
         text = item.stop_text or ""
     else:
         body = item.tokens[:-1] if item.tokens and item.tokens[-1] in eos else item.tokens

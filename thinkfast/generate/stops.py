@@ -1,17 +1,33 @@
-"""Stop strings on decoded text.
+"""Stop strings and the answer rule on decoded text.
 
 Rule (the engine and the reference loop share it): a sample stops after the first generated
-token ``t`` for which ``decode(tokens[:t])`` contains a stop string; its text is that decoded
-prefix cut just before the earliest stop string, its token count is ``t``. The engine checks
-only every few steps, so it scans the tokens generated since the last check for that first
-``t``; a cheap window decode rules out most rows before any scan.
+token ``t`` for which ``decode(tokens[:t])`` contains a stop string or, with an answer format
+(``generate.stop_at_answer``), has a complete answer line
+(:func:`~thinkfast.data.answers.answer_end`: for "gsm8k", the first ``#### <number>`` line with
+its newline). Its token count is ``t`` and its text is that decoded prefix cut just before the
+earliest stop string (finish reason ``"stop"``) or just before the answer line's newline (finish
+reason ``"answer"``). When both rules fire at the same ``t`` the earlier cut wins; at the same
+position, ``"stop"``.
+
+The engine checks only every few steps, so it scans the tokens generated since the last check for
+that first ``t``; cheap decodes of the newest tokens rule out most rows before any scan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from thinkfast.data.answers import ANSWER_END_FORMATS, ANSWER_LINE_CHARS, answer_end
 
 Decode = Callable[[Sequence[int]], str]
+
+#: Finish reasons of samples the :class:`StopChecker` ended; their text is the cut text it returns.
+CUT_REASONS = ("stop", "answer")
+
+# characters an answer line spans from its "####" to its newline, plus a margin for how decoding a
+# suffix of the tokens can differ from the same characters of the whole decode at its first token
+_ANSWER_LOOKBACK_CHARS = 4 + ANSWER_LINE_CHARS + 4
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
@@ -20,32 +36,78 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
     return text[: min(positions)] if positions else None
 
 
-class StopChecker:
-    """Finds where a token sequence first contains one of ``stops``."""
+class Stop(NamedTuple):
+    """Where a sample stops: after ``t`` tokens, with ``text``, for ``reason`` (one of :data:`CUT_REASONS`)."""
 
-    def __init__(self, stops: Sequence[str], decode: Decode):
+    t: int
+    text: str
+    reason: str
+
+
+class StopChecker:
+    """Finds the first token after which a token sequence contains one of ``stops`` or, with
+    ``answer_format`` (one of :data:`~thinkfast.data.answers.ANSWER_END_FORMATS`; others are
+    ignored), a complete answer."""
+
+    def __init__(self, stops: Sequence[str], decode: Decode, answer_format: str | None = None):
         self.stops = [s for s in stops if s]
         self.decode = decode
+        self.answer_format = answer_format if answer_format in ANSWER_END_FORMATS else None
         # a token decodes to at least a byte, a character is at most 4 bytes: this many trailing
         # tokens always cover a stop string that ends in the newest tokens
         self._window = 4 * max((len(s) for s in self.stops), default=0) + 2
 
     def __bool__(self) -> bool:
-        return bool(self.stops)
+        return bool(self.stops) or self.answer_format is not None
 
-    def first_stop(self, tokens: Sequence[int], checked: int) -> tuple[int, str] | None:
-        """The first ``t`` in ``(checked, len(tokens)]`` whose prefix contains a stop, with the cut text.
+    def check_text(self, text: str) -> tuple[str, str] | None:
+        """``(cut text, reason)`` if ``text`` (a whole decoded sample so far) stops, else None."""
+        cut = cut_at_stop(text, self.stops) if self.stops else None
+        end = answer_end(text, self.answer_format) if self.answer_format else None
+        if end is not None and (cut is None or end < len(cut)):
+            return text[:end], "answer"
+        return (cut, "stop") if cut is not None else None
 
-        ``checked`` is the count of leading tokens already known to be stop-free.
-        Returns ``(t, text)`` or None.
+    def first_stop(self, tokens: Sequence[int], checked: int) -> Stop | None:
+        """The first ``t`` in ``(checked, len(tokens)]`` whose prefix stops (see the module docstring).
+
+        ``checked`` is the count of leading tokens already known not to stop.
+        Returns ``Stop(t, text, reason)`` or None.
         """
-        if not self.stops or len(tokens) <= checked:
-            return None
-        start = max(0, checked - self._window)
-        if cut_at_stop(self.decode(tokens[start:]), self.stops) is None:
+        if len(tokens) <= checked or not (self._stop_string_near(tokens, checked)
+                                          or self._answer_line_near(tokens, checked)):
             return None
         for t in range(checked + 1, len(tokens) + 1):
-            text = cut_at_stop(self.decode(tokens[:t]), self.stops)
-            if text is not None:
-                return t, text
+            found = self.check_text(self.decode(tokens[:t]))
+            if found is not None:
+                return Stop(t, *found)
         return None
+
+    def _stop_string_near(self, tokens: Sequence[int], checked: int) -> bool:
+        """Whether a stop string can end in ``tokens[checked:]``: one occurs in the last tokens."""
+        if not self.stops:
+            return False
+        return cut_at_stop(self.decode(tokens[max(0, checked - self._window):]), self.stops) is not None
+
+    def _answer_line_near(self, tokens: Sequence[int], checked: int) -> bool:
+        """Whether an answer line can end in ``tokens[checked:]``.
+
+        Its newline must be among the new tokens' text, and its ``####`` at most
+        ``ANSWER_LINE_CHARS + 4`` characters before that: the tokens just before ``checked`` are decoded,
+        twice as many each round, until their text holds ``####`` (maybe: scan) or is long enough to
+        rule it out. Counting characters, not tokens, this holds whatever a token decodes to.
+        """
+        if self.answer_format is None:
+            return False
+        new = self.decode(tokens[checked:])
+        if "\n" not in new:
+            return False
+        back = 16
+        while True:
+            start = max(0, checked - back)
+            text = self.decode(tokens[start:])
+            if "####" in text:
+                return True
+            if start == 0 or len(text) - len(new) >= _ANSWER_LOOKBACK_CHARS:
+                return False
+            back *= 2
