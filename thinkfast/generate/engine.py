@@ -311,6 +311,7 @@ class Engine:
         sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)),
                               split=s.split_requests)
         checked = [0] * s.batch_size  # leading tokens of each slot known not to stop (stop strings, answer rule)
+        seen: list[list[int]] = [[] for _ in range(s.batch_size)]  # each slot's tokens on the host (stop checks)
         seconds = [0.0] * s.batch_size
         last_count = torch.zeros(s.batch_size, dtype=torch.long)
         handout: list[Finished] = []  # finished at the last check, yielded during the next decode
@@ -325,6 +326,7 @@ class Engine:
             for assignment in assignments:
                 for slot in assignment.slots:
                     checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
+                    seen[slot] = []
             if assignments and self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             prefilled = time.perf_counter()
@@ -336,7 +338,7 @@ class Engine:
                 handout = []
                 self.stats.handout_seconds += time.perf_counter() - launched
             busy = sorted(sched.running)
-            finished, counts = self._harvest(busy, checked)
+            finished, counts = self._harvest(busy, checked, seen)
             tock = time.perf_counter()
             self.stats.prefill_seconds += prefilled - tick
             self.stats.decode_seconds += tock - prefilled
@@ -359,16 +361,25 @@ class Engine:
                     handout.append(item)
         yield from handout
 
-    def _harvest(self, busy: list[int], checked: list[int]) -> tuple[dict[int, Finished], torch.Tensor]:
-        """One host sync: the samples that finished among ``busy`` slots (by slot), and every slot's token count."""
+    def _harvest(self, busy: list[int], checked: list[int],
+                 seen: list[list[int]]) -> tuple[dict[int, Finished], torch.Tensor]:
+        """One host sync: the samples that finished among ``busy`` slots (by slot), and every slot's token count.
+
+        With a stop checker every busy slot is watched, and ``seen[slot]`` (the slot's tokens on the host)
+        is extended by only the tokens generated since the last check, in one small transfer for all slots.
+        """
         both = torch.cat([self.num_generated, self.done.long()]).cpu()  # the one sync per check
         counts, done = both[: len(checked)], both[len(checked):].bool()
         watch = busy if self.stop_checker else [b for b in busy if done[b]]
         if not watch:
             return {}, counts
-        width = int(counts[watch].max())
         idx = torch.tensor(watch, dtype=torch.long, device=self.device)
-        rows = self.out[idx, :width].cpu().tolist()
+        if self.stop_checker:
+            for slot, fresh in zip(watch, self._fresh_tokens(watch, counts, seen), strict=True):
+                seen[slot].extend(fresh)
+            rows = [seen[slot] for slot in watch]
+        else:
+            rows = self.out[idx, : int(counts[watch].max())].cpu().tolist()
         eos = self.hit_eos[idx].cpu().tolist()
         finished: dict[int, Finished] = {}
         for slot, row, hit in zip(watch, rows, eos, strict=True):
@@ -382,3 +393,16 @@ class Engine:
             if done[slot]:
                 finished[slot] = Finished(-1, -1, tokens, "eos" if hit else "length")
         return finished, counts
+
+    def _fresh_tokens(self, watch: list[int], counts: torch.Tensor, seen: list[list[int]]) -> list[list[int]]:
+        """Each watched slot's tokens past the ``len(seen[slot])`` already on the host, in one transfer of
+        ``(len(watch), most new tokens of a slot)``."""
+        known = torch.tensor([len(seen[slot]) for slot in watch], dtype=torch.long)
+        fresh = counts[watch] - known
+        most = int(fresh.max())
+        if most <= 0:
+            return [[] for _ in watch]
+        cols = (known[:, None] + torch.arange(most)).clamp(max=self.settings.max_new_tokens - 1)
+        idx = torch.tensor(watch, dtype=torch.long)
+        block = self.out[idx[:, None].to(self.device), cols.to(self.device)].cpu().tolist()
+        return [row[:n] for row, n in zip(block, fresh.tolist(), strict=True)]
