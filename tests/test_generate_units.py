@@ -143,7 +143,7 @@ def test_answer_rule_lookback_counts_characters_not_tokens():
     assert checker.first_stop(tokens, len(tokens) - 1) == (len(tokens), "ab #### 5", "answer")
 
 
-def test_answer_rule_precheck_decodes_only_the_new_tokens_without_a_newline():
+def test_answer_rule_precheck_decodes_each_token_id_once_and_nothing_without_a_new_newline():
     calls = []
 
     def decode(tokens):
@@ -152,7 +152,21 @@ def test_answer_rule_precheck_decodes_only_the_new_tokens_without_a_newline():
 
     checker = StopChecker([], decode, "gsm8k")
     tokens = _codes("#### 5" + "x" * 200)
-    assert checker.first_stop(tokens, 190) is None and calls == [16]
+    assert checker.first_stop(tokens, 190) is None and calls == [1, 1, 1, 1]  # "#", " ", "5", "x" learned
+    assert checker.first_stop(tokens + _codes("xx"), len(tokens)) is None and calls == [1, 1, 1, 1]
+    # a newline among the new tokens, but no "#" before it: still no decode of the text
+    assert checker.first_stop(_codes("x = 5\nx"), 2) is None and calls == [1] * 6  # "=", "\\n" learned
+
+
+def test_answer_rule_precheck_sees_a_hash_and_newline_in_one_token():
+    pieces = {1: "#### 5", 2: "\n", 3: "#\n", 4: "####", 5: " 7"}
+
+    def decode(tokens):
+        return "".join(pieces[t] for t in tokens)
+
+    checker = StopChecker([], decode, "gsm8k")
+    assert checker.first_stop([1, 2], 1) == (2, "#### 5", "answer")
+    assert checker.first_stop([4, 5, 3], 2) == (3, "#### 7#", "answer")
 
 
 def _first_stop_token_by_token(checker, decode, tokens):

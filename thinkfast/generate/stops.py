@@ -10,7 +10,11 @@ reason ``"answer"``). When both rules fire at the same ``t`` the earlier cut win
 position, ``"stop"``.
 
 The engine checks only every few steps, so it scans the tokens generated since the last check for
-that first ``t``; cheap decodes of the newest tokens rule out most rows before any scan.
+that first ``t``; cheap tests rule out most rows before any scan: for stop strings a decode of the
+newest tokens, for the answer rule two set lookups (a newline among the new tokens, a ``#`` anywhere)
+on what each token decodes to alone, which :class:`TokenChars` learns as token ids come up. The
+lookups are exact for any tokenizer whose decoding keeps ASCII characters: a ``#`` or newline of the
+decoded text comes from one token, and that token decoded alone shows it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,36 @@ class Stop(NamedTuple):
     reason: str
 
 
+class TokenChars:
+    """Which token ids decode, alone, to text holding each of ``chars`` (learned lazily, one decode per id)."""
+
+    def __init__(self, decode: Decode, chars: str):
+        self.decode = decode
+        self.known: set[int] = set()
+        self.having: dict[str, set[int]] = {c: set() for c in chars}
+
+    def learn(self, tokens: Sequence[int]) -> None:
+        """Decode the ids of ``tokens`` not seen before."""
+        for token in set(tokens) - self.known:
+            piece = self.decode([token])
+            for char, ids in self.having.items():
+                if char in piece:
+                    ids.add(token)
+            self.known.add(token)
+
+    def last_with(self, char: str, tokens: Sequence[int], start: int) -> int | None:
+        """The index of the last of ``tokens[start:]`` (learned) whose text holds ``char``, or None."""
+        ids = self.having[char]
+        for i in range(len(tokens) - 1, start - 1, -1):
+            if tokens[i] in ids:
+                return i
+        return None
+
+    def any_with(self, char: str, tokens: Sequence[int]) -> bool:
+        """Whether one of ``tokens`` (learned) decodes to text holding ``char``."""
+        return not self.having[char].isdisjoint(tokens)
+
+
 class StopChecker:
     """Finds the first token after which a token sequence contains one of ``stops`` or, with
     ``answer_format`` (one of :data:`~thinkfast.data.answers.ANSWER_END_FORMATS`; others are
@@ -53,6 +87,7 @@ class StopChecker:
         self.stops = [s for s in stops if s]
         self.decode = decode
         self.answer_format = answer_format if answer_format in ANSWER_END_FORMATS else None
+        self._chars = TokenChars(decode, "\n#")
         # a token decodes to at least a byte, a character is at most 4 bytes: this many trailing
         # tokens always cover a stop string that ends in the newest tokens
         self._window = 4 * max((len(s) for s in self.stops), default=0) + 2
@@ -92,12 +127,18 @@ class StopChecker:
     def _answer_line_near(self, tokens: Sequence[int], checked: int) -> bool:
         """Whether an answer line can end in ``tokens[checked:]``.
 
-        Its newline must be among the new tokens' text, and its ``####`` at most
+        First two set lookups (:class:`TokenChars`): a new token that shows a newline, and a ``#`` in a token
+        up to it; most rows end here with no decode. Then its newline must be among the new tokens' text,
+        and its ``####`` at most
         ``ANSWER_LINE_CHARS + 4`` characters before that: the tokens just before ``checked`` are decoded,
         twice as many each round, until their text holds ``####`` (maybe: scan) or is long enough to
         rule it out. Counting characters, not tokens, this holds whatever a token decodes to.
         """
         if self.answer_format is None:
+            return False
+        self._chars.learn(tokens)
+        newline = self._chars.last_with("\n", tokens, checked)  # an answer line ends at a new newline...
+        if newline is None or not self._chars.any_with("#", tokens[: newline + 1]):  # ...after its "####"
             return False
         new = self.decode(tokens[checked:])
         if "\n" not in new:
