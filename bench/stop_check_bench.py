@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 from thinkfast.generate.stops import StopChecker
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", required=True, help="a generation run's samples.jsonl")
     p.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("--check-every", type=int, default=16)
     p.add_argument("--answer-format", default="gsm8k")
     p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     texts = []
     with open(args.samples) as fh:
@@ -59,8 +59,11 @@ def main() -> None:
                 keep.append(i)
         seconds += time.perf_counter() - start
         live, checked, checks = keep, checked + args.check_every, checks + 1
-    print(f"{len(samples)} samples, {checks} checks: {1e3 * seconds / checks:.1f} ms per check "
+    result = {"samples": len(samples), "checks": checks, "ms_per_check": 1e3 * seconds / max(checks, 1),
+              "fired": fired}
+    print(f"{len(samples)} samples, {checks} checks: {result['ms_per_check']:.1f} ms per check "
           f"(mean); the rules fired for {fired} samples")
+    return result
 
 
 if __name__ == "__main__":

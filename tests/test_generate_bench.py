@@ -54,3 +54,23 @@ def test_tiny_workload_case_runs_continuous_batching_and_splits_its_time():
         assert extra["samples"] == 4 * 4 and 0 < extra["eos_fraction"] < 1  # lengths vary: some samples end early
         assert extra["cycles"] > 1 and extra["prefills"] >= 4 and row["tokens_per_s"] > 0
         assert extra["prefill_seconds"] > 0 and extra["decode_seconds"] > 0
+        assert (extra["prefill_bucket"], extra["split_requests"], extra["warmup_seconds"]) == (64, False, 0.0)
+        assert extra["prefills"] == 4  # one prefill per prompt: its samples start together
+
+    split = bench.main(["--tiny", "--cases", "workload", "--workload-shapes", "tiny-llama", "--split-requests",
+                        "--prefill-bucket", "1"])["rows"][0]["extra"]
+    assert split["split_requests"] and split["prefill_bucket"] == 1 and split["samples"] == 16
+
+
+def test_stop_check_bench_replays_checks_over_real_text(tmp_path, smollm_tokenizer, capsys):
+    spec = importlib.util.spec_from_file_location("stop_check_bench", ROOT / "bench" / "stop_check_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    texts = ["2 + 3 = 5\n#### 5\nQuestion: more", "no answer here, just words " * 8, "#### 7"]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    smollm_tokenizer.save_pretrained(tmp_path / "tok")
+    result = module.main(["--samples", str(samples), "--tokenizer", str(tmp_path / "tok"), "--check-every", "4"])
+    assert result["samples"] == 3 and result["fired"] == 1  # only the first has a complete answer line
+    assert result["checks"] >= 2 and result["ms_per_check"] > 0
+    assert "the rules fired for 1 samples" in capsys.readouterr().out
