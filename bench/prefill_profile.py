@@ -3,8 +3,9 @@
     python bench/prefill_profile.py --shapes smollm2-135m,llamba-135m --out prefill.json
 
 The engine refills free decode slots by prefilling a pending prompt once and copying its state into
-the slots (:meth:`thinkfast.generate.engine.Engine._start`). This times that call the way the engine
-makes it (random weights, kernels chosen by "auto", a cache of ``--batch`` slots): ``--calls`` prompts
+the slots (:meth:`thinkfast.generate.engine.Engine._start`). This times that call as the engine makes
+it without prefill buckets (``prefill_bucket = 1``; random weights, kernels chosen by "auto", a cache
+of ``--batch`` slots): ``--calls`` prompts
 of random lengths in ``--prompt`` (each into ``--slots`` slots; every other call two left-padded prompts,
 as :func:`~thinkfast.generate.scheduler.plan_prefills` groups them), then the same ``--calls`` lengths
 again (shapes already seen), each call timed on the host after a device sync. A call much slower the

@@ -5,10 +5,12 @@
 
 The engine checks every ``check_every`` steps whether any busy slot's newest tokens end its sample
 (stop strings, the answer rule: :class:`thinkfast.generate.stops.StopChecker`), on the host, while the
-device waits. This replays that check for ``--slots`` samples of a generation run (their texts
-re-tokenised), as they grow by ``--check-every`` tokens per check; a sample leaves the batch when it
-ends (its text runs out, as at an EOS) or when the rule fires. Prints the mean milliseconds per check.
-CPU only; a diagnosis tool for ``docs/performance.md``.
+device waits. This replays that check the way the engine makes it, over the samples of a generation
+run (their texts re-tokenised): ``--slots`` slots, each sample growing by ``--check-every`` tokens per
+check and keeping a :class:`~thinkfast.generate.stops.SlotMemory`; a sample leaves its slot when it
+ends (its text runs out, as at an EOS) or when a rule fires, and the next sample of the run takes the
+slot, so the batch stays full, with samples of every age, until the run's samples run out. Prints the
+mean milliseconds per check. CPU only; a diagnosis tool for ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import time
 
 from transformers import AutoTokenizer
 
-from thinkfast.generate.stops import StopChecker
+from thinkfast.generate.stops import SlotMemory, StopChecker
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--samples", required=True, help="a generation run's samples.jsonl")
+    p.add_argument("--samples", required=True, help="a generation run's samples.jsonl (all of it is replayed)")
     p.add_argument("--tokenizer", required=True, help="tokenizer directory or hub id")
     p.add_argument("--slots", type=int, default=1024)
     p.add_argument("--check-every", type=int, default=16)
@@ -32,36 +34,38 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     args = p.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    texts = []
     with open(args.samples) as fh:
-        for line in fh:
-            texts.append(json.loads(line)["text"])
-            if len(texts) == args.slots:
-                break
-    samples = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        texts = [json.loads(line)["text"] for line in fh]
+    pending = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    pending.reverse()  # pop() takes the run's samples in order
 
     def decode(tokens) -> str:
         return tokenizer.decode(list(tokens), skip_special_tokens=True)
 
     checker = StopChecker(args.stop, decode, args.answer_format)
-    live, fired, checks, seconds = list(range(len(samples))), 0, 0, 0.0
-    checked = 0
-    while live:
+    slots: list[tuple[list[int], list[int], SlotMemory]] = []  # (sample, its tokens so far, memory)
+    fired = checks = 0
+    seconds = 0.0
+    while pending or slots:
+        while pending and len(slots) < args.slots:
+            slots.append((pending.pop(), [], SlotMemory()))
         start = time.perf_counter()
-        keep = []
-        for i in live:
-            tokens = samples[i][: checked + args.check_every]
-            if len(tokens) <= checked:
+        kept = []
+        for sample, grown, memory in slots:
+            checked = len(grown)
+            grown.extend(sample[checked: checked + args.check_every])  # the engine's host copy of the slot
+            if len(grown) == checked:
                 continue  # the sample ended before this check
-            if checker.first_stop(tokens, checked) is not None:
+            if checker.first_stop(grown, checked, memory) is not None:
                 fired += 1
             else:
-                keep.append(i)
+                kept.append((sample, grown, memory))
         seconds += time.perf_counter() - start
-        live, checked, checks = keep, checked + args.check_every, checks + 1
-    result = {"samples": len(samples), "checks": checks, "ms_per_check": 1e3 * seconds / max(checks, 1),
+        slots, checks = kept, checks + 1
+    samples = len(texts)
+    result = {"samples": samples, "checks": checks, "ms_per_check": 1e3 * seconds / max(checks, 1),
               "fired": fired}
-    print(f"{len(samples)} samples, {checks} checks: {result['ms_per_check']:.1f} ms per check "
+    print(f"{samples} samples, {checks} checks: {result['ms_per_check']:.1f} ms per check "
           f"(mean); the rules fired for {fired} samples")
     return result
 

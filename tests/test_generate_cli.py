@@ -122,17 +122,22 @@ def special_token_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
     return out
 
 
+def _greedy_gsm8k_run(model_dir: Path, data: Path, out: Path, *flags: str) -> dict:
+    """``thinkfast generate`` greedily on the CPU over 2 GSM8K problems; returns the samples by key."""
+    result = thinkfast("generate", "--model", str(model_dir), "--dataset", "gsm8k", "--data-path", str(data),
+                       "--split", "train", "--limit", "2", "--temperature", "0", "--device", "cpu", "-o", str(out),
+                       *flags)
+    assert result.returncode == 0, result.stderr
+    return _samples(out)
+
+
 @pytest.mark.parametrize("flag", ["--stop-on-special-tokens", "--no-stop-on-special-tokens", None])
 def test_a_special_token_that_is_not_the_eos_ends_a_sample(flag, special_token_llama_dir, gsm8k_train_path,
                                                              tmp_path):
     on = flag != "--no-stop-on-special-tokens"  # on by default
     out = tmp_path / "run"
-    args = ["generate", "--model", str(special_token_llama_dir), "--dataset", "gsm8k", "--data-path",
-            str(gsm8k_train_path), "--split", "train", "--limit", "2", "--n", "1", "--max-new-tokens", "5",
-            "--template", "chat", "--temperature", "0", "--device", "cpu", "-o", str(out)]
-    result = thinkfast(*args, *([flag] if flag else []))
-    assert result.returncode == 0, result.stderr
-    samples = _samples(out)
+    samples = _greedy_gsm8k_run(special_token_llama_dir, gsm8k_train_path, out, "--n", "1", "--max-new-tokens", "5",
+                                "--template", "chat", *([flag] if flag else []))
     assert len(samples) == 2
     for rec in samples.values():
         # on: the first token, <|im_start|>, ends the sample; off: it repeats until max_new_tokens
@@ -185,12 +190,8 @@ def answer_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
 def test_a_sample_ends_once_its_gsm8k_answer_line_is_complete(flag, answer_llama_dir, gsm8k_train_path, tmp_path):
     on = flag != "--no-stop-at-answer"  # on by default
     out = tmp_path / "run"
-    args = ["generate", "--model", str(answer_llama_dir), "--dataset", "gsm8k", "--data-path",
-            str(gsm8k_train_path), "--split", "train", "--limit", "2", "--n", "2", "--max-new-tokens", "10",
-            "--template", "plain", "--temperature", "0", "--device", "cpu", "-o", str(out)]
-    result = thinkfast(*args, *([flag] if flag else []))
-    assert result.returncode == 0, result.stderr
-    samples = _samples(out)
+    samples = _greedy_gsm8k_run(answer_llama_dir, gsm8k_train_path, out, "--n", "2", "--max-new-tokens", "10",
+                                "--template", "plain", *([flag] if flag else []))
     assert len(samples) == 4
     for rec in samples.values():
         if on:  # the 4th token, the newline, completes the answer line; the text is cut before it

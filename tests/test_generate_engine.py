@@ -240,6 +240,19 @@ def test_warm_up_prefills_change_no_sample(model):
     assert engine.timings["warmup_seconds"] == engine.warmup_seconds > 0
 
 
+def test_bucketed_width_is_capped_at_the_cache_and_one_slot_engines_warm_up_and_rerun(model):
+    requests = _requests(lengths=(9, 3), samples=1)
+    want = _run(model, requests, batch_size=1, max_new=2, **PREFILL_MODES["per-prompt"])
+    settings = EngineSettings(batch_size=1, max_seqlen=11, max_new_tokens=2, sampling=SamplingParams(), seed=3,
+                              eos_ids=(EOS,), check_every=4, prefill_bucket=8)
+    engine = Engine(model, settings)
+    assert (engine._bucketed(9), engine._bucketed(3), engine._bucketed(8)) == (11, 8, 8)  # 16 capped at 11
+    engine._warm_up_prefill({8, 11})
+    for _ in range(2):  # a second generate() on the same engine samples the same
+        got = {(f.request, f.sample_index): f.tokens for f in engine.generate(requests)}
+        assert got == {k: f.tokens for k, f in want.items()}
+
+
 def test_prefill_settings_are_checked(model):
     with pytest.raises(ThinkfastError, match="prefill_padding"):
         _started(model, _requests(lengths=(2,), samples=1), prefill_padding=1.0)

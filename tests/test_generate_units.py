@@ -19,31 +19,28 @@ from thinkfast.generate.output import (
 )
 from thinkfast.generate.runner import answer_stop_format, stop_token_ids
 from thinkfast.generate.scheduler import SlotScheduler
-from thinkfast.generate.stops import StopChecker, cut_at_stop
+from thinkfast.generate.stops import SlotMemory, StopChecker, cut_at_stop
 
 # ---------------------------------------------------------------- scheduler
 
 
 def test_scheduler_starts_a_request_when_all_its_samples_fit_unless_told_to_split():
-    work = [(0, range(3)), (1, range(3)), (2, range(6))]
-    sched = SlotScheduler(4, work)
-    assert [(a.request, a.slots) for a in sched.assign()] == [(0, (0, 1, 2))]  # request 1 waits: 3 > 1 free
-    sched.release(1)
-    assert sched.assign() == []  # 2 free slots, request 1 still waits
-    sched.release(0)
-    assert [(a.request, a.slots) for a in sched.assign()] == [(1, (0, 1, 3))]
-    for slot in (0, 1, 2, 3):
-        sched.release(slot)
-    # request 2 has more samples than there are slots: it starts with what is free, and its rest
-    # (which fits the slots) waits until all of it fits
-    assert [(a.request, a.sample_indices) for a in sched.assign()] == [(2, (0, 1, 2, 3))]
-    sched.release(2)
+    work = [(0, range(5)), (1, range(5)), (2, range(12))]
+    sched = SlotScheduler(8, work)
+    assert [(a.request, a.slots) for a in sched.assign()] == [(0, (0, 1, 2, 3, 4))]  # request 1 waits: 5 > 3 free
     assert sched.assign() == []
-    sched.release(0)
-    assert [(a.request, a.slots, a.sample_indices) for a in sched.assign()] == [(2, (0, 2), (4, 5))]
+    sched.release(4)
+    # with half the slots free it starts with what is free, its last sample in a later prefill
+    assert [(a.request, a.slots, a.sample_indices) for a in sched.assign()] == [(1, (4, 5, 6, 7), (0, 1, 2, 3))]
+    for slot in range(8):
+        sched.release(slot)
+    assert [(a.request, a.sample_indices) for a in sched.assign()] == [(1, (4,)), (2, tuple(range(7)))]
+    for slot in range(8):
+        sched.release(slot)
+    assert [(a.request, a.sample_indices) for a in sched.assign()] == [(2, tuple(range(7, 12)))]
 
-    split = SlotScheduler(4, work, split=True)
-    assert [(a.request, a.slots) for a in split.assign()] == [(0, (0, 1, 2)), (1, (3,))]
+    split = SlotScheduler(8, work, split=True)
+    assert [(a.request, a.slots) for a in split.assign()] == [(0, (0, 1, 2, 3, 4)), (1, (5, 6, 7))]
 
 
 def test_splitting_scheduler_groups_by_request_and_refills():
@@ -178,13 +175,13 @@ def _first_stop_token_by_token(checker, decode, tokens):
     return None
 
 
-def _first_stop_in_chunks(checker, tokens, rng=None):
+def _first_stop_in_chunks(checker, tokens, rng=None, memory=None):
     """As the engine checks: every few tokens (``rng``: 1 to 20; None: every token, as the reference loop),
-    only the tokens since the last check."""
+    only the tokens since the last check (with ``memory``, the engine's per-slot :class:`SlotMemory`)."""
     checked = 0
     while checked < len(tokens):
         n = min(len(tokens), checked + (rng.randint(1, 20) if rng else 1))
-        found = checker.first_stop(tokens[:n], checked)
+        found = checker.first_stop(tokens[:n], checked, memory)
         if found is not None:
             return tuple(found)
         checked = n
@@ -212,6 +209,7 @@ def test_answer_rule_checked_in_chunks_matches_a_full_decode_per_token(stops, gs
             checker = StopChecker(stops, decode, "gsm8k")
             expected = _first_stop_token_by_token(checker, decode, ids)
             assert _first_stop_in_chunks(checker, ids, rng) == expected, text
+            assert _first_stop_in_chunks(checker, ids, rng, SlotMemory()) == expected, text
             assert _first_stop_in_chunks(checker, ids) == expected, text
             reasons.append(expected and expected[2])
     assert reasons.count("answer") > 30 and reasons.count(None) > 30
@@ -333,3 +331,19 @@ def test_stop_ids_are_the_eos_ids_then_the_tokenizers_special_tokens():
     # no EOS in the model config: the tokenizer's EOS
     model, tok = _model_and_tokenizer([], 4, [])
     assert stop_token_ids(model, tok, special_tokens=True) == (4,)
+
+
+def test_the_answer_rule_applies_only_where_the_grader_reads_the_first_answer_line():
+    from thinkfast_plugins.datasets.competition_math import Math500
+    from thinkfast_plugins.datasets.gsm8k import GSM8K
+
+    from thinkfast.generate.runner import answer_stop_format
+
+    class OwnVerdict(GSM8K):
+        def check(self, problem, text):
+            return None
+
+    assert answer_stop_format(GSM8K(), True) == "gsm8k"
+    assert answer_stop_format(GSM8K(), False) is None
+    assert answer_stop_format(Math500(), True) is None  # reads the last boxed answer
+    assert answer_stop_format(OwnVerdict(), True) is None  # grades the text its own way

@@ -40,7 +40,7 @@ from thinkfast.errors import ThinkfastError
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.generate.scheduler import Assignment, SlotScheduler, plan_prefills
 from thinkfast.generate.stepping import capture_cuda_graph, compile_and_warm
-from thinkfast.generate.stops import CUT_REASONS, StopChecker
+from thinkfast.generate.stops import CUT_REASONS, SlotMemory, StopChecker
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class EngineSettings:
     ``prefill_padding`` is the largest fraction of them that may be left padding (0: only prompts of
     exactly equal length share a prefill). See :func:`~thinkfast.generate.scheduler.plan_prefills`.
     ``prefill_bucket`` (tokens) left-pads every prompt to a multiple of it (capped at ``max_seqlen``),
-    and those padded lengths are what ``plan_prefills`` groups; 1 pads only within a group.
+    and those padded lengths are what ``plan_prefills`` groups; 1 (the default here; ``generate``'s
+    recipe default is 64) pads only within a group.
     ``split_requests``: start a request before all its samples fit the free slots (see
     :class:`~thinkfast.generate.scheduler.SlotScheduler`); off, each request costs one prefill.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
@@ -312,6 +313,7 @@ class Engine:
                               split=s.split_requests)
         checked = [0] * s.batch_size  # leading tokens of each slot known not to stop (stop strings, answer rule)
         seen: list[list[int]] = [[] for _ in range(s.batch_size)]  # each slot's tokens on the host (stop checks)
+        memories = [SlotMemory() for _ in range(s.batch_size)]  # what the stop checker keeps per slot
         seconds = [0.0] * s.batch_size
         last_count = torch.zeros(s.batch_size, dtype=torch.long)
         handout: list[Finished] = []  # finished at the last check, yielded during the next decode
@@ -326,7 +328,7 @@ class Engine:
             for assignment in assignments:
                 for slot in assignment.slots:
                     checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
-                    seen[slot] = []
+                    seen[slot], memories[slot] = [], SlotMemory()
             if assignments and self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             prefilled = time.perf_counter()
@@ -338,7 +340,7 @@ class Engine:
                 handout = []
                 self.stats.handout_seconds += time.perf_counter() - launched
             busy = sorted(sched.running)
-            finished, counts = self._harvest(busy, checked, seen)
+            finished, counts = self._harvest(busy, checked, seen, memories)
             tock = time.perf_counter()
             self.stats.prefill_seconds += prefilled - tick
             self.stats.decode_seconds += tock - prefilled
@@ -361,37 +363,37 @@ class Engine:
                     handout.append(item)
         yield from handout
 
-    def _harvest(self, busy: list[int], checked: list[int],
-                 seen: list[list[int]]) -> tuple[dict[int, Finished], torch.Tensor]:
+    def _harvest(self, busy: list[int], checked: list[int], seen: list[list[int]],
+                 memories: list[SlotMemory]) -> tuple[dict[int, Finished], torch.Tensor]:
         """One host sync: the samples that finished among ``busy`` slots (by slot), and every slot's token count.
 
         With a stop checker every busy slot is watched, and ``seen[slot]`` (the slot's tokens on the host)
         is extended by only the tokens generated since the last check, in one small transfer for all slots.
         """
-        both = torch.cat([self.num_generated, self.done.long()]).cpu()  # the one sync per check
-        counts, done = both[: len(checked)], both[len(checked):].bool()
+        B = len(checked)
+        both = torch.cat([self.num_generated, self.done.long(), self.hit_eos.long()]).cpu()  # the one sync
+        counts, done, hit_eos = both[:B], both[B: 2 * B].bool(), both[2 * B:].bool()
         watch = busy if self.stop_checker else [b for b in busy if done[b]]
         if not watch:
             return {}, counts
-        idx = torch.tensor(watch, dtype=torch.long, device=self.device)
         if self.stop_checker:
             for slot, fresh in zip(watch, self._fresh_tokens(watch, counts, seen), strict=True):
                 seen[slot].extend(fresh)
-            rows = [seen[slot] for slot in watch]
+            rows = [seen[slot] for slot in watch]  # each exactly counts[slot] long
         else:
-            rows = self.out[idx, : int(counts[watch].max())].cpu().tolist()
-        eos = self.hit_eos[idx].cpu().tolist()
+            idx = torch.tensor(watch, dtype=torch.long, device=self.device)
+            rows = [row[: int(counts[slot])] for slot, row in
+                    zip(watch, self.out[idx, : int(counts[watch].max())].cpu().tolist(), strict=True)]
         finished: dict[int, Finished] = {}
-        for slot, row, hit in zip(watch, rows, eos, strict=True):
-            tokens = row[: int(counts[slot])]
+        for slot, tokens in zip(watch, rows, strict=True):
             if self.stop_checker:
-                found = self.stop_checker.first_stop(tokens, checked[slot])
+                found = self.stop_checker.first_stop(tokens, checked[slot], memories[slot])
                 checked[slot] = len(tokens)
                 if found is not None:
                     finished[slot] = Finished(-1, -1, tokens[: found.t], found.reason, found.text)
                     continue
             if done[slot]:
-                finished[slot] = Finished(-1, -1, tokens, "eos" if hit else "length")
+                finished[slot] = Finished(-1, -1, list(tokens), "eos" if hit_eos[slot] else "length")
         return finished, counts
 
     def _fresh_tokens(self, watch: list[int], counts: torch.Tensor, seen: list[list[int]]) -> list[list[int]]:
@@ -402,7 +404,8 @@ class Engine:
         most = int(fresh.max())
         if most <= 0:
             return [[] for _ in watch]
-        cols = (known[:, None] + torch.arange(most)).clamp(max=self.settings.max_new_tokens - 1)
-        idx = torch.tensor(watch, dtype=torch.long)
-        block = self.out[idx[:, None].to(self.device), cols.to(self.device)].cpu().tolist()
+        rows_cols = torch.stack([torch.tensor(watch, dtype=torch.long), known]).to(self.device)  # one copy
+        last = self.settings.max_new_tokens - 1
+        cols = (rows_cols[1, :, None] + torch.arange(most, device=self.device)).clamp(max=last)
+        block = self.out[rows_cols[0, :, None], cols].cpu().tolist()
         return [row[:n] for row, n in zip(block, fresh.tolist(), strict=True)]

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from thinkfast.data.answers import ANSWER_END_FORMATS
 from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
 from thinkfast.errors import DataError, ModelLoadError, ThinkfastError
 from thinkfast.generate.distributed import (
@@ -46,8 +47,9 @@ class PendingProblem:
     missing: tuple[int, ...]
 
 
-def run_settings(recipe: Any, model_spec: str) -> dict[str, Any]:
-    """What decides the samples; a resumed run must match it exactly."""
+def run_settings(recipe: Any, model_spec: str, plugin: Any) -> dict[str, Any]:
+    """What decides the samples; a resumed run must match it exactly. ``stop_at_answer`` is recorded as
+    in effect (:func:`answer_stop_format`): on data it cannot end, it decides nothing."""
     gen = recipe.generate
     data = gen.data
     return {
@@ -56,19 +58,21 @@ def run_settings(recipe: Any, model_spec: str) -> dict[str, Any]:
         "dataset_options": data.options, "n_samples": gen.n_samples, "temperature": gen.temperature,
         "top_p": gen.top_p, "top_k": gen.top_k, "min_p": gen.min_p, "max_new_tokens": gen.max_new_tokens,
         "stop": list(gen.stop), "stop_on_special_tokens": gen.stop_on_special_tokens,
-        "stop_at_answer": gen.stop_at_answer, "seed": recipe.run.seed,
+        "stop_at_answer": answer_stop_format(plugin, gen.stop_at_answer) is not None, "seed": recipe.run.seed,
     }
 
 
 def answer_stop_format(plugin: Any, stop_at_answer: bool) -> str | None:
     """The answer format the stop checker ends samples by (``generate.stop_at_answer``), or None.
 
-    Only for a plugin that extracts answers with its format's own extractor (it does not override
-    ``extract_answer``): the answer rule is exact for that extractor, not for another one.
+    Only for a plugin that grades with its format's own extractor (it overrides neither
+    ``extract_answer`` nor ``check``): the answer rule is exact for that extractor, not for another one.
     """
     from thinkfast.data.base import DatasetPlugin
 
-    if not stop_at_answer or type(plugin).extract_answer is not DatasetPlugin.extract_answer:
+    kind = type(plugin)
+    if not stop_at_answer or kind.extract_answer is not DatasetPlugin.extract_answer \
+            or kind.check is not DatasetPlugin.check or plugin.answer_format not in ANSWER_END_FORMATS:
         return None
     return plugin.answer_format
 
@@ -144,9 +148,9 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
             raise ThinkfastError("no model: set generate.model (a model directory or teacher) or [teacher].model, "
                                  "or pass --model")
         out_dir.mkdir(parents=True, exist_ok=True)
-        settings = run_settings(recipe, model_spec)
-        check_settings(out_dir, settings)
         plugin, problems = load_problems(gen.data)
+        settings = run_settings(recipe, model_spec, plugin)
+        check_settings(out_dir, settings)
         if not problems:
             d = gen.data
             raise DataError(f"generate.data: no problems in dataset {d.dataset!r} (path {d.path or 'default'!r}, "

@@ -3,10 +3,11 @@
 Pending work is a queue of ``(request, sample_index)`` items in request order. Whenever slots
 are free, the scheduler hands out the next items, grouped by request so that each group
 costs one prefill whose state is copied into all of the group's slots. By default a request
-starts only when all its pending samples fit into the free slots (one prefill per request; a
-request with more samples than there are slots starts with whatever is free); with ``split=True``
-a request whose samples do not all fit starts now anyway and is continued later with another
-prefill of the same prompt (the slots never idle, but refills cost more prefills).
+starts only when all its pending samples fit into the free slots (one prefill per request), unless
+waiting would idle too much: a request with more samples than there are slots, or one that finds at
+least half of the slots free, starts with what is free and continues later with another prefill of
+the same prompt. With ``split=True`` a request always starts with what is free (the slots never
+idle, but refills cost more prefills).
 
 :func:`plan_prefills` then batches the prompts of one round of assignments: prompts of equal
 (or, within a padding budget, similar) length share one forward.
@@ -80,8 +81,8 @@ class SlotScheduler:
 
     def _fits(self, request: int) -> bool:
         """Whether ``request`` (next in the queue) may start now."""
-        left = self._left[request]
-        return self.split or left <= len(self.free) or left > self.num_slots
+        left, free = self._left[request], len(self.free)
+        return self.split or left <= free or left > self.num_slots or 2 * free >= self.num_slots
 
     def release(self, slot: int) -> tuple[int, int]:
         """Mark ``slot`` finished; returns the ``(request, sample index)`` it was running."""

@@ -20,6 +20,7 @@ decoded text comes from one token, and that token decoded alone shows it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from thinkfast.data.answers import ANSWER_END_FORMATS, ANSWER_LINE_CHARS, answer_end
@@ -73,9 +74,22 @@ class TokenChars:
                 return i
         return None
 
-    def any_with(self, char: str, tokens: Sequence[int]) -> bool:
-        """Whether one of ``tokens`` (learned) decodes to text holding ``char``."""
-        return not self.having[char].isdisjoint(tokens)
+    def first_with(self, char: str, tokens: Sequence[int]) -> int | None:
+        """The index of the first of ``tokens`` (learned) whose text holds ``char``, or None."""
+        ids = self.having[char]
+        if ids.isdisjoint(tokens):
+            return None
+        return next(i for i, token in enumerate(tokens) if token in ids)
+
+
+@dataclass
+class SlotMemory:
+    """What a :class:`StopChecker` remembers about one growing token sequence between checks, so that a
+    check costs the new tokens, not the whole sequence: ``learned`` leading tokens were passed to
+    :meth:`TokenChars.learn`, and ``first_hash`` is the index of the first of them that shows a ``#``."""
+
+    learned: int = 0
+    first_hash: int | None = None
 
 
 class StopChecker:
@@ -103,14 +117,16 @@ class StopChecker:
             return text[:end], "answer"
         return (cut, "stop") if cut is not None else None
 
-    def first_stop(self, tokens: Sequence[int], checked: int) -> Stop | None:
+    def first_stop(self, tokens: Sequence[int], checked: int, memory: SlotMemory | None = None) -> Stop | None:
         """The first ``t`` in ``(checked, len(tokens)]`` whose prefix stops (see the module docstring).
 
-        ``checked`` is the count of leading tokens already known not to stop.
+        ``checked`` is the count of leading tokens already known not to stop. ``memory``: the same
+        :class:`SlotMemory` for every check of one sequence (a fresh one when the sequence restarts), so
+        that a check reads only the new tokens; without it, every check reads the whole sequence.
         Returns ``Stop(t, text, reason)`` or None.
         """
         if len(tokens) <= checked or not (self._stop_string_near(tokens, checked)
-                                          or self._answer_line_near(tokens, checked)):
+                                          or self._answer_line_near(tokens, checked, memory)):
             return None
         for t in range(checked + 1, len(tokens) + 1):
             found = self.check_text(self.decode(tokens[:t]))
@@ -124,7 +140,7 @@ class StopChecker:
             return False
         return cut_at_stop(self.decode(tokens[max(0, checked - self._window):]), self.stops) is not None
 
-    def _answer_line_near(self, tokens: Sequence[int], checked: int) -> bool:
+    def _answer_line_near(self, tokens: Sequence[int], checked: int, memory: SlotMemory | None) -> bool:
         """Whether an answer line can end in ``tokens[checked:]``.
 
         First two set lookups (:class:`TokenChars`): a new token that shows a newline, and a ``#`` in a token
@@ -136,9 +152,15 @@ class StopChecker:
         """
         if self.answer_format is None:
             return False
-        self._chars.learn(tokens)
+        memory = memory or SlotMemory()
+        fresh = tokens[memory.learned:]
+        self._chars.learn(fresh)
+        if memory.first_hash is None:
+            first = self._chars.first_with("#", fresh)
+            memory.first_hash = None if first is None else memory.learned + first
+        memory.learned = len(tokens)
         newline = self._chars.last_with("\n", tokens, checked)  # an answer line ends at a new newline...
-        if newline is None or not self._chars.any_with("#", tokens[: newline + 1]):  # ...after its "####"
+        if newline is None or memory.first_hash is None or memory.first_hash > newline:  # ...after its "####"
             return False
         new = self.decode(tokens[checked:])
         if "\n" not in new:
