@@ -81,7 +81,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 card() { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true; }
 
 START_S=$(date +%s)
-COLLECT_RESERVE_S=45   # kept back from CALL_BUDGET for a final `collect`
+COLLECT_RESERVE_S=20   # kept back from CALL_BUDGET for a final `collect` (it took ~10 s on the card)
 
 # Seconds left before the CALL_BUDGET deadline (a large number without a budget).
 seconds_left() {
