@@ -270,15 +270,17 @@ def test_cuda_graph_engine_equals_eager_engine_and_reference_on_gpu(model):
     requests = _requests()
     sampling = SamplingParams(temperature=1.0, top_p=0.95)
     runs = {}
-    for graphs in (True, False):
+    for graphs, bucket in ((True, 1), (False, 1), (True, 4)):  # bucket 4: warm-up prefills inside generate()
         settings = EngineSettings(batch_size=4, max_seqlen=9 + 16, max_new_tokens=16, sampling=sampling, seed=3,
-                                  eos_ids=(EOS,), check_every=4, cuda_graphs=graphs)
+                                  eos_ids=(EOS,), check_every=4, cuda_graphs=graphs, prefill_bucket=bucket)
         engine = Engine(gpu, settings)
         assert engine.uses_cuda_graph == graphs, engine.graph_error
-        runs[graphs] = {(f.request, f.sample_index): (f.tokens, f.finish_reason) for f in engine.generate(requests)}
-    assert runs[True] == runs[False]
+        runs[graphs, bucket] = {(f.request, f.sample_index): (f.tokens, f.finish_reason)
+                                for f in engine.generate(requests)}
+        assert (engine.warmup_seconds > 0) == (bucket > 1)
+    assert runs[True, 1] == runs[False, 1] == runs[True, 4]
     cpu = _run(model, requests, batch_size=4, sampling=sampling)
-    assert runs[True] == {k: (v.tokens, v.finish_reason) for k, v in cpu.items()}
+    assert runs[True, 1] == {k: (v.tokens, v.finish_reason) for k, v in cpu.items()}
 
 
 
