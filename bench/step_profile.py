@@ -10,7 +10,10 @@ whose CUDA kernels are summed by name. The table shows the top kernels and their
 ``--variants`` times (b) several ways: ``eager`` (the step as written), ``compile`` (through
 :func:`thinkfast.generate.stepping.compile_step`, with the selected kernels) and ``compile-torch-ops``
 (compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse), ``compile-max``
-(compiled with ``max-autotune-no-cudagraphs``, which also tunes the GEMMs); ``MODE:SET``
+(compiled with ``max-autotune-no-cudagraphs``, which also tunes the GEMMs); a mode ending in
+``-unaligned`` (``eager-unaligned``, ``compile-unaligned``) computes the SSM mixers' ``in_proj`` at its
+own width instead of padded to 8 columns (:attr:`~thinkfast.models.ssm.SSMMixer.step_in_proj_align`),
+the baseline of that padding; ``MODE:SET``
 (e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations. Each variant's
 logits are compared with those of the pure-PyTorch kernels (eager) from the same cache contents.
 This is a diagnosis tool for ``docs/performance.md``; it changes nothing.
@@ -29,7 +32,10 @@ from thinkfast.devices import DTYPES
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.generate.stepping import compile_and_warm
 from thinkfast.kernels import Kernels, select_kernels
+from thinkfast.models.ssm import SSMMixer
 from thinkfast.profile.shapes import build_shape
+
+ALIGN = SSMMixer.step_in_proj_align  # the default, restored after each variant
 
 
 def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
@@ -108,8 +114,9 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         elif pinned:
             kernels = select_kernels({"ssm": pinned, "conv": pinned}, device)
         model.set_kernels(kernels)
+        SSMMixer.step_in_proj_align = 1 if mode.endswith("-unaligned") else ALIGN
         fn = step_and_sample
-        entry: dict = {}
+        entry: dict = {"in_proj_align": SSMMixer.step_in_proj_align}
         if mode.startswith("compile"):
             compiled = compile_and_warm(step_and_sample, device,
                                         "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
@@ -121,6 +128,7 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         entry["step_sample_ms"] = graph_replay_ms(fn)
         entry["kernels"] = kernel_breakdown(fn)
         result["variants"][variant] = entry
+    SSMMixer.step_in_proj_align = ALIGN
     model.set_kernels(selected)
     return result
 

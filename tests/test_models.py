@@ -272,3 +272,47 @@ def test_meta_construction_and_dtype():
     bf16 = ThinkfastLM(tiny_config(), dtype=torch.bfloat16)
     assert bf16.layers[0].mixer.rotary.inv_freq.dtype == torch.float32
     assert bf16(torch.randint(0, 97, (1, 5))).logits.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_aligned_linear_pads_the_output_and_gives_the_same_values(bias):
+    from thinkfast.models.layers import aligned_linear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 13, bias=bias, dtype=torch.float64)  # 13 columns: not a multiple of 8
+    x = torch.randn(5, 16, dtype=torch.float64)
+    got = aligned_linear(x, linear, 8, cuda_only=False)
+    assert got.shape == (5, 13) and got.stride() == (16, 1)  # a view of a (5, 16) product: rows 16-aligned
+    torch.testing.assert_close(got, linear(x), atol=1e-12, rtol=0)
+    assert aligned_linear(x, linear, 8).stride() == (13, 1)  # on the CPU it is linear(x) unless forced
+    assert aligned_linear(x, linear, 1, cuda_only=False).stride() == (13, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_aligned_in_proj_step_gives_the_unaligned_logits_on_gpu():
+    """The decode step with ``in_proj`` padded to 8 columns (the default) against the unpadded one, bf16,
+    the CUDA kernels, a shape with an odd in-projection (9 heads, like Llamba-135M)."""
+    from thinkfast.kernels import select_kernels
+    from thinkfast.models.ssm import SSMMixer
+
+    torch.manual_seed(0)
+    teacher = ThinkfastLM(tiny_config(vocab_size=512, hidden_size=576, intermediate_size=512, num_heads=9,
+                                      num_kv_heads=3, head_dim=64), device="cuda", dtype=torch.bfloat16)
+    model = build_student(teacher, "llamba", {}).eval()
+    model.set_kernels(select_kernels(None, "cuda"))
+    assert model.layers[0].mixer.in_proj.out_features % 8  # the case the padding is for
+    prompt = torch.randint(0, 512, (12,), device="cuda")
+    logits = {}
+    for align in (8, 1):
+        cache = model.allocate_cache(4, 32, dtype=torch.bfloat16, state_dtype=torch.float32)
+        SSMMixer.step_in_proj_align = align
+        try:
+            with torch.no_grad():
+                model.prefill(prompt, cache, torch.arange(4, device="cuda"))
+                tokens = torch.arange(4, device="cuda")
+                logits[align] = model.step(tokens, torch.full((4,), 12, device="cuda"), cache).float()
+        finally:
+            SSMMixer.step_in_proj_align = 8
+    err = ((logits[8] - logits[1]).norm() / logits[1].norm()).item()
+    assert err < 1e-2, err

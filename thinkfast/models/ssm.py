@@ -23,11 +23,17 @@ from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import expand_groups
 from thinkfast.models.cache import SSMCache, write_slots
 from thinkfast.models.config import ModelConfig, SSMConfig
-from thinkfast.models.layers import RMSNorm
+from thinkfast.models.layers import RMSNorm, aligned_linear
 
 
 class SSMMixer(nn.Module):
-    """Mamba-2 mixer ``(B, L, hidden) -> (B, L, hidden)``; takes the *normed* block input."""
+    """Mamba-2 mixer ``(B, L, hidden) -> (B, L, hidden)``; takes the *normed* block input.
+
+    ``step_in_proj_align``: the decode step computes ``in_proj`` with its output padded to a multiple of
+    this many columns (:func:`~thinkfast.models.layers.aligned_linear`, CUDA only; 1 turns it off).
+    """
+
+    step_in_proj_align: int = 8
 
     def __init__(self, config: ModelConfig, *, device=None, dtype=None):
         super().__init__()
@@ -110,9 +116,11 @@ class SSMMixer(nn.Module):
             B, C = expand_groups(B, s.num_heads), expand_groups(C, s.num_heads)
         return x, B, C
 
-    def _project(self, u: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``u`` ``(..., D)`` -> ``z`` ``(..., inner)`` | None, ``xBC`` ``(..., conv_dim)``, ``dt`` ``(..., H)``."""
-        z, xbc, dt = torch.split(self.in_proj(u), [self.sizes["z"], self.cfg.conv_dim, self.sizes["dt"]], dim=-1)
+    def _project(self, u: torch.Tensor, align: int = 1) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``u`` ``(..., D)`` -> ``z`` ``(..., inner)`` | None, ``xBC`` ``(..., conv_dim)``, ``dt`` ``(..., H)``;
+        ``align``: see :func:`~thinkfast.models.layers.aligned_linear`."""
+        zxbcdt = aligned_linear(u, self.in_proj, align)
+        z, xbc, dt = torch.split(zxbcdt, [self.sizes["z"], self.cfg.conv_dim, self.sizes["dt"]], dim=-1)
         return (z if self.cfg.gate else None), xbc, dt
 
     def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -209,7 +217,7 @@ class SSMMixer(nn.Module):
 
     def step(self, u: torch.Tensor, positions: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """One token per slot: ``u`` ``(B, hidden)`` -> ``(B, hidden)``; updates ``cache`` in place."""
-        z, xbc, dt = self._project(u)
+        z, xbc, dt = self._project(u, self.step_in_proj_align)
         if cache.conv_state is not None:
             xbc = self.kernels.conv.causal_conv1d_step(
                 xbc, cache.conv_state, self.conv_weight, self.conv_bias,
