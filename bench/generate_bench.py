@@ -228,7 +228,7 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
         max_new_tokens=args.workload_new_tokens, sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=eos,
         check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype, state_dtype=state_dtype,
         compile=not args.no_compile and device.type == "cuda", prefill_bucket=args.prefill_bucket,
-        split_requests=args.split_requests)
+        split_requests=args.split_requests, overlap_prefill=args.overlap_prefill)
     engine = Engine(model, settings)
     tokenizer = None
     if args.tokenizer:
@@ -261,7 +261,7 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
     row.ms_per_step = 1e3 * seconds / max(st.decode_steps, 1)
     row.extra = {**engine_record(engine, model, args), "samples": samples, "tokens": tokens,
                  "check_every": args.check_every, "prefill_bucket": args.prefill_bucket,
-                 "split_requests": args.split_requests,
+                 "split_requests": args.split_requests, "overlap_prefill": args.overlap_prefill,
                  "eos_fraction": eos_count / samples, "tokenizer": args.tokenizer}
     del engine, model
     free_memory(device)
@@ -454,6 +454,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="`workload`: fraction of the vocabulary that ends a sample.")
     p.add_argument("--prefill-bucket", type=int, default=64, help="`workload`: left-pad prompts to a multiple of "
                                                                    "this many tokens (1: no buckets).")
+    p.add_argument("--overlap-prefill", action="store_true",
+                   help="`workload`: launch each cycle's decode steps before the refills' prefills.")
     p.add_argument("--split-requests", action="store_true",
                    help="`workload`: start a prompt's samples before all of them fit the free slots.")
     p.add_argument("--tokenizer", default=None,

@@ -58,8 +58,10 @@ def test_tiny_workload_case_runs_continuous_batching_and_splits_its_time():
         assert extra["prefills"] == 4  # one prefill per prompt: its samples start together
 
     split = bench.main(["--tiny", "--cases", "workload", "--workload-shapes", "tiny-llama", "--split-requests",
-                        "--prefill-bucket", "1"])["rows"][0]["extra"]
+                        "--prefill-bucket", "1", "--overlap-prefill"])["rows"][0]["extra"]
     assert split["split_requests"] and split["prefill_bucket"] == 1 and split["samples"] == 16
+    # overlapped: a cycle that starts with no slot running (the first one) only prefills
+    assert split["overlap_prefill"] and split["decode_steps"] < split["cycles"] * split["check_every"]
 
 
 def test_stop_check_bench_replays_checks_over_real_text(tmp_path, smollm_tokenizer, capsys):

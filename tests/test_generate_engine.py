@@ -72,9 +72,10 @@ def _assert_matches_reference(model, requests, got, *, max_new=16, sampling=Samp
             (i, s)
 
 
-def test_engine_matches_reference_with_eos_mid_batch_and_refill(model):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_engine_matches_reference_with_eos_mid_batch_and_refill(model, overlap):
     requests = _requests()
-    got = _run(model, requests, batch_size=4)  # 15 samples through 4 slots: many refills
+    got = _run(model, requests, batch_size=4, overlap_prefill=overlap)  # 15 samples through 4 slots: many refills
     _assert_matches_reference(model, requests, got)
     reasons = {f.finish_reason for f in got.values()}
     assert reasons == {"eos", "length"}  # rows finished at different steps while others kept going
@@ -139,10 +140,12 @@ def _pieces(tokens) -> str:
 
 
 @pytest.mark.parametrize("stops", [[], ["2 ", "##\n"]])
-def test_answer_rule_ends_samples_as_the_reference_loop_does(model, stops):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_answer_rule_ends_samples_as_the_reference_loop_does(model, stops, overlap):
     checker = StopChecker(stops, _pieces, "gsm8k")
     requests = _requests()
-    got = _run(model, requests, batch_size=5, stop_checker=checker, max_new=40, check_every=6)
+    got = _run(model, requests, batch_size=5, stop_checker=checker, max_new=40, check_every=6,
+               overlap_prefill=overlap)
     _assert_matches_reference(model, requests, got, stop_checker=checker, max_new=40)
     answered = [f for f in got.values() if f.finish_reason == "answer"]
     reasons = {f.finish_reason for f in got.values()}
@@ -270,17 +273,20 @@ def test_cuda_graph_engine_equals_eager_engine_and_reference_on_gpu(model):
     requests = _requests()
     sampling = SamplingParams(temperature=1.0, top_p=0.95)
     runs = {}
-    for graphs, bucket in ((True, 1), (False, 1), (True, 4)):  # bucket 4: warm-up prefills inside generate()
+    # bucket 4: warm-up prefills inside generate(); overlap: prefills queued behind the decode graphs,
+    # their inputs copied from pinned memory without a stream sync
+    for graphs, bucket, overlap in ((True, 1, False), (False, 1, False), (True, 4, False), (True, 4, True)):
         settings = EngineSettings(batch_size=4, max_seqlen=9 + 16, max_new_tokens=16, sampling=sampling, seed=3,
-                                  eos_ids=(EOS,), check_every=4, cuda_graphs=graphs, prefill_bucket=bucket)
+                                  eos_ids=(EOS,), check_every=4, cuda_graphs=graphs, prefill_bucket=bucket,
+                                  overlap_prefill=overlap)
         engine = Engine(gpu, settings)
         assert engine.uses_cuda_graph == graphs, engine.graph_error
-        runs[graphs, bucket] = {(f.request, f.sample_index): (f.tokens, f.finish_reason)
-                                for f in engine.generate(requests)}
+        runs[graphs, bucket, overlap] = {(f.request, f.sample_index): (f.tokens, f.finish_reason)
+                                         for f in engine.generate(requests)}
         assert (engine.warmup_seconds > 0) == (bucket > 1)
-    assert runs[True, 1] == runs[False, 1] == runs[True, 4]
+    assert runs[True, 1, False] == runs[False, 1, False] == runs[True, 4, False] == runs[True, 4, True]
     cpu = _run(model, requests, batch_size=4, sampling=sampling)
-    assert runs[True, 1] == {k: (v.tokens, v.finish_reason) for k, v in cpu.items()}
+    assert runs[True, 1, False] == {k: (v.tokens, v.finish_reason) for k, v in cpu.items()}
 
 
 

@@ -52,3 +52,7 @@ class GenerateSection:
                                  "prefill forwards take a few shapes only and kernels built per shape are built "
                                  "once, by warm-up prefills before the clock starts (GPU); 1 disables.",
                                  unit="tokens", min=1)
+    overlap_prefill: bool = option(False, "Launch each cycle's decode steps before the refills' prefills, so that "
+                                   "the prefills' launch time (host-bound for small models) overlaps the decoding; "
+                                   "refilled slots then start one cycle later. Not measured yet (see "
+                                   "docs/performance.md).")

@@ -95,6 +95,8 @@ class EngineSettings:
     recipe default is 64) pads only within a group.
     ``split_requests``: start a request before all its samples fit the free slots (see
     :class:`~thinkfast.generate.scheduler.SlotScheduler`); off, each request costs one prefill.
+    ``overlap_prefill``: launch each cycle's decode steps first and the refills' prefills after them
+    (see :meth:`Engine.generate`); off, slots are refilled before the cycle's decode steps.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
     (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured.
     """
@@ -113,6 +115,7 @@ class EngineSettings:
     prefill_padding: float = 0.25
     prefill_bucket: int = 1
     split_requests: bool = False
+    overlap_prefill: bool = False
     compile: bool = False
 
 
@@ -160,6 +163,8 @@ class Engine:
         self.compile_error: str | None = None  # why the step could not be compiled, if it could not
         self._step: Callable[[], object] = self._decode_step
         self.warmup_seconds = 0.0  # spent in warm-up prefills (GPU with prefill_bucket > 1 only), before the clock
+        # with overlap_prefill on CUDA, host-to-device copies come from pinned memory without a stream sync
+        self._async_copies = settings.overlap_prefill and dev.type == "cuda"
         self._warm_widths: set[int] = set()
         if settings.compile:  # the first call runs on idle slots: prefill overwrites whatever it leaves
             compiled = compile_and_warm(self._decode_step, dev)
@@ -232,14 +237,10 @@ class Engine:
             logits.append(self._prefill_group([prompts[i] for i in group], [assignments[i].slots for i in group],
                                               max(padded[i] for i in group)))
             order += group
-        dev = self.device
-        slots = torch.tensor([slot for i in order for slot in assignments[i].slots], dtype=torch.long, device=dev)
-        samples = torch.tensor([k for i in order for k in assignments[i].sample_indices], dtype=torch.long,
-                               device=dev)
-        keys = torch.tensor([requests[assignments[i].request].key for i in order for _ in assignments[i].slots],
-                            dtype=torch.long, device=dev)
-        starts = torch.tensor([lengths[i] for i in order for _ in assignments[i].slots], dtype=torch.long,
-                              device=dev)
+        slots = self._upload([slot for i in order for slot in assignments[i].slots])
+        samples = self._upload([k for i in order for k in assignments[i].sample_indices])
+        keys = self._upload([requests[assignments[i].request].key for i in order for _ in assignments[i].slots])
+        starts = self._upload([lengths[i] for i in order for _ in assignments[i].slots])
         zero = torch.zeros_like(slots)
         first = sample_tokens(torch.cat(logits), counter_uniform(s.seed, keys, samples, zero), s.sampling)  # (S,)
         is_eos = (first.unsqueeze(1) == self.eos_ids).any(dim=1)
@@ -262,18 +263,25 @@ class Engine:
     def _prefill_group(self, prompts: list[torch.Tensor], slots: list[tuple[int, ...]], width: int) -> torch.Tensor:
         """One batched prefill: ``prompts[p]`` ``(L_p,)`` left-padded to ``width`` tokens, into ``slots[p]``;
         returns logits ``(S, V)`` (``S`` = all slots, in the order given)."""
-        dev = self.device
-        flat = torch.tensor([slot for group in slots for slot in group], dtype=torch.long, device=dev)
+        flat = self._upload([slot for group in slots for slot in group])
         sizes = [len(p) for p in prompts]
         masked = self.settings.prefill_bucket > 1 or min(sizes) < width  # bucketed: one code path for all shapes
         if len(prompts) == 1 and not masked:  # one forward of (1, L), its state copied into every slot
-            return self.model.prefill(prompts[0].to(dev), self.cache, flat)
-        ids = prompts[0].new_zeros(len(prompts), width)  # (P, width), each prompt at the right end
+            return self.model.prefill(self._upload(prompts[0]), self.cache, flat)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)  # (P, width), each prompt at the right end
         for p, prompt in enumerate(prompts):
-            ids[p, width - len(prompt):] = prompt
-        rows = torch.tensor([p for p, group in enumerate(slots) for _ in group], dtype=torch.long, device=dev)
-        lengths = torch.tensor(sizes, dtype=torch.long, device=dev) if masked else None
-        return self.model.prefill(ids.to(dev), self.cache, flat, rows, lengths)
+            ids[p, width - len(prompt):] = prompt.cpu()
+        rows = self._upload([p for p, group in enumerate(slots) for _ in group])
+        lengths = self._upload(sizes) if masked else None
+        return self.model.prefill(self._upload(ids), self.cache, flat, rows, lengths)
+
+    def _upload(self, values: list[int] | torch.Tensor) -> torch.Tensor:
+        """``values`` as a long tensor on the device; with ``overlap_prefill`` on CUDA, copied from pinned
+        memory without waiting for the work already queued (a pageable copy would wait for it)."""
+        host = torch.as_tensor(values, dtype=torch.long)
+        if self._async_copies and host.device.type == "cpu":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
 
     @torch.no_grad()
     def _warm_up_prefill(self, widths: set[int], most: int = 16) -> None:
@@ -322,6 +330,11 @@ class Engine:
             self._warm_up_prefill({self._bucketed(r.prompt_ids.numel()) for r in requests})
         while not sched.idle:
             tick = time.perf_counter()
+            # overlap: the running slots' decode steps first, so the refills' prefills (launched from
+            # Python, mostly host time for small models) queue behind them while the device decodes
+            decoding = not s.overlap_prefill or bool(sched.running)
+            if s.overlap_prefill and decoding:
+                self.decode(s.check_every)
             assignments = sched.assign()
             if assignments:
                 self._start(requests, assignments)
@@ -329,10 +342,11 @@ class Engine:
                 for slot in assignment.slots:
                     checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
                     seen[slot], memories[slot] = [], SlotMemory()
-            if assignments and self.device.type == "cuda":
+            if assignments and self.device.type == "cuda" and not s.overlap_prefill:
                 torch.cuda.synchronize(self.device)
             prefilled = time.perf_counter()
-            self.decode(s.check_every)  # on a GPU: graph replays, launched without waiting
+            if not s.overlap_prefill:
+                self.decode(s.check_every)  # on a GPU: graph replays, launched without waiting
             if handout:  # the previous check's samples, while the device works
                 launched = time.perf_counter()
                 for item in handout:
@@ -344,7 +358,7 @@ class Engine:
             tock = time.perf_counter()
             self.stats.prefill_seconds += prefilled - tick
             self.stats.decode_seconds += tock - prefilled
-            self.stats.decode_steps += s.check_every
+            self.stats.decode_steps += s.check_every if decoding else 0
             self.stats.cycles += 1
             share = (tock - tick) / max(len(busy), 1)
             for slot in busy:

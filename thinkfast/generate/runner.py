@@ -210,6 +210,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
         check_every=gen.check_every,
         cuda_graphs=gen.cuda_graphs, dtype=dtype, state_dtype=DTYPES[gen.state_dtype],
         prefill_tokens=gen.prefill_tokens, prefill_padding=gen.prefill_padding, prefill_bucket=gen.prefill_bucket,
+        overlap_prefill=gen.overlap_prefill,
         compile=gen.compile and device.type == "cuda",
     )
 
@@ -291,6 +292,8 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "state_dtype": gen.state_dtype,
         "batch_size": gen.batch_size,
         "check_every": gen.check_every,
+        "prefill_bucket": gen.prefill_bucket,
+        "overlap_prefill": gen.overlap_prefill,
         "cuda_graphs": merged["cuda_graph"],
         "graph_error": merged["graph_error"],
         "compiled": merged["compiled"],
