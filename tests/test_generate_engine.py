@@ -324,3 +324,30 @@ def test_a_step_that_cannot_be_compiled_runs_eagerly(monkeypatch):
     monkeypatch.setattr(stepping, "compile_step", broken_compile)
     engine, _ = _compiled_hybrid_run()
     assert engine.compile_error == "RuntimeError: InductorError: no working C compiler"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_overlapped_refill_never_waits_for_the_device(model):
+    """With ``overlap_prefill`` a refill's prefill (uploads, forward, first tokens, bookkeeping) is queued
+    without one host sync, so it overlaps the decode steps queued before it (the engine's own code and the
+    model with the pure-PyTorch kernels; a kernel plugin's own syncs are not covered)."""
+    from thinkfast.kernels import select_kernels
+
+    gpu = ThinkfastLM(model.config, device="cuda", dtype=torch.float64)
+    gpu.load_state_dict(model.state_dict())
+    gpu.set_kernels(select_kernels({"ssm": "torch", "conv": "torch", "attention": "torch"}, "cuda")).eval()
+    requests = _requests(lengths=(6, 3, 6, 9), samples=2)
+    settings = EngineSettings(batch_size=8, max_seqlen=9 + 8, max_new_tokens=8, sampling=SamplingParams(), seed=3,
+                              eos_ids=(EOS,), check_every=4, prefill_bucket=4, overlap_prefill=True)
+    engine = Engine(gpu, settings)
+    list(engine.generate(requests))  # first-time work (allocations, pinned blocks) outside the check
+    assignments = SlotScheduler(8, ((i, r.sample_indices) for i, r in enumerate(requests))).assign()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        engine.decode(4)
+        engine._start(requests, assignments)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()

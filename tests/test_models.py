@@ -288,31 +288,65 @@ def test_aligned_linear_pads_the_output_and_gives_the_same_values(bias):
     assert aligned_linear(x, linear, 1, cuda_only=False).stride() == (13, 1)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_aligned_in_proj_step_gives_the_unaligned_logits_on_gpu():
-    """The decode step with ``in_proj`` padded to 8 columns (the default) against the unpadded one, bf16,
-    the CUDA kernels, a shape with an odd in-projection (9 heads, like Llamba-135M)."""
-    from thinkfast.kernels import select_kernels
-    from thinkfast.models.ssm import SSMMixer
-
+def _odd_in_proj_llamba(device: str, dtype: torch.dtype) -> ThinkfastLM:
+    """A Llamba student whose ``in_proj`` is 2313 columns wide (9 heads of 64, like Llamba-135M)."""
     torch.manual_seed(0)
     teacher = ThinkfastLM(tiny_config(vocab_size=512, hidden_size=576, intermediate_size=512, num_heads=9,
-                                      num_kv_heads=3, head_dim=64), device="cuda", dtype=torch.bfloat16)
+                                      num_kv_heads=3, head_dim=64), device=device, dtype=dtype)
     model = build_student(teacher, "llamba", {}).eval()
-    model.set_kernels(select_kernels(None, "cuda"))
-    assert model.layers[0].mixer.in_proj.out_features % 8  # the case the padding is for
-    prompt = torch.randint(0, 512, (12,), device="cuda")
-    logits = {}
-    for align in (8, 1):
-        cache = model.allocate_cache(4, 32, dtype=torch.bfloat16, state_dtype=torch.float32)
-        SSMMixer.step_in_proj_align = align
-        try:
-            with torch.no_grad():
-                model.prefill(prompt, cache, torch.arange(4, device="cuda"))
-                tokens = torch.arange(4, device="cuda")
-                logits[align] = model.step(tokens, torch.full((4,), 12, device="cuda"), cache).float()
-        finally:
-            SSMMixer.step_in_proj_align = 8
-    err = ((logits[8] - logits[1]).norm() / logits[1].norm()).item()
+    assert model.layers[0].mixer.in_proj.out_features == 2313
+    return model
+
+
+def _step_logits_with_align(model: ThinkfastLM, align: int, device: str) -> torch.Tensor:
+    """Logits of one decode step after a 12-token prefill, with ``SSMMixer.step_in_proj_align = align``."""
+    from thinkfast.models.ssm import SSMMixer
+
+    saved = SSMMixer.step_in_proj_align
+    SSMMixer.step_in_proj_align = align
+    try:
+        dtype = next(model.parameters()).dtype
+        cache = model.allocate_cache(4, 32, dtype=dtype, state_dtype=torch.float32)
+        with torch.no_grad():
+            model.prefill(torch.arange(3, 15, device=device), cache, torch.arange(4, device=device))
+            return model.step(torch.arange(4, device=device), torch.full((4,), 12, device=device), cache).float()
+    finally:
+        SSMMixer.step_in_proj_align = saved
+
+
+def test_padded_in_proj_step_gives_the_same_logits_on_the_cpu(monkeypatch):
+    """The padded path forced on the CPU (float64): the split views of the 2320-wide product feed the
+    reference conv and SSD steps exactly as the unpadded ones."""
+    import functools
+
+    import thinkfast.models.ssm as ssm
+    from thinkfast.models.layers import aligned_linear
+
+    model = _odd_in_proj_llamba("cpu", torch.float64)
+    want = _step_logits_with_align(model, 1, "cpu")
+    monkeypatch.setattr(ssm, "aligned_linear", functools.partial(aligned_linear, cuda_only=False))
+    seen = []
+    original = ssm.SSMMixer._project
+    monkeypatch.setattr(ssm.SSMMixer, "_project", lambda self, u, align=1: seen.append(
+        original(self, u, align)[1].stride(0)) or original(self, u, align))
+    got = _step_logits_with_align(model, 8, "cpu")
+    assert 2320 in seen  # the padded product ran (prefill's own projection stays unpadded)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kernel_set", ["triton", "mamba-ssm"])
+def test_aligned_in_proj_step_gives_the_unaligned_logits_on_gpu(kernel_set):
+    """The decode step with ``in_proj`` padded to 8 columns (the default on CUDA) against the unpadded one,
+    bf16, with either set of decode kernels."""
+    from thinkfast.kernels import select_kernels
+
+    model = _odd_in_proj_llamba("cuda", torch.bfloat16)
+    model.set_kernels(select_kernels({"ssm": kernel_set, "conv": kernel_set}, "cuda"))
+    mixer = model.layers[0].mixer
+    u = torch.randn(4, 576, device="cuda", dtype=torch.bfloat16)
+    assert mixer._project(u, 8)[1].stride(0) == 2320 and mixer._project(u, 1)[1].stride(0) == 2313
+    padded, plain = _step_logits_with_align(model, 8, "cuda"), _step_logits_with_align(model, 1, "cuda")
+    err = ((padded - plain).norm() / plain.norm()).item()
     assert err < 1e-2, err

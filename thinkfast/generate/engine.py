@@ -268,9 +268,10 @@ class Engine:
         masked = self.settings.prefill_bucket > 1 or min(sizes) < width  # bucketed: one code path for all shapes
         if len(prompts) == 1 and not masked:  # one forward of (1, L), its state copied into every slot
             return self.model.prefill(self._upload(prompts[0]), self.cache, flat)
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)  # (P, width), each prompt at the right end
+        # (P, width), each prompt at the right end; built where the prompts are (no device-to-host copy)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long, device=prompts[0].device)
         for p, prompt in enumerate(prompts):
-            ids[p, width - len(prompt):] = prompt.cpu()
+            ids[p, width - len(prompt):] = prompt.to(ids.device)
         rows = self._upload([p for p, group in enumerate(slots) for _ in group])
         lengths = self._upload(sizes) if masked else None
         return self.model.prefill(self._upload(ids), self.cache, flat, rows, lengths)
@@ -313,7 +314,13 @@ class Engine:
 
         The samples a check finds finished are yielded during the next cycle, right after its decode
         steps are launched, so the caller's work on them (decoding text, writing files) overlaps the
-        device's decoding instead of leaving the device idle. ``on_progress(tokens)`` is called after
+        device's decoding instead of leaving the device idle. With ``overlap_prefill`` a cycle launches the running
+        slots' decode steps first and then the refills' prefills (queued behind them on the same stream,
+        their inputs uploaded without a sync), so the prefills' launch time overlaps the decoding; the
+        refilled slots decode from the next cycle. :class:`EngineStats` then counts differently:
+        ``prefill_seconds`` is host time only (the decode launch and the prefills' launch), the
+        prefills' device time falls into ``decode_seconds``, a cycle that starts with no slot running
+        has no decode steps, and a refilled slot is charged the cycle of its prefill. ``on_progress(tokens)`` is called after
         every check with the tokens generated since the last one.
         """
         s = self.settings
