@@ -320,8 +320,8 @@ class Engine:
         refilled slots decode from the next cycle. :class:`EngineStats` then counts differently:
         ``prefill_seconds`` is host time only (the decode launch and the prefills' launch), the
         prefills' device time falls into ``decode_seconds``, a cycle that starts with no slot running
-        has no decode steps, and a refilled slot is charged the cycle of its prefill. ``on_progress(tokens)`` is called after
-        every check with the tokens generated since the last one.
+        has no decode steps, and a refilled slot is charged the cycle of its prefill.
+        ``on_progress(tokens)`` is called after every check with the tokens generated since the last one.
         """
         s = self.settings
         sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)),
