@@ -326,7 +326,6 @@ class Engine:
         s = self.settings
         sched = SlotScheduler(s.batch_size, ((i, r.sample_indices) for i, r in enumerate(requests)),
                               split=s.split_requests)
-        checked = [0] * s.batch_size  # leading tokens of each slot known not to stop (stop strings, answer rule)
         seen: list[list[int]] = [[] for _ in range(s.batch_size)]  # each slot's tokens on the host (stop checks)
         memories = [SlotMemory() for _ in range(s.batch_size)]  # what the stop checker keeps per slot
         seconds = [0.0] * s.batch_size
@@ -347,7 +346,7 @@ class Engine:
                 self._start(requests, assignments)
             for assignment in assignments:
                 for slot in assignment.slots:
-                    checked[slot], seconds[slot], last_count[slot] = 0, 0.0, 0
+                    seconds[slot], last_count[slot] = 0.0, 0
                     seen[slot], memories[slot] = [], SlotMemory()
             if assignments and self.device.type == "cuda" and not s.overlap_prefill:
                 torch.cuda.synchronize(self.device)
@@ -361,7 +360,7 @@ class Engine:
                 handout = []
                 self.stats.handout_seconds += time.perf_counter() - launched
             busy = sorted(sched.running)
-            finished, counts = self._harvest(busy, checked, seen, memories)
+            finished, counts = self._harvest(busy, seen, memories)
             tock = time.perf_counter()
             self.stats.prefill_seconds += prefilled - tick
             self.stats.decode_seconds += tock - prefilled
@@ -384,19 +383,21 @@ class Engine:
                     handout.append(item)
         yield from handout
 
-    def _harvest(self, busy: list[int], checked: list[int], seen: list[list[int]],
+    def _harvest(self, busy: list[int], seen: list[list[int]],
                  memories: list[SlotMemory]) -> tuple[dict[int, Finished], torch.Tensor]:
         """One host sync: the samples that finished among ``busy`` slots (by slot), and every slot's token count.
 
-        With a stop checker every busy slot is watched, and ``seen[slot]`` (the slot's tokens on the host)
-        is extended by only the tokens generated since the last check, in one small transfer for all slots.
+        With a stop checker every busy slot is watched, and ``seen[slot]`` (the slot's tokens on the host,
+        all checked for stops at earlier checks) is extended by only the tokens generated since the last
+        check, in one small transfer for all slots.
         """
-        B = len(checked)
+        B = self.settings.batch_size
         both = torch.cat([self.num_generated, self.done.long(), self.hit_eos.long()]).cpu()  # the one sync
         counts, done, hit_eos = both[:B], both[B: 2 * B].bool(), both[2 * B:].bool()
         watch = busy if self.stop_checker else [b for b in busy if done[b]]
         if not watch:
             return {}, counts
+        checked = [len(seen[slot]) for slot in watch]  # leading tokens known not to stop
         if self.stop_checker:
             for slot, fresh in zip(watch, self._fresh_tokens(watch, counts, seen), strict=True):
                 seen[slot].extend(fresh)
@@ -406,10 +407,9 @@ class Engine:
             rows = [row[: int(counts[slot])] for slot, row in
                     zip(watch, self.out[idx, : int(counts[watch].max())].cpu().tolist(), strict=True)]
         finished: dict[int, Finished] = {}
-        for slot, tokens in zip(watch, rows, strict=True):
+        for slot, tokens, known in zip(watch, rows, checked, strict=True):
             if self.stop_checker:
-                found = self.stop_checker.first_stop(tokens, checked[slot], memories[slot])
-                checked[slot] = len(tokens)
+                found = self.stop_checker.first_stop(tokens, known, memories[slot])
                 if found is not None:
                     finished[slot] = Finished(-1, -1, tokens[: found.t], found.reason, found.text)
                     continue

@@ -47,9 +47,9 @@ class PendingProblem:
     missing: tuple[int, ...]
 
 
-def run_settings(recipe: Any, model_spec: str, plugin: Any) -> dict[str, Any]:
+def run_settings(recipe: Any, model_spec: str, answer_format: str | None) -> dict[str, Any]:
     """What decides the samples; a resumed run must match it exactly. ``stop_at_answer`` is recorded as
-    in effect (:func:`answer_stop_format`): on data it cannot end, it decides nothing."""
+    in effect: whether the answer rule ends samples (``answer_format``, from :func:`answer_stop_format`)."""
     gen = recipe.generate
     data = gen.data
     return {
@@ -58,7 +58,7 @@ def run_settings(recipe: Any, model_spec: str, plugin: Any) -> dict[str, Any]:
         "dataset_options": data.options, "n_samples": gen.n_samples, "temperature": gen.temperature,
         "top_p": gen.top_p, "top_k": gen.top_k, "min_p": gen.min_p, "max_new_tokens": gen.max_new_tokens,
         "stop": list(gen.stop), "stop_on_special_tokens": gen.stop_on_special_tokens,
-        "stop_at_answer": answer_stop_format(plugin, gen.stop_at_answer) is not None, "seed": recipe.run.seed,
+        "stop_at_answer": answer_format is not None, "seed": recipe.run.seed,
     }
 
 
@@ -149,7 +149,8 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
                                  "or pass --model")
         out_dir.mkdir(parents=True, exist_ok=True)
         plugin, problems = load_problems(gen.data)
-        settings = run_settings(recipe, model_spec, plugin)
+        answer_format = answer_stop_format(plugin, gen.stop_at_answer)
+        settings = run_settings(recipe, model_spec, answer_format)
         check_settings(out_dir, settings)
         if not problems:
             d = gen.data
@@ -171,7 +172,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
 
         started = time.perf_counter()
         new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console,
-                                             answer_stop_format(plugin, gen.stop_at_answer)) if todo else ([], {})
+                                             answer_format) if todo else ([], {})
         wall = time.perf_counter() - started
         stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
                  "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records),

@@ -145,10 +145,9 @@ class StopChecker:
 
         First two set lookups (:class:`TokenChars`): a new token that shows a newline, and a ``#`` in a token
         up to it; most rows end here with no decode. Then its newline must be among the new tokens' text,
-        and its ``####`` at most
-        ``ANSWER_LINE_CHARS + 4`` characters before that: the tokens just before ``checked`` are decoded,
-        twice as many each round, until their text holds ``####`` (maybe: scan) or is long enough to
-        rule it out. Counting characters, not tokens, this holds whatever a token decodes to.
+        and its ``####`` at most ``ANSWER_LINE_CHARS + 4`` characters before that: the tokens just before
+        ``checked`` are decoded, twice as many each round, until their text holds ``####`` (maybe: scan) or
+        is long enough to rule it out. Counting characters, not tokens, this holds whatever a token decodes to.
         """
         if self.answer_format is None:
             return False
