@@ -36,6 +36,7 @@
 #                  written samples stay), later phases are skipped, `collect` still runs if it was asked for,
 #                  and the same command resumes the work on the next call
 #   BATCH_TEACHER, BATCH_PURE, BATCH_HYBRID   decode slots per model (default: the probe's pick, else 1024)
+#   PROBE_BATCHES  batch sizes the probe measures (default 256,512,1024,2048,4096)
 #   STATE_DTYPE    generate with this SSM state dtype (float32, bfloat16) instead of the recipe's; outputs in
 #                  <the generation root>-state<STATE_DTYPE>, so it runs beside the recipe's generation
 #   PAPER_WORKDIR  directory the relative paths (.data, .models, .xfer*, runs) live in (default: repo root)
@@ -203,7 +204,7 @@ phase_probe() {
     ln -sfn "$(realpath "$(model_dir "$label")")" "$dir/models/$label"   # profile names a model by its dir
     models+=("$dir/models/$label")
   done
-  local grid=(--batch 256,512,1024,2048,4096 --seqlen 576 --prompt-len 320 --warmup 1 --repeats 3 --decode-points 3)
+  local grid=(--batch "${PROBE_BATCHES:-256,512,1024,2048,4096}" --seqlen 576 --prompt-len 320 --warmup 1 --repeats 3 --decode-points 3)
   [ "${TOY:-0}" = 1 ] && grid=(--batch 2,4 --seqlen 48 --prompt-len 16 --warmup 0 --repeats 1 --decode-points 1)
   local state=()
   if [ -n "$STATE_DTYPE" ]; then state=(--set "profile.state_dtype=\"$STATE_DTYPE\""); fi

@@ -7,6 +7,9 @@ boundary) of the three kinds: transformer, pure SSM and hybrid.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -344,10 +347,14 @@ def test_overlapped_refill_never_waits_for_the_device(model):
     list(engine.generate(requests))  # first-time work (allocations, pinned blocks) outside the check
     assignments = SlotScheduler(8, ((i, r.sample_indices) for i, r in enumerate(requests))).assign()
     torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        engine.decode(4)
-        engine._start(requests, assignments)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    with warnings.catch_warnings(record=True) as caught:  # "warn" mode reports every sync, not the first
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            engine.decode(4)
+            engine._start(requests, assignments)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()
+    syncs = [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchronizing" in str(w.message)]
+    assert not syncs, f"host syncs at {syncs}"

@@ -1,7 +1,8 @@
 """``mamba-ssm``: the Triton SSD kernels of mamba-ssm and the CUDA conv kernels of causal-conv1d (lazy imports).
 
 Where these kernels lack a feature the reference kernel runs instead (documented in docs/models.md):
-conv widths other than 2-4, and a conv that is given both ``seq_idx`` and an initial state.
+conv widths other than 2-4, a conv that is given both ``seq_idx`` and an initial state, and a packed or
+stateful conv whose channel count is not a multiple of 8.
 """
 
 from __future__ import annotations
@@ -11,6 +12,22 @@ import torch
 from thinkfast.kernels import KernelSet
 from thinkfast.kernels import reference as ref
 from thinkfast.kernels.base import cuda_module_unavailable
+
+
+def _channel_last(x: torch.Tensor) -> torch.Tensor | None:
+    """``x`` (B, L, D) as a (B, D, L) view with the channel-last strides causal-conv1d requires.
+
+    The kernel wants ``stride(1) == 1`` and the batch and position strides multiples of 8. ``x`` is
+    returned transposed if it qualifies (a slice of a wider projection often does not), else copied
+    into a fresh (B, L, D) buffer, whose strides are canonical even for size-1 dimensions (which
+    ``contiguous()`` leaves as they were). None where D is not a multiple of 8: no such layout exists.
+    """
+    xt = x.transpose(1, 2)
+    if xt.stride(1) == 1 and xt.stride(0) % 8 == 0 and xt.stride(2) % 8 == 0:
+        return xt
+    if x.shape[2] % 8:
+        return None
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device).copy_(x).transpose(1, 2)
 
 
 class MambaSsmKernels(KernelSet):
@@ -60,9 +77,12 @@ class MambaSsmKernels(KernelSet):
                                      seq_idx=seq_idx)
         from causal_conv1d import causal_conv1d_fn
 
-        xt = x.transpose(1, 2)  # (B, D, L), channel-last memory layout as the kernel wants with states
-        if xt.stride(1) != 1 or xt.stride(0) % 8 or xt.stride(2) % 8:  # kernel's channel-last stride rules
-            xt = x.contiguous().transpose(1, 2)
+        xt = _channel_last(x)
+        if xt is None:  # no channel-last layout exists; channel-first serves only a stateless, unpacked call
+            if seq_idx is not None or initial_state is not None:
+                return ref.causal_conv1d(x, weight, bias, activation=activation, initial_state=initial_state,
+                                         seq_idx=seq_idx)
+            xt = x.transpose(1, 2).contiguous()
         act = "silu" if activation == "silu" else None
         if seq_idx is not None:
             y = causal_conv1d_fn(xt, weight.contiguous(), bias, seq_idx=seq_idx.to(torch.int32).contiguous(),

@@ -248,7 +248,7 @@ class Engine:
         self.positions[slots] = starts
         self.keys[slots] = keys
         self.sample_indices[slots] = samples
-        self.num_generated[slots] = 1
+        self.num_generated.index_fill_(0, slots, 1)  # a scalar set through indexing copies it: a sync
         self.out[slots, 0] = first
         self.hit_eos[slots] = is_eos
         self.done[slots] = is_eos | (s.max_new_tokens <= 1)
