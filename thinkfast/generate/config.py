@@ -54,5 +54,5 @@ class GenerateSection:
                                  unit="tokens", min=1)
     overlap_prefill: bool = option(False, "Launch each cycle's decode steps before the refills' prefills, so that "
                                    "the prefills' launch time (host-bound for small models) overlaps the decoding; "
-                                   "refilled slots then start one cycle later. Not measured yet (see "
-                                   "docs/performance.md).")
+                                   "refilled slots then start one cycle later. Measured within run-to-run spread "
+                                   "(-4% to +3%) on a 135M workload (docs/performance.md).")
