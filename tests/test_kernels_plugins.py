@@ -88,6 +88,23 @@ def test_flash_cu_seqlens_helper():
     assert cu.tolist() == [0, 2, 5, 6, 10] and longest == 4
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 16), (2, 1, 16), (1, 5, 16), (3, 7, 24)])
+def test_channel_last_layout_for_causal_conv1d(shape):
+    """causal-conv1d's channel-last path needs stride(1) == 1 and batch/position strides that are multiples
+    of 8. A slice of a projection of odd width fails that, also with size-1 dims (which ``contiguous()``
+    keeps as they are): the helper hands the kernel a copy with canonical strides, the same values."""
+    from thinkfast_plugins.kernels.mamba import _channel_last
+
+    b, length, d = shape
+    proj = torch.randn(b, length, 2 * d + 5)  # odd width: a slice of it has unaligned strides
+    x = proj[..., 3:3 + d]
+    xt = _channel_last(x)
+    assert xt.shape == (b, d, length) and torch.equal(xt, x.transpose(1, 2))
+    assert xt.stride(1) == 1 and xt.stride(0) % 8 == 0 and xt.stride(2) % 8 == 0
+    aligned = torch.randn(b, length, d)  # already qualifies: no copy
+    assert _channel_last(aligned).data_ptr() == aligned.data_ptr()
+    assert _channel_last(torch.randn(b, length, d + 3)) is None  # no channel-last layout exists
+
 
 _INTERPRETER_CHECK = """
 import torch
