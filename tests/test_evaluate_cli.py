@@ -123,6 +123,23 @@ def test_unfinished_and_mismatched_runs_are_warned_about(tmp_path):
     assert "warning:" in result.output
 
 
+def test_runs_timed_on_different_devices_are_warned_about(tmp_path, evaluated):
+    """Seconds from two cards compare the cards too: the report says so; one card says nothing."""
+    out, _ = evaluated
+    assert not any("different devices" in w for w in json.loads((out / "report.json").read_text())["warnings"])
+    other = tmp_path / "other-card"
+    shutil.copytree(FIXTURES / "student", other)
+    meta = json.loads((other / "run.json").read_text())
+    assert json.loads((FIXTURES / "teacher" / "run.json").read_text())["device"] == meta["device"]
+    meta["device"] = "NVIDIA H200"
+    (other / "run.json").write_text(json.dumps(meta))
+    result = _run(["--runs", str(FIXTURES / "teacher"), "--runs", str(other), "-o", str(tmp_path / "out"),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((tmp_path / "out" / "report.json").read_text())["warnings"]
+    assert any("different devices" in w and meta["device"] in w for w in warnings)
+
+
 def test_interrupted_run_is_compared_on_the_problems_every_run_completed(tmp_path):
     """A run interrupted before its final run.json: problem_seconds come from its samples' seconds, and
     --common-problems evaluates every run on the problems all of them completed."""

@@ -97,7 +97,8 @@ def read_samples(path: Path) -> list[ProblemSamples]:
 
 
 def run_warnings(runs: list[Run]) -> list[str]:
-    """What a reader of the report must know: unfinished runs, uneven samples, runs over different problems."""
+    """What a reader of the report must know: unfinished runs, uneven samples, runs over different problems,
+    runs timed on different devices."""
     warnings = []
     for run in runs:
         if run.meta.get("problem_seconds_from") == "samples":
@@ -116,6 +117,11 @@ def run_warnings(runs: list[Run]) -> list[str]:
         sizes = ", ".join(f"{path}: {len(s)}" for path, s in problem_sets.items())
         warnings.append(f"the runs cover different problems ({sizes}); compare them on a common set "
                         f"(--common-problems)")
+    devices = {str(run.meta["device"]) for run in runs if run.meta.get("device")}
+    if len(devices) > 1:
+        named = ", ".join(f"{run.path}: {run.meta.get('device', 'unknown')}" for run in runs)
+        warnings.append(f"the runs were generated on different devices ({named}); their seconds, and the "
+                        f"plots against seconds, compare the devices as well as the models")
     return warnings
 
 
