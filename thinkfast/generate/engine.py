@@ -399,7 +399,7 @@ class Engine:
             return {}, counts
         checked = [len(seen[slot]) for slot in watch]  # leading tokens known not to stop
         if self.stop_checker:
-            for slot, fresh in zip(watch, self._fresh_tokens(watch, counts, seen), strict=True):
+            for slot, fresh in zip(watch, self._fresh_tokens(watch, counts, checked), strict=True):
                 seen[slot].extend(fresh)
             rows = [seen[slot] for slot in watch]  # each exactly counts[slot] long
         else:
@@ -417,10 +417,10 @@ class Engine:
                 finished[slot] = Finished(-1, -1, list(tokens), "eos" if hit_eos[slot] else "length")
         return finished, counts
 
-    def _fresh_tokens(self, watch: list[int], counts: torch.Tensor, seen: list[list[int]]) -> list[list[int]]:
-        """Each watched slot's tokens past the ``len(seen[slot])`` already on the host, in one transfer of
-        ``(len(watch), most new tokens of a slot)``."""
-        known = torch.tensor([len(seen[slot]) for slot in watch], dtype=torch.long)
+    def _fresh_tokens(self, watch: list[int], counts: torch.Tensor, checked: list[int]) -> list[list[int]]:
+        """Each watched slot's tokens past the ``checked`` ones already on the host (one count per slot of
+        ``watch``), in one transfer of ``(len(watch), most new tokens of a slot)``."""
+        known = torch.tensor(checked, dtype=torch.long)
         fresh = counts[watch] - known
         most = int(fresh.max())
         if most <= 0:
