@@ -11,9 +11,10 @@ whose CUDA kernels are summed by name. The table shows the top kernels and their
 :func:`thinkfast.generate.stepping.compile_step`, with the selected kernels) and ``compile-torch-ops``
 (compiled, with the pure-PyTorch SSM/conv step operations, which inductor can fuse), ``compile-max``
 (compiled with ``max-autotune-no-cudagraphs``, which also tunes the GEMMs); a mode ending in
-``-unaligned`` (``eager-unaligned``, ``compile-unaligned``) computes the SSM mixers' ``in_proj`` at its
-own width instead of padded to 8 columns (:attr:`~thinkfast.models.ssm.SSMMixer.step_in_proj_align`),
-the baseline of that padding; ``MODE:SET``
+``-unfused`` (``eager-unfused``, ``compile-unfused``) runs the model without
+:meth:`~thinkfast.models.model.ThinkfastLM.fuse_projections` (separate ``q``/``k``/``v`` GEMMs, each SSM
+``in_proj`` at its own width instead of padded to 8 columns), the baseline of that fusion, which the
+engine applies; ``MODE:SET``
 (e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations. Each variant's
 logits are compared with those of the pure-PyTorch kernels (eager) from the same cache contents.
 This is a diagnosis tool for ``docs/performance.md``; it changes nothing.
@@ -32,10 +33,7 @@ from thinkfast.devices import DTYPES
 from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.generate.stepping import compile_and_warm
 from thinkfast.kernels import Kernels, select_kernels
-from thinkfast.models.ssm import SSMMixer
 from thinkfast.profile.shapes import build_shape
-
-ALIGN = SSMMixer.step_in_proj_align  # the default, restored after each variant
 
 
 def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
@@ -61,7 +59,7 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
 def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtype: torch.dtype,
                 variants: list[str]) -> dict:
     device = torch.device("cuda", torch.cuda.current_device())
-    model = build_shape(shape, device, dtype).eval()
+    model = build_shape(shape, device, dtype).eval().fuse_projections()  # as the engine runs it
     selected = select_kernels(None, device)
     model.set_kernels(selected)
     cache = model.allocate_cache(batch, ctx + 64, dtype=dtype, state_dtype=state_dtype)
@@ -108,8 +106,8 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
     try:
         for variant in variants:
             mode, _, pinned = variant.partition(":")
-            unaligned = mode.endswith("-unaligned")
-            mode = mode.removesuffix("-unaligned")
+            unfused = mode.endswith("-unfused")
+            mode = mode.removesuffix("-unfused")
             kernels = selected
             if mode == "compile-torch-ops":
                 kernels = Kernels(ssm=Kernels.reference().ssm, conv=Kernels.reference().conv,
@@ -117,9 +115,12 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
             elif pinned:
                 kernels = select_kernels({"ssm": pinned, "conv": pinned}, device)
             model.set_kernels(kernels)
-            SSMMixer.step_in_proj_align = 1 if unaligned else ALIGN
+            if unfused:
+                model.unfuse_projections()
+            else:
+                model.fuse_projections()
             fn = step_and_sample
-            entry: dict = {"in_proj_align": SSMMixer.step_in_proj_align}
+            entry: dict = {"fused_projections": not unfused}
             if mode.startswith("compile"):
                 compiled = compile_and_warm(step_and_sample, device,
                                             "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
@@ -132,7 +133,7 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
             entry["kernels"] = kernel_breakdown(fn)
             result["variants"][variant] = entry
     finally:
-        SSMMixer.step_in_proj_align = ALIGN
+        model.fuse_projections()
     model.set_kernels(selected)
     return result
 

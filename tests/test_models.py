@@ -275,17 +275,34 @@ def test_meta_construction_and_dtype():
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_aligned_linear_pads_the_output_and_gives_the_same_values(bias):
-    from thinkfast.models.layers import aligned_linear
+def test_fused_linear_gives_each_output_and_shares_the_parameters(bias):
+    from thinkfast.models.fused import FusedLinear
 
     torch.manual_seed(0)
-    linear = torch.nn.Linear(16, 13, bias=bias, dtype=torch.float64)  # 13 columns: not a multiple of 8
-    x = torch.randn(5, 16, dtype=torch.float64)
-    got = aligned_linear(x, linear, 8, cuda_only=False)
-    assert got.shape == (5, 13) and got.stride() == (16, 1)  # a view of a (5, 16) product: rows 16-aligned
-    torch.testing.assert_close(got, linear(x), atol=1e-12, rtol=0)
-    assert aligned_linear(x, linear, 8).stride() == (13, 1)  # on the CPU it is linear(x) unless forced
-    assert aligned_linear(x, linear, 1, cuda_only=False).stride() == (13, 1)
+    linears = [torch.nn.Linear(16, n, bias=bias, dtype=torch.float64) for n in (5, 3, 5)]  # 13 columns
+    x = torch.randn(4, 16, dtype=torch.float64)
+    want = [lin(x) for lin in linears]
+    params = [p for lin in linears for p in lin.parameters()]
+    fused = FusedLinear(linears, multiple=8)
+    assert [p for lin in linears for p in lin.parameters()] == params  # the same Parameter objects
+    assert fused.weight.shape == (16, 16) and not fused.weight[13:].any()  # zero rows pad 13 to 16
+    got = fused(x)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=0)
+        assert g.stride(0) == 16  # views of the padded (4, 16) product
+    with torch.no_grad():  # a parameter updated in place is the fused matrix updated
+        linears[1].weight.mul_(2.0)
+    torch.testing.assert_close(fused(x)[1], linears[1](x), atol=1e-12, rtol=0)
+    torch.testing.assert_close(fused(x)[1], 2 * want[1] - (linears[1].bias if bias else 0), atol=1e-12, rtol=0)
+
+
+def test_fused_linear_rejects_linears_that_cannot_share_a_gemm():
+    from thinkfast.models.fused import FusedLinear
+
+    with pytest.raises(ValueError, match="input size"):
+        FusedLinear([torch.nn.Linear(4, 2), torch.nn.Linear(5, 2)])
+    with pytest.raises(ValueError, match="bias"):
+        FusedLinear([torch.nn.Linear(4, 2), torch.nn.Linear(4, 2, bias=False)])
 
 
 def _odd_in_proj_llamba(device: str, dtype: torch.dtype) -> ThinkfastLM:
@@ -298,55 +315,91 @@ def _odd_in_proj_llamba(device: str, dtype: torch.dtype) -> ThinkfastLM:
     return model
 
 
-def _step_logits_with_align(model: ThinkfastLM, align: int, device: str) -> torch.Tensor:
-    """Logits of one decode step after a 12-token prefill, with ``SSMMixer.step_in_proj_align = align``."""
-    from thinkfast.models.ssm import SSMMixer
-
-    saved = SSMMixer.step_in_proj_align
-    SSMMixer.step_in_proj_align = align
-    try:
-        dtype = next(model.parameters()).dtype
-        cache = model.allocate_cache(4, 32, dtype=dtype, state_dtype=torch.float32)
-        with torch.no_grad():
-            model.prefill(torch.arange(3, 15, device=device), cache, torch.arange(4, device=device))
-            return model.step(torch.arange(4, device=device), torch.full((4,), 12, device=device), cache).float()
-    finally:
-        SSMMixer.step_in_proj_align = saved
+def _prefill_and_step_logits(model: ThinkfastLM, device: str) -> torch.Tensor:
+    """Logits ``(2, 4, V)`` float32 of a 12-token prefill into 4 slots and of one decode step after it."""
+    dtype = next(model.parameters()).dtype
+    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    cache = model.allocate_cache(4, 32, dtype=dtype, state_dtype=state_dtype)
+    with torch.no_grad():
+        first = model.prefill(torch.arange(3, 15, device=device), cache, torch.arange(4, device=device))
+        step = model.step(torch.arange(4, device=device), torch.full((4,), 12, device=device), cache)
+    return torch.stack([first, step]).float()
 
 
-def test_padded_in_proj_step_gives_the_same_logits_on_the_cpu(monkeypatch):
-    """The padded path forced on the CPU (float64): the split views of the 2320-wide product feed the
-    reference conv and SSD steps exactly as the unpadded ones."""
-    import functools
+@pytest.mark.parametrize("kind", ["transformer", "mambainllama", "odd-llamba"])
+def test_fused_projections_give_the_same_logits_and_checkpoint(kind, teacher, tmp_path):
+    """Fused q/k/v and a padded in_proj (forced to 8 columns on the CPU): same prefill and step logits
+    (float64), same parameters and state_dict, and the fused products are what ran."""
+    import copy
 
-    import thinkfast.models.ssm as ssm
-    from thinkfast.models.layers import aligned_linear
+    if kind == "odd-llamba":
+        model = _odd_in_proj_llamba("cpu", torch.float64)
+    else:
+        torch.manual_seed(1)
+        model = build_student(copy.deepcopy(teacher), kind, KINDS[kind]).eval() if kind != "transformer" \
+            else copy.deepcopy(teacher)
+    want, params = _prefill_and_step_logits(model, "cpu"), list(model.parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.fuse_projections(8)
+    mixers = [block.mixer for block in model.layers]
+    fused = [m.fused_qkv if m.__class__.__name__ == "Attention" else m.padded_in_proj for m in mixers]
+    # attention always; an SSM in_proj only when its width is not a multiple of 8 already
+    assert [f is not None for f in fused] == [not hasattr(m, "in_proj") or m.in_proj.out_features % 8 > 0
+                                              for m in mixers]
+    if kind == "odd-llamba":
+        assert all(f.weight.shape[0] == 2320 for f in fused)
+    torch.testing.assert_close(_prefill_and_step_logits(model, "cpu"), want, atol=1e-12, rtol=0)
+    assert list(model.parameters()) == params
+    assert model.state_dict().keys() == state.keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    save_model(model, None, tmp_path / "m")  # views of one matrix save as separate tensors
+    loaded, _ = load_model(tmp_path / "m")
+    torch.testing.assert_close(_prefill_and_step_logits(loaded, "cpu"), want, atol=1e-12, rtol=0)
 
-    model = _odd_in_proj_llamba("cpu", torch.float64)
-    want = _step_logits_with_align(model, 1, "cpu")
-    monkeypatch.setattr(ssm, "aligned_linear", functools.partial(aligned_linear, cuda_only=False))
-    seen = []
-    original = ssm.SSMMixer._project
-    monkeypatch.setattr(ssm.SSMMixer, "_project", lambda self, u, align=1: seen.append(
-        original(self, u, align)[1].stride(0)) or original(self, u, align))
-    got = _step_logits_with_align(model, 8, "cpu")
-    assert 2320 in seen  # the padded product ran (prefill's own projection stays unpadded)
-    torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+def test_fused_model_trains_and_refuses_after_to_and_load_state_dict(teacher):
+    """Gradients still reach the parameters (the fused product is used only without gradients); an optimizer
+    step shows in the fused path; ``.to()`` and ``load_state_dict(assign=True)`` re-fuse the new storage."""
+    import copy
+
+    model = copy.deepcopy(teacher).fuse_projections(8)
+    ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(3))
+    model(ids).logits.square().mean().backward()
+    attn = model.layers[0].mixer
+    assert attn.q_proj.weight.grad is not None and attn.q_proj.weight.grad.abs().sum() > 0
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    with torch.no_grad():
+        fused_logits = model(ids).logits
+    model.unfuse_projections()
+    with torch.no_grad():
+        torch.testing.assert_close(fused_logits, model(ids).logits, atol=1e-12, rtol=0)
+    model.fuse_projections(8).to(torch.float32)
+    assert model.fused_multiple == 8 and attn.fused_qkv.weight.dtype == torch.float32
+    assert attn.q_proj.weight.data_ptr() == attn.fused_qkv.weight.data_ptr()
+    other = ThinkfastLM(tiny_config())
+    model.load_state_dict(other.state_dict(), assign=True)
+    assert attn.k_proj.weight.data_ptr() == attn.fused_qkv.weight.data_ptr() + attn.q_proj.weight.numel() * 4
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, other(ids).logits, atol=1e-6, rtol=0)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kernel_set", ["triton", "mamba-ssm"])
-def test_aligned_in_proj_step_gives_the_unaligned_logits_on_gpu(kernel_set):
-    """The decode step with ``in_proj`` padded to 8 columns (the default on CUDA) against the unpadded one,
-    bf16, with either set of decode kernels."""
+def test_fused_projections_give_the_unfused_logits_on_gpu(kernel_set):
+    """The prefill and decode step with ``in_proj`` padded to 8 columns (the CUDA default) against the
+    unpadded one, bf16, with either set of decode kernels."""
     from thinkfast.kernels import select_kernels
 
     model = _odd_in_proj_llamba("cuda", torch.bfloat16)
     model.set_kernels(select_kernels({"ssm": kernel_set, "conv": kernel_set}, "cuda"))
+    plain = _prefill_and_step_logits(model, "cuda")
+    model.fuse_projections()
     mixer = model.layers[0].mixer
     u = torch.randn(4, 576, device="cuda", dtype=torch.bfloat16)
-    assert mixer._project(u, 8)[1].stride(0) == 2320 and mixer._project(u, 1)[1].stride(0) == 2313
-    padded, plain = _step_logits_with_align(model, 8, "cuda"), _step_logits_with_align(model, 1, "cuda")
+    with torch.no_grad():
+        assert mixer._project(u)[1].stride(0) == 2320
+    padded = _prefill_and_step_logits(model, "cuda")
     err = ((padded - plain).norm() / plain.norm()).item()
     assert err < 1e-2, err

@@ -31,6 +31,8 @@ from thinkfast.kernels.reference import write_kv
 BLOCK_S = 64  # keys per inner iteration
 MIN_SPLIT = 256  # keys per split at least
 TARGET_PROGRAMS = 1024  # enough programs to fill a Hopper GPU's 132 multiprocessors several times
+NUM_WARPS = 4  # per program
+NUM_STAGES = 3  # software-pipelined key blocks in flight (Triton's default)
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,23 +87,25 @@ def _partial_kernel():
     return attention_decode_partial
 
 
-def num_splits(batch: int, num_kv_heads: int, max_len: int) -> int:
-    """Sequence slices per (row, KV head): enough programs to fill the GPU, slices of ``MIN_SPLIT`` keys or more."""
-    want = -(-TARGET_PROGRAMS // (batch * num_kv_heads))
+def num_splits(batch: int, num_kv_heads: int, max_len: int, target_programs: int = TARGET_PROGRAMS) -> int:
+    """Sequence slices per (row, KV head): about ``target_programs`` programs, slices of ``MIN_SPLIT`` keys or more."""
+    want = -(-target_programs // (batch * num_kv_heads))
     return max(1, min(want, -(-max_len // MIN_SPLIT)))
 
 
 def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
-                            scale: float) -> torch.Tensor:
+                            scale: float, *, block: int = BLOCK_S, num_warps: int = NUM_WARPS,
+                            num_stages: int = NUM_STAGES, target_programs: int = TARGET_PROGRAMS) -> torch.Tensor:
     """Attention of ``q`` ``(B, H, Dh)`` to the first ``lengths[b]`` keys of ``k_cache``/``v_cache``
-    ``(B, S, Hkv, Dh)`` -> ``(B, H, Dh)`` in ``q``'s dtype. No host synchronisation (graph-capturable)."""
+    ``(B, S, Hkv, Dh)`` -> ``(B, H, Dh)`` in ``q``'s dtype. No host synchronisation (graph-capturable).
+    The keyword arguments are launch settings (``bench/attention_decode_bench.py`` sweeps them)."""
     import triton
 
     batch, heads, head_dim = q.shape
     _, max_len, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
-    splits = num_splits(batch, kv_heads, max_len)
-    split_len = triton.cdiv(triton.cdiv(max_len, splits), BLOCK_S) * BLOCK_S
+    splits = num_splits(batch, kv_heads, max_len, target_programs)
+    split_len = triton.cdiv(triton.cdiv(max_len, splits), block) * block
     partial = torch.empty(batch, heads, splits, head_dim, dtype=torch.float32, device=q.device)
     lse = torch.empty(batch, heads, splits, dtype=torch.float32, device=q.device)
     q = q.contiguous()
@@ -110,8 +114,8 @@ def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         partial.stride(0), partial.stride(1), partial.stride(2), lse.stride(0), lse.stride(1),
-        GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK=BLOCK_S,
-        SPLIT_LEN=split_len,
+        GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, BLOCK=block,
+        SPLIT_LEN=split_len, num_warps=num_warps, num_stages=num_stages,
     )
     if splits == 1:
         return partial[:, :, 0].to(q.dtype)

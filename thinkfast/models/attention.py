@@ -10,6 +10,7 @@ from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import attention_probs
 from thinkfast.models.cache import AttentionCache, write_slots
 from thinkfast.models.config import ModelConfig
+from thinkfast.models.fused import FusedLinear
 from thinkfast.models.layers import RotaryEmbedding
 
 
@@ -27,13 +28,25 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, **kw)
         self.rotary = RotaryEmbedding(self.head_dim, config.rope_theta, config.rope_scaling, device=device)
         self.kernels = Kernels.reference()
+        self.fused_qkv: FusedLinear | None = None  # see fuse_projections
+
+    def fuse_projections(self, multiple: int) -> None:
+        """Compute ``q``, ``k`` and ``v`` as one GEMM when gradients are off (:class:`FusedLinear`)."""
+        self.fused_qkv = FusedLinear([self.q_proj, self.k_proj, self.v_proj], multiple)
+
+    def unfuse_projections(self) -> None:
+        self.fused_qkv = None
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` ``(..., L, D)`` -> rotated ``q`` ``(..., L, H, Dh)``, ``k`` and ``v`` ``(..., L, Hkv, Dh)``."""
         shape = x.shape[:-1]
-        q = self.q_proj(x).view(*shape, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(*shape, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(*shape, self.num_kv_heads, self.head_dim)
+        if self.fused_qkv is not None and not torch.is_grad_enabled():
+            q, k, v = self.fused_qkv(x)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(*shape, self.num_heads, self.head_dim)
+        k = k.view(*shape, self.num_kv_heads, self.head_dim)
+        v = v.view(*shape, self.num_kv_heads, self.head_dim)
         return self.rotary(q, positions), self.rotary(k, positions), v
 
     @staticmethod

@@ -12,23 +12,6 @@ import torch.nn.functional as F
 from thinkfast.errors import ModelLoadError
 
 
-def aligned_linear(x: torch.Tensor, linear: nn.Linear, multiple: int, *, cuda_only: bool = True) -> torch.Tensor:
-    """``linear(x)`` ``(..., out)``, computed with the output padded to a multiple of ``multiple`` columns.
-
-    cuBLAS picks its fast GEMM kernels only when every matrix's rows start 16-byte aligned; an output
-    of odd width (e.g. a Mamba in-projection of ``2 x 576 + 2 x 576 + 9 = 2313`` columns) falls back to
-    its slowest kernel. The weight (and bias) are zero-padded to ``multiple`` rows, the product is
-    computed that wide and sliced back, a view of ``out`` columns. Only when needed, and with
-    ``cuda_only`` only on CUDA; otherwise (and with ``multiple <= 1``) this is ``linear(x)``.
-    """
-    out = linear.out_features
-    pad = -out % multiple if multiple > 1 and (x.is_cuda or not cuda_only) else 0
-    if not pad:
-        return linear(x)
-    bias = None if linear.bias is None else F.pad(linear.bias, (0, pad))
-    return F.linear(x, F.pad(linear.weight, (0, 0, 0, pad)), bias)[..., :out]
-
-
 class RMSNorm(nn.Module):
     """``weight * x / sqrt(mean(x^2) + eps)`` over the last dim, computed in float32 (as Hugging Face Llama)."""
 

@@ -84,6 +84,7 @@ class ThinkfastLM(nn.Module):
                  dtype: torch.dtype | None = None, kernels: Kernels | None = None):
         super().__init__()
         self.config = config
+        self.fused_multiple: int | None = None  # see fuse_projections
         kw = {"device": device, "dtype": dtype}
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, **kw)
         self.layers = nn.ModuleList(Block(config, i, **kw) for i in range(config.num_layers))
@@ -111,6 +112,44 @@ class ThinkfastLM(nn.Module):
         for block in self.layers:
             block.mixer.kernels = kernels
         return self
+
+    # --- fused projections -----------------------------------------------------------------
+    def fuse_projections(self, multiple: int | None = None) -> ThinkfastLM:
+        """Inference speed-up, same values: every attention mixer computes ``q``/``k``/``v`` as one GEMM and
+        every SSM mixer pads its ``in_proj`` output to ``multiple`` columns (default 8 on CUDA, where cuBLAS
+        needs aligned rows, else 1), whenever gradients are off (:mod:`thinkfast.models.fused`). Parameters
+        keep their names and identities (they become views of the fused matrices); ``.to()`` and
+        ``load_state_dict`` re-fuse after they run. Returns ``self``."""
+        if multiple is None:
+            multiple = 8 if self.embed_tokens.weight.is_cuda else 1
+        if multiple != self.fused_multiple:
+            for block in self.layers:
+                block.mixer.fuse_projections(multiple)
+            self.fused_multiple = multiple
+        return self
+
+    def unfuse_projections(self) -> ThinkfastLM:
+        """Back to one GEMM per linear (the parameters stay where they are). Returns ``self``."""
+        for block in self.layers:
+            block.mixer.unfuse_projections()
+        self.fused_multiple = None
+        return self
+
+    def _with_fusion_redone(self, replace_storage):
+        """Run ``replace_storage()`` (which may give parameters new storage) with the fusion dropped and redone."""
+        multiple = getattr(self, "fused_multiple", None)
+        if multiple is not None:
+            self.unfuse_projections()
+        result = replace_storage()
+        if multiple is not None:
+            self.fuse_projections(multiple)
+        return result
+
+    def _apply(self, fn, recurse=True):
+        return self._with_fusion_redone(lambda: super(ThinkfastLM, self)._apply(fn, recurse))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return self._with_fusion_redone(lambda: super(ThinkfastLM, self).load_state_dict(state_dict, strict, assign))
 
     # --- training / scoring ----------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None,

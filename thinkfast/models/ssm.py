@@ -23,17 +23,12 @@ from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import expand_groups
 from thinkfast.models.cache import SSMCache, write_slots
 from thinkfast.models.config import ModelConfig, SSMConfig
-from thinkfast.models.layers import RMSNorm, aligned_linear
+from thinkfast.models.fused import FusedLinear
+from thinkfast.models.layers import RMSNorm
 
 
 class SSMMixer(nn.Module):
-    """Mamba-2 mixer ``(B, L, hidden) -> (B, L, hidden)``; takes the *normed* block input.
-
-    ``step_in_proj_align``: the decode step computes ``in_proj`` with its output padded to a multiple of
-    this many columns (:func:`~thinkfast.models.layers.aligned_linear`, CUDA only; 1 turns it off).
-    """
-
-    step_in_proj_align: int = 8
+    """Mamba-2 mixer ``(B, L, hidden) -> (B, L, hidden)``; takes the *normed* block input."""
 
     def __init__(self, config: ModelConfig, *, device=None, dtype=None):
         super().__init__()
@@ -58,6 +53,7 @@ class SSMMixer(nn.Module):
         self.norm = RMSNorm(s.inner_size, eps=config.rms_norm_eps, **kw) if s.norm else None
         self.out_proj = nn.Linear(s.inner_size, config.hidden_size, bias=s.proj_bias, **kw)
         self.kernels = Kernels.reference()
+        self.padded_in_proj: FusedLinear | None = None  # see fuse_projections
         self.reset_ssm_parameters()
 
     @torch.no_grad()
@@ -116,10 +112,23 @@ class SSMMixer(nn.Module):
             B, C = expand_groups(B, s.num_heads), expand_groups(C, s.num_heads)
         return x, B, C
 
-    def _project(self, u: torch.Tensor, align: int = 1) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``u`` ``(..., D)`` -> ``z`` ``(..., inner)`` | None, ``xBC`` ``(..., conv_dim)``, ``dt`` ``(..., H)``;
-        ``align``: see :func:`~thinkfast.models.layers.aligned_linear`."""
-        zxbcdt = aligned_linear(u, self.in_proj, align)
+    def fuse_projections(self, multiple: int) -> None:
+        """With gradients off, compute ``in_proj`` with its output padded to a multiple of ``multiple``
+        columns (:class:`~thinkfast.models.fused.FusedLinear` of one linear): the split ``z``/``xBC``/``dt``
+        are then views whose rows start aligned, which cuBLAS needs for its fast kernels. A no-op when the
+        width already is a multiple."""
+        if self.in_proj.out_features % max(multiple, 1):
+            self.padded_in_proj = FusedLinear([self.in_proj], multiple)
+
+    def unfuse_projections(self) -> None:
+        self.padded_in_proj = None
+
+    def _project(self, u: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``u`` ``(..., D)`` -> ``z`` ``(..., inner)`` | None, ``xBC`` ``(..., conv_dim)``, ``dt`` ``(..., H)``."""
+        if self.padded_in_proj is not None and not torch.is_grad_enabled():
+            (zxbcdt,) = self.padded_in_proj(u)
+        else:
+            zxbcdt = self.in_proj(u)
         z, xbc, dt = torch.split(zxbcdt, [self.sizes["z"], self.cfg.conv_dim, self.sizes["dt"]], dim=-1)
         return (z if self.cfg.gate else None), xbc, dt
 
@@ -217,7 +226,7 @@ class SSMMixer(nn.Module):
 
     def step(self, u: torch.Tensor, positions: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """One token per slot: ``u`` ``(B, hidden)`` -> ``(B, hidden)``; updates ``cache`` in place."""
-        z, xbc, dt = self._project(u, self.step_in_proj_align)
+        z, xbc, dt = self._project(u)
         if cache.conv_state is not None:
             xbc = self.kernels.conv.causal_conv1d_step(
                 xbc, cache.conv_state, self.conv_weight, self.conv_bias,
