@@ -5,7 +5,9 @@
 For each student shape x batch x state dtype, one layer's decode-step operations on random inputs
 laid out as the model passes them (views of one in-projection row): the ``triton`` plugin's SSD step
 at each ``--block-p`` x ``--warps`` launch setting, mamba-ssm's ``selective_state_update``, and the
-conv steps of both (the conv state is in the model dtype). Each call is timed from a CUDA graph of
+conv steps of both (the conv state is in the model dtype), each with the conv state in the model's cache
+layout (channels contiguous) and with each channel's window contiguous (the earlier layout), the Triton
+one at each ``--conv-block-d``. Each call is timed from a CUDA graph of
 ``--calls`` back-to-back calls (median of replays), and reported with its bandwidth: state bytes
 read and written over the time.
 """
@@ -34,6 +36,8 @@ def layer_inputs(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.
     model = build_shape(shape, torch.device("cuda"), dtype)
     mixer = next(b.mixer for b in model.layers if b.kind != "attention")
     s = mixer.cfg
+    conv_state = mixer.allocate_cache(batch, 1, dtype=dtype, state_dtype=state_dtype,
+                                      device=torch.device("cuda")).conv_state.normal_()  # the model's layout
     del model
     proj = torch.randn(batch, s.conv_dim + s.num_heads + 8, device="cuda", dtype=dtype)
     xbc, dt = proj[:, : s.conv_dim], proj[:, s.conv_dim: s.conv_dim + s.num_heads]
@@ -49,7 +53,8 @@ def layer_inputs(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.
         "D": torch.randn(s.num_heads, device="cuda", dtype=dtype),
         "dt_bias": torch.randn(s.num_heads, device="cuda", dtype=dtype),
         "state": torch.randn(batch, s.num_heads, s.head_dim, s.state_size, device="cuda", dtype=state_dtype),
-        "conv_state": torch.randn(batch, s.conv_dim, s.conv_kernel - 1, device="cuda", dtype=dtype),
+        "conv_state": conv_state,  # (B, conv_dim, K - 1), channels contiguous
+        "conv_state_rows": conv_state.contiguous(),  # the same values, each channel's window contiguous
         "weight": torch.randn(s.conv_dim, s.conv_kernel, device="cuda", dtype=dtype),
         "bias": torch.randn(s.conv_dim, device="cuda", dtype=dtype) if s.conv_bias else None,
     }
@@ -69,7 +74,7 @@ def bench_one(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.dty
     def add(op: str, impl: str, us: float, nbytes: int) -> None:
         rows.append({"shape": shape, "batch": batch, "state_dtype": str(state_dtype).removeprefix("torch."),
                      "op": op, "impl": impl, "us": us, "GBps": nbytes / us / 1e3})
-        print(f"{shape:<13}{batch:>6} {rows[-1]['state_dtype']:<9}{op:<6}{impl:<26}{us:>9.1f} us"
+        print(f"{shape:<13}{batch:>6} {rows[-1]['state_dtype']:<9}{op:<6}{impl:<42}{us:>9.1f} us"
               f"{rows[-1]['GBps']:>9,.0f} GB/s", flush=True)
 
     for block_p in (int(v) for v in args.block_p.split(",")):
@@ -78,13 +83,18 @@ def bench_one(shape: str, batch: int, dtype: torch.dtype, state_dtype: torch.dty
                                                                       block_p=bp, num_warps=w), args.calls)
             add("ssd", f"triton p{block_p} w{warps}", us, state_bytes)
     mamba = MambaSsmKernels()
-    if MambaSsmKernels.availability(torch.device("cuda")) is None:
+    has_mamba = MambaSsmKernels.availability(torch.device("cuda")) is None
+    if has_mamba:
         add("ssd", "mamba-ssm", graph_us(lambda: mamba.ssd_step(t["state"], *ssd_args, **ssd_kw), args.calls),
             state_bytes)
-        add("conv", "mamba-ssm (causal-conv1d)", graph_us(lambda: mamba.causal_conv1d_step(
-            t["xbc"], t["conv_state"], t["weight"], t["bias"], activation="silu"), args.calls), conv_bytes)
-    add("conv", "triton", graph_us(lambda: triton_conv_step(t["xbc"], t["conv_state"], t["weight"], t["bias"],
-                                                            activation="silu"), args.calls), conv_bytes)
+    for layout in ("conv_state", "conv_state_rows"):
+        name = "channels contiguous" if layout == "conv_state" else "windows contiguous"
+        if has_mamba:
+            add("conv", f"causal-conv1d, {name}", graph_us(lambda lay=layout: mamba.causal_conv1d_step(
+                t["xbc"], t[lay], t["weight"], t["bias"], activation="silu"), args.calls), conv_bytes)
+        for block_d in (int(v) for v in args.conv_block_d.split(",")):
+            add("conv", f"triton d{block_d}, {name}", graph_us(lambda lay=layout, bd=block_d: triton_conv_step(
+                t["xbc"], t[lay], t["weight"], t["bias"], activation="silu", block_d=bd), args.calls), conv_bytes)
     return rows
 
 
@@ -96,6 +106,7 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--block-p", default="8,16,32,64", help="head dims per Triton SSD program")
     p.add_argument("--warps", default="1,2,4,8", help="warps per Triton SSD program")
+    p.add_argument("--conv-block-d", default="128,256,512", help="channels per Triton conv program")
     p.add_argument("--calls", type=int, default=20, help="calls per captured graph")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()

@@ -113,10 +113,12 @@ from thinkfast_plugins.kernels.triton_ssm import triton_conv_step, triton_ssd_st
 
 gen = torch.Generator().manual_seed(0)
 for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
-    for width in (2, 4):
+    for width, channels_contiguous in ((2, False), (4, False), (4, True)):
         proj = torch.randn(3, 317, generator=gen).to(dtype)
         x = proj[:, 5:305]  # a strided view of a projection row, as the model passes it
         state = torch.randn(3, 300, width - 1, generator=gen).to(dtype)
+        if channels_contiguous:  # the model's cache layout
+            state = state.transpose(1, 2).contiguous().transpose(1, 2)
         weight = torch.randn(300, width, generator=gen).to(dtype)
         bias = torch.randn(300, generator=gen).to(dtype)
         state_ref = state.clone()

@@ -5,7 +5,8 @@ is one launch that reads its inputs through their strides (the model hands over 
 in-projection's output, not copies), so the step moves the state bytes and little else.
 
 - :func:`triton_conv_step`: one program per (row, block of channels); the window is the ``K - 1`` cached
-  inputs plus the new one, the state shifts by one in place.
+  inputs plus the new one, read one column (one vector of channels) at a time, and the state shifts by
+  one in place.
 - :func:`triton_ssd_step`: one program per (row, head, block of head dims); ``state * exp(dt A) + dt x B``
   is written back in place and contracted with ``C`` in registers, so the state is read and written once.
 
@@ -31,26 +32,24 @@ def _conv_kernel():
     import triton.language as tl
 
     @triton.jit
-    def conv_step(X, STATE, W, BIAS, OUT, dim, sxb, ssb, ssd, sss, swd, sob,
-                  WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr,
-                  BLOCK_W: tl.constexpr):
+    def conv_step(X, STATE, W, BIAS, OUT, dim, sxb, ssb, ssd, sss, swd, swk, sob,
+                  WIDTH: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, BLOCK_D: tl.constexpr):
         b = tl.program_id(0)
         d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        j = tl.arange(0, BLOCK_W)  # state columns, oldest first (BLOCK_W >= WIDTH - 1)
         dmask = d < dim
-        cols = dmask[:, None] & (j[None, :] < WIDTH - 1)
-        state_ptrs = STATE + b * ssb + d[:, None] * ssd + j[None, :] * sss
-        # the (BLOCK_D, WIDTH - 1) tile is one contiguous stretch of memory for a (B, D, K - 1) state
-        state = tl.load(state_ptrs, mask=cols, other=0.0)
-        later = tl.load(state_ptrs + sss, mask=dmask[:, None] & (j[None, :] < WIDTH - 2), other=0.0)
+        row = STATE + b * ssb + d * ssd  # (BLOCK_D,) pointers to each channel's oldest cached input
         x = tl.load(X + b * sxb + d, mask=dmask, other=0.0)
-        w = tl.load(W + d[:, None] * swd + j[None, :], mask=cols, other=0.0).to(tl.float32)
-        acc = tl.sum(state.to(tl.float32) * w, axis=1)
-        acc += x.to(tl.float32) * tl.load(W + d * swd + (WIDTH - 1), mask=dmask, other=0.0).to(tl.float32)
+        acc = x.to(tl.float32) * tl.load(W + d * swd + (WIDTH - 1) * swk, mask=dmask, other=0.0).to(tl.float32)
+        # one column of the window at a time: with the channels contiguous (the model's cache layout) every
+        # load and store is a contiguous vector; column j moves to j - 1 once it has been read
+        for j in tl.static_range(WIDTH - 1):
+            column = tl.load(row + j * sss, mask=dmask, other=0.0)
+            acc += column.to(tl.float32) * tl.load(W + d * swd + j * swk, mask=dmask, other=0.0).to(tl.float32)
+            if j > 0:
+                tl.store(row + (j - 1) * sss, column, mask=dmask)
+        tl.store(row + (WIDTH - 2) * sss, x.to(STATE.dtype.element_ty), mask=dmask)
         if HAS_BIAS:
             acc += tl.load(BIAS + d, mask=dmask, other=0.0).to(tl.float32)
-        shifted = tl.where(j[None, :] == WIDTH - 2, x[:, None].to(later.dtype), later)
-        tl.store(state_ptrs, shifted.to(STATE.dtype.element_ty), mask=cols)
         if SILU:
             acc = acc / (1.0 + tl.exp(-acc))
         tl.store(OUT + b * sob + d, acc.to(OUT.dtype.element_ty), mask=dmask)
@@ -59,19 +58,21 @@ def _conv_kernel():
 
 
 def triton_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
-                     bias: torch.Tensor | None = None, *, activation: str | None = None) -> torch.Tensor:
+                     bias: torch.Tensor | None = None, *, activation: str | None = None,
+                     block_d: int = CONV_BLOCK_D) -> torch.Tensor:
     """One causal-conv step: ``x`` ``(B, D)`` (any row stride, unit channel stride), ``conv_state``
-    ``(B, D, K - 1)`` shifted in place, ``weight`` ``(D, K)``, ``bias`` ``(D,)`` -> ``(B, D)`` in ``x.dtype``."""
+    ``(B, D, K - 1)`` (any strides; fastest with unit channel stride, the layout
+    :meth:`~thinkfast.models.ssm.SSMMixer.allocate_cache` gives) shifted in place, ``weight`` ``(D, K)``,
+    ``bias`` ``(D,)`` -> ``(B, D)`` in ``x.dtype``; ``block_d`` channels per program."""
     import triton
 
     batch, dim = x.shape
-    width = weight.shape[1]
     out = torch.empty(batch, dim, dtype=x.dtype, device=x.device)
-    _conv_kernel()[(batch, triton.cdiv(dim, CONV_BLOCK_D))](
+    _conv_kernel()[(batch, triton.cdiv(dim, block_d))](
         x, conv_state, weight, bias if bias is not None else weight, out, dim,
         x.stride(0), conv_state.stride(0), conv_state.stride(1), conv_state.stride(2), weight.stride(0),
-        out.stride(0), WIDTH=width, HAS_BIAS=bias is not None, SILU=activation == "silu", BLOCK_D=CONV_BLOCK_D,
-        BLOCK_W=triton.next_power_of_2(width - 1),
+        weight.stride(1), out.stride(0), WIDTH=weight.shape[1], HAS_BIAS=bias is not None,
+        SILU=activation == "silu", BLOCK_D=block_d,
     )
     return out
 
@@ -153,4 +154,4 @@ def supports_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, B:
 
 def supports_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`triton_conv_step` takes these tensors (width >= 2, unit channel stride of ``x``)."""
-    return weight.shape[1] >= 2 and x.stride(-1) == 1 and weight.stride(1) == 1
+    return weight.shape[1] >= 2 and x.stride(-1) == 1

@@ -19,8 +19,9 @@ class AttentionCache:
 class SSMCache:
     """State of one SSM layer.
 
-    ``conv_state``: ``(batch, conv_dim, conv_kernel - 1)`` (last conv inputs, oldest first) or ``None``
-    without a conv; ``ssm_state``: ``(batch, num_heads, head_dim, state_size)``.
+    ``conv_state``: ``(batch, conv_dim, conv_kernel - 1)`` (last conv inputs, oldest first; stored with the
+    channels contiguous, a transposed view) or ``None`` without a conv;
+    ``ssm_state``: ``(batch, num_heads, head_dim, state_size)``.
     """
 
     conv_state: torch.Tensor | None

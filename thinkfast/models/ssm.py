@@ -188,7 +188,9 @@ class SSMMixer(nn.Module):
     def allocate_cache(self, batch_size: int, max_seqlen: int, *, dtype: torch.dtype,
                        state_dtype: torch.dtype, device: torch.device) -> SSMCache:
         s = self.cfg
-        conv = (torch.zeros(batch_size, s.conv_dim, s.conv_kernel - 1, dtype=dtype, device=device)
+        # (B, conv_dim, K - 1) with the channels contiguous: a decode step reads and writes each window
+        # column as one vector (the triton and causal-conv1d conv steps take any strides)
+        conv = (torch.zeros(batch_size, s.conv_kernel - 1, s.conv_dim, dtype=dtype, device=device).transpose(1, 2)
                 if s.conv_kernel > 0 else None)
         ssm = torch.zeros(batch_size, s.num_heads, s.head_dim, s.state_size, dtype=state_dtype, device=device)
         return SSMCache(conv_state=conv, ssm_state=ssm)
