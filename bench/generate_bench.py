@@ -181,7 +181,8 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
         return EngineSettings(batch_size=batch, max_seqlen=prompt_len + new_tokens, max_new_tokens=new,
                               sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=(),
                               check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype,
-                              state_dtype=state_dtype, compile=not args.no_compile and device.type == "cuda")
+                              state_dtype=state_dtype, compile=not args.no_compile and device.type == "cuda",
+                              fuse_projections=not args.no_fuse_projections)
 
     # Kernel autotuning, Triton compilation and first-call costs stay outside the timing: the warm-up
     # prefills the same prompt groups as the timed run (Triton specialises kernels on shapes, so a
@@ -228,7 +229,8 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
         max_new_tokens=args.workload_new_tokens, sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=eos,
         check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype, state_dtype=state_dtype,
         compile=not args.no_compile and device.type == "cuda", prefill_bucket=args.prefill_bucket,
-        split_requests=args.split_requests, overlap_prefill=args.overlap_prefill)
+        split_requests=args.split_requests, overlap_prefill=args.overlap_prefill,
+        fuse_projections=not args.no_fuse_projections)
     engine = Engine(model, settings)
     tokenizer = None
     if args.tokenizer:
@@ -274,7 +276,7 @@ def engine_record(engine: Engine, model: torch.nn.Module, args: argparse.Namespa
     return {**engine.timings, "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
             "graph_error": engine.graph_error, "compiled": engine.compiled,
             "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
-            "kernels": kernel_names(model)}
+            "kernels": kernel_names(model), "fused_projections": engine.settings.fuse_projections}
 
 
 def kernel_names(model: torch.nn.Module) -> dict[str, str]:
@@ -468,6 +470,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--check-every", type=int, default=16, help="Decode steps between host checks.")
     p.add_argument("--no-cuda-graphs", action="store_true", help="Our engine without CUDA graphs.")
     p.add_argument("--no-compile", action="store_true", help="Our engine without torch.compile of the decode step.")
+    p.add_argument("--no-fuse-projections", action="store_true",
+                   help="Our engine with separate q/k/v GEMMs and unpadded SSM in_proj (the fusion's baseline).")
     p.add_argument("--no-hf-compile", action="store_true", help="transformers without torch.compile.")
     p.add_argument("--tiny", action="store_true",
                    help="Tiny shapes, short sequences, small batches: checks the script on a CPU.")

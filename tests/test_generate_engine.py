@@ -105,6 +105,19 @@ def test_samples_do_not_depend_on_batch_size_or_check_interval(model):
     assert all(part[(i, 2)].tokens == a[(i, 2)].tokens for i in range(len(requests)))
 
 
+def test_unfused_engine_samples_what_the_fused_engine_samples(model):
+    """The engine fuses the model's projections by default (one q/k/v GEMM; :mod:`thinkfast.models.fused`);
+    ``fuse_projections=False`` runs it unfused. Same tokens either way."""
+    requests = _requests(lengths=(4, 8), samples=3)
+    fused = _run(model, requests, batch_size=4, sampling=SamplingParams(temperature=1.0))
+    assert model.fused_multiple == 1  # on the CPU nothing is padded; the q/k/v GEMMs are one
+    assert all(b.mixer.fused_qkv is not None for b in model.layers if b.kind == "attention")
+    plain = _run(model, requests, batch_size=4, sampling=SamplingParams(temperature=1.0), fuse_projections=False)
+    assert model.fused_multiple is None
+    assert all(b.mixer.fused_qkv is None for b in model.layers if b.kind == "attention")
+    assert {k: v.tokens for k, v in plain.items()} == {k: v.tokens for k, v in fused.items()}
+
+
 def test_temperature_zero_is_greedy(model):
     requests = _requests(lengths=(5, 3), samples=2)
     got = _run(model, requests, batch_size=3, sampling=SamplingParams(temperature=0.0), eos=())

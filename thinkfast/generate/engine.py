@@ -99,6 +99,8 @@ class EngineSettings:
     (see :meth:`Engine.generate`); off, slots are refilled before the cycle's decode steps.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
     (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured.
+    ``fuse_projections``: a model with ``fuse_projections()`` / ``unfuse_projections()`` runs fused (same
+    values, fewer and aligned GEMMs; :mod:`thinkfast.models.fused`) or, off, unfused (the baseline).
     """
 
     batch_size: int
@@ -117,6 +119,7 @@ class EngineSettings:
     split_requests: bool = False
     overlap_prefill: bool = False
     compile: bool = False
+    fuse_projections: bool = True
 
 
 class Engine:
@@ -124,8 +127,8 @@ class Engine:
 
     The model provides ``allocate_cache(batch_size, max_seqlen, dtype=, state_dtype=)``,
     ``prefill(prompt_ids (P, L), cache, slots (S,), rows (S,), lengths (P,) | None) -> logits (S, V)`` and
-    ``step(tokens (B,), positions (B,), cache) -> logits (B, V)`` (docs/architecture.md). A model that also
-    has ``fuse_projections()`` is fused first (same values, fewer GEMMs; :mod:`thinkfast.models.fused`).
+    ``step(tokens (B,), positions (B,), cache) -> logits (B, V)`` (docs/architecture.md); see
+    :attr:`EngineSettings.fuse_projections` for models that can fuse their projections.
     """
 
     def __init__(self, model: torch.nn.Module, settings: EngineSettings, stop_checker: StopChecker | None = None):
@@ -134,7 +137,7 @@ class Engine:
         self.stop_checker = stop_checker if stop_checker else None
         self.device = next(model.parameters()).device
         if hasattr(model, "fuse_projections"):
-            model.fuse_projections()
+            model.fuse_projections() if settings.fuse_projections else model.unfuse_projections()
         B, T = settings.batch_size, settings.max_new_tokens
         if T >= settings.max_seqlen:
             raise ThinkfastError(f"generate.max_new_tokens ({T}) leaves no room for a prompt in a "
