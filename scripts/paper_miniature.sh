@@ -208,8 +208,9 @@ phase_probe() {
   [ "${TOY:-0}" = 1 ] && grid=(--batch 2,4 --seqlen 48 --prompt-len 16 --warmup 0 --repeats 1 --decode-points 1)
   local state=()
   if [ -n "$STATE_DTYPE" ]; then state=(--set "profile.state_dtype=\"$STATE_DTYPE\""); fi
-  run_limited "${TF[@]}" profile --models "$(IFS=,; echo "${models[*]}")" "${grid[@]}" --no-plots "${state[@]}" \
-    -o "$dir"
+  # --compile: the decode step the probe times is the one generate runs (compiled, fused projections)
+  run_limited "${TF[@]}" profile --models "$(IFS=,; echo "${models[*]}")" "${grid[@]}" --compile --no-plots \
+    "${state[@]}" -o "$dir"
   "$PYTHON" "$HELPER" batch-sizes "$dir/profile.json" 1024 > "$dir/batch_sizes.txt"
   log "batch sizes (decode slots):"; cat "$dir/batch_sizes.txt"
 }
