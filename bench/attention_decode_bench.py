@@ -5,7 +5,8 @@
 For each teacher shape x batch, one layer's decode attention on random inputs: every row attends to
 ``--length`` cached keys of a cache of ``--cache-len`` positions (the engine's layout, ``(B, S, Hkv, Dh)``).
 Each launch setting of :func:`thinkfast_plugins.kernels.triton_decode.triton_attention_decode`
-(``--blocks`` keys per iteration x ``--warps`` x ``--stages`` x ``--programs`` target programs) is timed
+(``--blocks`` keys per iteration x ``--warps`` x ``--stages`` x ``--programs`` target programs x
+``--min-splits`` keys per slice at least) is timed
 from a CUDA graph of ``--calls`` calls (median of replays), as is PyTorch's
 ``scaled_dot_product_attention`` on the same keys (a copy sliced to the length, GQA expanded), and
 reported with its bandwidth: the keys and values read over the time. Every setting's output is checked
@@ -58,13 +59,16 @@ def bench_one(shape: str, batch: int, args) -> list[dict]:
     def add(impl: str, us: float, err: float | None) -> None:
         rows.append({"shape": shape, "batch": batch, "length": args.length, "impl": impl, "us": us,
                      "GBps": kv_bytes / us / 1e3, "rel_l2": err})
-        print(f"{shape:<14}{batch:>5} {impl:<34}{us:>9.1f} us{rows[-1]['GBps']:>8,.0f} GB/s"
+        print(f"{shape:<14}{batch:>5} {impl:<40}{us:>9.1f} us{rows[-1]['GBps']:>8,.0f} GB/s"
               f"  rel L2 {err if err is not None else float('nan'):.1e}", flush=True)
 
     settings = itertools.product(*(map(int, v.split(",")) for v in (args.blocks, args.warps, args.stages,
-                                                                     args.programs)))
-    for block, warps, stages, programs in settings:
-        kw = {"block": block, "num_warps": warps, "num_stages": stages, "target_programs": programs}
+                                                                     args.programs, args.min_splits)))
+    for block, warps, stages, programs, min_split in settings:
+        if min_split < block:
+            continue
+        kw = {"block": block, "num_warps": warps, "num_stages": stages, "target_programs": programs,
+              "min_split": min_split}
 
         def call(kw=kw):
             return triton_attention_decode(t["q"], t["k"], t["v"], t["lengths"], t["scale"], **kw)
@@ -72,9 +76,10 @@ def bench_one(shape: str, batch: int, args) -> list[dict]:
         try:
             got = call().float()
         except Exception as err:  # a setting that does not fit (shared memory, registers) is reported
-            print(f"{shape:<14}{batch:>5} b{block} w{warps} s{stages} p{programs}: {type(err).__name__}")
+            print(f"{shape:<14}{batch:>5} b{block} w{warps} s{stages} p{programs} m{min_split}: "
+                  f"{type(err).__name__}")
             continue
-        add(f"triton b{block} w{warps} s{stages} p{programs}", graph_us(call, args.calls),
+        add(f"triton b{block} w{warps} s{stages} p{programs} m{min_split}", graph_us(call, args.calls),
             float((got - want).norm() / want.norm()))
     add("sdpa (sliced, GQA expanded)", graph_us(lambda: sdpa_decode(t, args.length), args.calls), None)
     return rows
@@ -91,6 +96,7 @@ def main() -> None:
     p.add_argument("--warps", default="2,4,8")
     p.add_argument("--stages", default="2,3,4")
     p.add_argument("--programs", default="1024,2048,4096", help="target programs (sets the split count)")
+    p.add_argument("--min-splits", default="256", help="keys per sequence slice at least (caps the split count)")
     p.add_argument("--calls", type=int, default=16, help="calls per captured graph")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()

@@ -87,15 +87,17 @@ def _partial_kernel():
     return attention_decode_partial
 
 
-def num_splits(batch: int, num_kv_heads: int, max_len: int, target_programs: int = TARGET_PROGRAMS) -> int:
-    """Sequence slices per (row, KV head): about ``target_programs`` programs, slices of ``MIN_SPLIT`` keys or more."""
+def num_splits(batch: int, num_kv_heads: int, max_len: int, target_programs: int = TARGET_PROGRAMS,
+               min_split: int = MIN_SPLIT) -> int:
+    """Sequence slices per (row, KV head): about ``target_programs`` programs, slices of ``min_split`` keys or more."""
     want = -(-target_programs // (batch * num_kv_heads))
-    return max(1, min(want, -(-max_len // MIN_SPLIT)))
+    return max(1, min(want, -(-max_len // min_split)))
 
 
 def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, lengths: torch.Tensor,
                             scale: float, *, block: int = BLOCK_S, num_warps: int = NUM_WARPS,
-                            num_stages: int = NUM_STAGES, target_programs: int = TARGET_PROGRAMS) -> torch.Tensor:
+                            num_stages: int = NUM_STAGES, target_programs: int = TARGET_PROGRAMS,
+                            min_split: int = MIN_SPLIT) -> torch.Tensor:
     """Attention of ``q`` ``(B, H, Dh)`` to the first ``lengths[b]`` keys of ``k_cache``/``v_cache``
     ``(B, S, Hkv, Dh)`` -> ``(B, H, Dh)`` in ``q``'s dtype. No host synchronisation (graph-capturable).
     The keyword arguments are launch settings (``bench/attention_decode_bench.py`` sweeps them)."""
@@ -104,7 +106,7 @@ def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     batch, heads, head_dim = q.shape
     _, max_len, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
-    splits = num_splits(batch, kv_heads, max_len, target_programs)
+    splits = num_splits(batch, kv_heads, max_len, target_programs, min_split)
     split_len = triton.cdiv(triton.cdiv(max_len, splits), block) * block
     partial = torch.empty(batch, heads, splits, head_dim, dtype=torch.float32, device=q.device)
     lse = torch.empty(batch, heads, splits, dtype=torch.float32, device=q.device)
