@@ -326,18 +326,38 @@ def _prefill_and_step_logits(model: ThinkfastLM, device: str) -> torch.Tensor:
     return torch.stack([first, step]).float()
 
 
-@pytest.mark.parametrize("kind", ["transformer", "mambainllama", "odd-llamba"])
-def test_fused_projections_give_the_same_logits_and_checkpoint(kind, teacher, tmp_path):
-    """Fused q/k/v and a padded in_proj (forced to 8 columns on the CPU): same prefill and step logits
-    (float64), same parameters and state_dict, and the fused products are what ran."""
+def _count_fused_calls(monkeypatch) -> list[int]:
+    """Patch ``FusedLinear.__call__`` to count its calls (in ``counter[0]``)."""
+    from thinkfast.models.fused import FusedLinear
+
+    counter = [0]
+    original = FusedLinear.__call__
+
+    def counting(self, x):
+        counter[0] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(FusedLinear, "__call__", counting)
+    return counter
+
+
+def _fusable_copy(kind: str, teacher: ThinkfastLM) -> ThinkfastLM:
     import copy
 
     if kind == "odd-llamba":
-        model = _odd_in_proj_llamba("cpu", torch.float64)
-    else:
-        torch.manual_seed(1)
-        model = build_student(copy.deepcopy(teacher), kind, KINDS[kind]).eval() if kind != "transformer" \
-            else copy.deepcopy(teacher)
+        return _odd_in_proj_llamba("cpu", torch.float64)
+    torch.manual_seed(1)
+    if kind == "transformer":
+        return copy.deepcopy(teacher)
+    return build_student(copy.deepcopy(teacher), kind, KINDS[kind]).eval()
+
+
+@pytest.mark.parametrize("kind", ["transformer", "mambainllama", "odd-llamba"])
+def test_fused_projections_give_the_same_logits_and_checkpoint(kind, teacher, tmp_path, monkeypatch):
+    """Fused q/k/v and a padded in_proj (forced to 8 columns on the CPU): same prefill and step logits
+    (float64), same parameters and state_dict; the fused products are what prefill and step ran, and
+    ``forward`` (training, scoring) never runs them."""
+    model = _fusable_copy(kind, teacher)
     want, params = _prefill_and_step_logits(model, "cpu"), list(model.parameters())
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.fuse_projections(8)
@@ -348,7 +368,12 @@ def test_fused_projections_give_the_same_logits_and_checkpoint(kind, teacher, tm
                                               for m in mixers]
     if kind == "odd-llamba":
         assert all(f.weight.shape[0] == 2320 for f in fused)
+    calls = _count_fused_calls(monkeypatch)
     torch.testing.assert_close(_prefill_and_step_logits(model, "cpu"), want, atol=1e-12, rtol=0)
+    assert calls[0] == 2 * sum(f is not None for f in fused)  # once per fused mixer in prefill and in step
+    with torch.no_grad():
+        model(torch.arange(3, 15)[None])
+    assert calls[0] == 2 * sum(f is not None for f in fused)  # forward: the linears themselves
     assert list(model.parameters()) == params
     assert model.state_dict().keys() == state.keys()
     for name, value in model.state_dict().items():
@@ -359,29 +384,68 @@ def test_fused_projections_give_the_same_logits_and_checkpoint(kind, teacher, tm
 
 
 def test_fused_model_trains_and_refuses_after_to_and_load_state_dict(teacher):
-    """Gradients still reach the parameters (the fused product is used only without gradients); an optimizer
-    step shows in the fused path; ``.to()`` and ``load_state_dict(assign=True)`` re-fuse the new storage."""
+    """Gradients still reach the parameters; an optimizer step shows in the fused path; ``.to()`` and
+    ``load_state_dict(assign=True)`` re-fuse the new storage, while an in-place ``load_state_dict`` or a
+    ``.to()`` that changes nothing keeps the parameters (and the fused matrices) where they are."""
     import copy
 
     model = copy.deepcopy(teacher).fuse_projections(8)
-    ids = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(3))
-    model(ids).logits.square().mean().backward()
     attn = model.layers[0].mixer
+    want = _prefill_and_step_logits(model, "cpu")
+    model(torch.randint(0, 97, (2, 9))).logits.square().mean().backward()
     assert attn.q_proj.weight.grad is not None and attn.q_proj.weight.grad.abs().sum() > 0
     torch.optim.SGD(model.parameters(), lr=0.5).step()
-    with torch.no_grad():
-        fused_logits = model(ids).logits
-    model.unfuse_projections()
-    with torch.no_grad():
-        torch.testing.assert_close(fused_logits, model(ids).logits, atol=1e-12, rtol=0)
-    model.fuse_projections(8).to(torch.float32)
+    stepped = _prefill_and_step_logits(model, "cpu")
+    assert not torch.allclose(stepped, want)
+    torch.testing.assert_close(stepped, _prefill_and_step_logits(copy.deepcopy(model).unfuse_projections(), "cpu"),
+                               atol=1e-12, rtol=0)
+    address, fused = attn.q_proj.weight.data_ptr(), attn.fused_qkv
+    model.load_state_dict(model.state_dict())
+    model.to(torch.float64)
+    assert attn.q_proj.weight.data_ptr() == address and attn.fused_qkv is fused
+    model.to(torch.float32)
     assert model.fused_multiple == 8 and attn.fused_qkv.weight.dtype == torch.float32
-    assert attn.q_proj.weight.data_ptr() == attn.fused_qkv.weight.data_ptr()
+    assert attn.fused_qkv.is_current() and attn.q_proj.weight.data_ptr() == attn.fused_qkv.weight.data_ptr()
     other = ThinkfastLM(tiny_config())
     model.load_state_dict(other.state_dict(), assign=True)
+    assert attn.fused_qkv.is_current()
     assert attn.k_proj.weight.data_ptr() == attn.fused_qkv.weight.data_ptr() + attn.q_proj.weight.numel() * 4
+    torch.testing.assert_close(_prefill_and_step_logits(model, "cpu"), _prefill_and_step_logits(other, "cpu"),
+                               atol=1e-6, rtol=0)
+
+
+def test_stale_or_copied_fusions_are_detected_and_redone(teacher):
+    """Storage replaced behind the model's back (a submodule's ``load_state_dict(assign=True)``) leaves a
+    fusion stale: ``is_current`` says so and ``fuse_projections`` redoes it. Copies come unfused, and a
+    fusion made inside ``torch.inference_mode`` leaves the parameters trainable."""
+    import copy
+    import pickle
+
+    model = _fusable_copy("odd-llamba", teacher).fuse_projections(8)
+    mixer = model.layers[0].mixer
+    fresh = torch.nn.Linear(576, 2313, bias=False, dtype=torch.float64)
+    mixer.in_proj.load_state_dict(fresh.state_dict(), assign=True)
+    assert not mixer.padded_in_proj.is_current()
+    model.fuse_projections(8)
+    assert mixer.padded_in_proj.is_current()
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, other(ids).logits, atol=1e-6, rtol=0)
+        u = torch.randn(3, 576, dtype=torch.float64)
+        torch.testing.assert_close(mixer._project(u, fused=True)[1], mixer._project(u)[1], atol=1e-12, rtol=0)
+    model.fuse_projections(1)  # 2313 is a multiple of 1: nothing left padded
+    assert model.fused_multiple == 1 and mixer.padded_in_proj is None
+    model.fuse_projections(8)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert all(block.mixer.padded_in_proj is None for block in clone.layers)
+        with torch.no_grad():
+            clone.layers[0].mixer.in_proj.weight.mul_(2.0)
+        torch.testing.assert_close(_prefill_and_step_logits(clone.fuse_projections(8), "cpu"),
+                                   _prefill_and_step_logits(clone.unfuse_projections(), "cpu"), atol=1e-12, rtol=0)
+    trained = copy.deepcopy(teacher)
+    with torch.inference_mode():
+        trained.fuse_projections(8)
+    assert not trained.layers[0].mixer.q_proj.weight.is_inference()
+    trained(torch.randint(0, 97, (1, 5))).logits.sum().backward()
+    assert trained.layers[0].mixer.q_proj.weight.grad is not None
 
 
 @pytest.mark.gpu
@@ -399,7 +463,7 @@ def test_fused_projections_give_the_unfused_logits_on_gpu(kernel_set):
     mixer = model.layers[0].mixer
     u = torch.randn(4, 576, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
-        assert mixer._project(u)[1].stride(0) == 2320
+        assert mixer._project(u, fused=True)[1].stride(0) == 2320
     padded = _prefill_and_step_logits(model, "cuda")
     err = ((padded - plain).norm() / plain.norm()).item()
     assert err < 1e-2, err

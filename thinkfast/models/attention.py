@@ -10,7 +10,7 @@ from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import attention_probs
 from thinkfast.models.cache import AttentionCache, write_slots
 from thinkfast.models.config import ModelConfig
-from thinkfast.models.fused import FusedLinear
+from thinkfast.models.fused import FusedLinear, refuse
 from thinkfast.models.layers import RotaryEmbedding
 
 
@@ -31,16 +31,19 @@ class Attention(nn.Module):
         self.fused_qkv: FusedLinear | None = None  # see fuse_projections
 
     def fuse_projections(self, multiple: int) -> None:
-        """Compute ``q``, ``k`` and ``v`` as one GEMM when gradients are off (:class:`FusedLinear`)."""
-        self.fused_qkv = FusedLinear([self.q_proj, self.k_proj, self.v_proj], multiple)
+        """``prefill`` and ``step`` compute ``q``, ``k`` and ``v`` as one GEMM (with gradients off;
+        :mod:`thinkfast.models.fused`); a fusion still current at ``multiple`` is kept."""
+        self.fused_qkv = refuse(self.fused_qkv, [self.q_proj, self.k_proj, self.v_proj], multiple)
 
     def unfuse_projections(self) -> None:
         self.fused_qkv = None
 
-    def _qkv(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x`` ``(..., L, D)`` -> rotated ``q`` ``(..., L, H, Dh)``, ``k`` and ``v`` ``(..., L, Hkv, Dh)``."""
+    def _qkv(self, x: torch.Tensor, positions: torch.Tensor,
+             fused: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` ``(..., L, D)`` -> rotated ``q`` ``(..., L, H, Dh)``, ``k`` and ``v`` ``(..., L, Hkv, Dh)``;
+        ``fused`` (the inference paths): through :attr:`fused_qkv` when there is one and gradients are off."""
         shape = x.shape[:-1]
-        if self.fused_qkv is not None and not torch.is_grad_enabled():
+        if fused and self.fused_qkv is not None and not torch.is_grad_enabled():
             q, k, v = self.fused_qkv(x)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -87,7 +90,7 @@ class Attention(nn.Module):
         if length > cache.k.shape[1]:
             raise ThinkfastError(f"a prompt of {length} tokens does not fit a cache of {cache.k.shape[1]} "
                                  f"positions; raise the maximum sequence length")
-        q, k, v = self._qkv(x, self._positions(x, position_ids))
+        q, k, v = self._qkv(x, self._positions(x, position_ids), fused=True)
         if position_ids is not None:  # left padding: prompt p starts at L - 1 - position_ids[p, -1]
             start = length - 1 - position_ids[:, -1]  # (P,)
             src = (torch.arange(length, device=x.device) + start[:, None]).clamp(max=length - 1)  # (P, L)
@@ -102,7 +105,7 @@ class Attention(nn.Module):
 
     def step(self, x: torch.Tensor, positions: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
         """One token per slot: ``x`` ``(B, D)`` at ``positions`` ``(B,)`` -> ``(B, D)``; writes the KV cache."""
-        q, k, v = self._qkv(x[:, None], positions[:, None])
+        q, k, v = self._qkv(x[:, None], positions[:, None], fused=True)
         out = self.kernels.attention.attention_decode(
             q[:, 0], k[:, 0], v[:, 0], cache.k, cache.v, positions, scale=self.scale)
         return self.o_proj(out.flatten(-2))

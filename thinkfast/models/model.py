@@ -115,17 +115,17 @@ class ThinkfastLM(nn.Module):
 
     # --- fused projections -----------------------------------------------------------------
     def fuse_projections(self, multiple: int | None = None) -> ThinkfastLM:
-        """Inference speed-up, same values: every attention mixer computes ``q``/``k``/``v`` as one GEMM and
-        every SSM mixer pads its ``in_proj`` output to ``multiple`` columns (default 8 on CUDA, where cuBLAS
-        needs aligned rows, else 1), whenever gradients are off (:mod:`thinkfast.models.fused`). Parameters
-        keep their names and identities (they become views of the fused matrices); ``.to()`` and
-        ``load_state_dict`` re-fuse after they run. Returns ``self``."""
+        """Inference speed-up, same values: ``prefill`` and ``step`` compute each attention mixer's
+        ``q``/``k``/``v`` as one GEMM and each SSM mixer's ``in_proj`` with its output padded to ``multiple``
+        columns (default 8 on CUDA, where cuBLAS needs aligned rows, else 1), with gradients off
+        (:mod:`thinkfast.models.fused`). Parameters keep their names and identities (they become views of the
+        fused matrices). Fusions still current are kept, stale ones (a parameter given new storage) redone;
+        ``.to()`` and ``load_state_dict`` check after they run. Returns ``self``."""
         if multiple is None:
             multiple = 8 if self.embed_tokens.weight.is_cuda else 1
-        if multiple != self.fused_multiple:
-            for block in self.layers:
-                block.mixer.fuse_projections(multiple)
-            self.fused_multiple = multiple
+        for block in self.layers:
+            block.mixer.fuse_projections(multiple)
+        self.fused_multiple = multiple
         return self
 
     def unfuse_projections(self) -> ThinkfastLM:
@@ -135,21 +135,20 @@ class ThinkfastLM(nn.Module):
         self.fused_multiple = None
         return self
 
-    def _with_fusion_redone(self, replace_storage):
-        """Run ``replace_storage()`` (which may give parameters new storage) with the fusion dropped and redone."""
-        multiple = getattr(self, "fused_multiple", None)
-        if multiple is not None:
-            self.unfuse_projections()
-        result = replace_storage()
-        if multiple is not None:
-            self.fuse_projections(multiple)
-        return result
+    def _after_storage_change(self, change):
+        """Run ``change()`` (which may give parameters new storage), then redo any fusion it left stale."""
+        try:
+            return change()
+        finally:
+            if getattr(self, "fused_multiple", None) is not None:
+                self.fuse_projections(self.fused_multiple)
 
     def _apply(self, fn, recurse=True):
-        return self._with_fusion_redone(lambda: super(ThinkfastLM, self)._apply(fn, recurse))
+        return self._after_storage_change(lambda: super(ThinkfastLM, self)._apply(fn, recurse))
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return self._with_fusion_redone(lambda: super(ThinkfastLM, self).load_state_dict(state_dict, strict, assign))
+        return self._after_storage_change(
+            lambda: super(ThinkfastLM, self).load_state_dict(state_dict, strict, assign))
 
     # --- training / scoring ----------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None,

@@ -23,7 +23,7 @@ from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import expand_groups
 from thinkfast.models.cache import SSMCache, write_slots
 from thinkfast.models.config import ModelConfig, SSMConfig
-from thinkfast.models.fused import FusedLinear
+from thinkfast.models.fused import FusedLinear, refuse
 from thinkfast.models.layers import RMSNorm
 
 
@@ -113,19 +113,20 @@ class SSMMixer(nn.Module):
         return x, B, C
 
     def fuse_projections(self, multiple: int) -> None:
-        """With gradients off, compute ``in_proj`` with its output padded to a multiple of ``multiple``
-        columns (:class:`~thinkfast.models.fused.FusedLinear` of one linear): the split ``z``/``xBC``/``dt``
-        are then views whose rows start aligned, which cuBLAS needs for its fast kernels. A no-op when the
-        width already is a multiple."""
-        if self.in_proj.out_features % max(multiple, 1):
-            self.padded_in_proj = FusedLinear([self.in_proj], multiple)
+        """``prefill`` and ``step`` compute ``in_proj`` (with gradients off) with its output padded to a
+        multiple of ``multiple`` columns (:class:`~thinkfast.models.fused.FusedLinear` of one linear): the
+        split ``z``/``xBC``/``dt`` are then views whose rows start aligned, which cuBLAS needs for its fast
+        kernels. Nothing to do when the width already is a multiple; a padding still current is kept."""
+        odd = self.in_proj.out_features % max(multiple, 1) > 0
+        self.padded_in_proj = refuse(self.padded_in_proj, [self.in_proj], multiple) if odd else None
 
     def unfuse_projections(self) -> None:
         self.padded_in_proj = None
 
-    def _project(self, u: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-        """``u`` ``(..., D)`` -> ``z`` ``(..., inner)`` | None, ``xBC`` ``(..., conv_dim)``, ``dt`` ``(..., H)``."""
-        if self.padded_in_proj is not None and not torch.is_grad_enabled():
+    def _project(self, u: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``u`` ``(..., D)`` -> ``z`` ``(..., inner)`` | None, ``xBC`` ``(..., conv_dim)``, ``dt`` ``(..., H)``;
+        ``fused`` (the inference paths): through :attr:`padded_in_proj` when there is one and gradients are off."""
+        if fused and self.padded_in_proj is not None and not torch.is_grad_enabled():
             (zxbcdt,) = self.padded_in_proj(u)
         else:
             zxbcdt = self.in_proj(u)
@@ -203,7 +204,7 @@ class SSMMixer(nn.Module):
         Left-padded prompts come with ``seq_idx`` ``(P, L)`` (padding and prompt are separate segments,
         so no state crosses from the padding into the prompt); ``position_ids`` is unused.
         """
-        z, xbc_in, dt = self._project(u)
+        z, xbc_in, dt = self._project(u, fused=True)
         xbc, conv_state = self._conv(xbc_in, seq_idx)
         x, B, C = self._split_xbc(xbc)
         y, ssm_state = self._scan(x, dt, B, C, seq_idx)
@@ -228,7 +229,7 @@ class SSMMixer(nn.Module):
 
     def step(self, u: torch.Tensor, positions: torch.Tensor, cache: SSMCache) -> torch.Tensor:
         """One token per slot: ``u`` ``(B, hidden)`` -> ``(B, hidden)``; updates ``cache`` in place."""
-        z, xbc, dt = self._project(u)
+        z, xbc, dt = self._project(u, fused=True)
         if cache.conv_state is not None:
             xbc = self.kernels.conv.causal_conv1d_step(
                 xbc, cache.conv_state, self.conv_weight, self.conv_bias,

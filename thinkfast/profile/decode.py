@@ -23,8 +23,6 @@ class DecodeStep:
 
     def __init__(self, model, cache, batch: int, vocab_size: int, device: torch.device, cuda_graph: bool,
                  compile: bool = False):
-        if hasattr(model, "fuse_projections"):  # as the generate engine does
-            model.fuse_projections()
         self.model = model
         self.cache = cache
         self.tokens = torch.randint(0, vocab_size, (batch,), device=device)  # (B,)

@@ -93,6 +93,7 @@ def prepare_model(spec: str, device: torch.device, dtype: torch.dtype, state_dty
         selected = select_kernels(loaded.kernels_section or kernels_section, device)
         model.set_kernels(selected)
         kernels = selected.names()
+        model.fuse_projections()  # as the generate engine runs it, for prefill and decode alike
     config = model.config
     footprint = measure_cache_footprint(model, dtype, state_dtype)
     info = ModelInfo(
