@@ -416,7 +416,7 @@ def test_fused_model_trains_and_refuses_after_to_and_load_state_dict(teacher):
 
 def test_stale_or_copied_fusions_are_detected_and_redone(teacher):
     """Storage replaced behind the model's back (a submodule's ``load_state_dict(assign=True)``) leaves a
-    fusion stale: ``is_current`` says so and ``fuse_projections`` redoes it. Copies come unfused, and a
+    fusion stale: ``is_current`` says so and the next ``prefill`` redoes it. Copies come unfused, and a
     fusion made inside ``torch.inference_mode`` leaves the parameters trainable."""
     import copy
     import pickle
@@ -426,8 +426,9 @@ def test_stale_or_copied_fusions_are_detected_and_redone(teacher):
     fresh = torch.nn.Linear(576, 2313, bias=False, dtype=torch.float64)
     mixer.in_proj.load_state_dict(fresh.state_dict(), assign=True)
     assert not mixer.padded_in_proj.is_current()
-    model.fuse_projections(8)
-    assert mixer.padded_in_proj.is_current()
+    want = _prefill_and_step_logits(copy.deepcopy(model).unfuse_projections(), "cpu")
+    torch.testing.assert_close(_prefill_and_step_logits(model, "cpu"), want, atol=1e-12, rtol=0)  # prefill redid it
+    assert mixer.padded_in_proj.is_current() and mixer.padded_in_proj.weight.shape[0] == 2320
     with torch.no_grad():
         u = torch.randn(3, 576, dtype=torch.float64)
         torch.testing.assert_close(mixer._project(u, fused=True)[1], mixer._project(u)[1], atol=1e-12, rtol=0)

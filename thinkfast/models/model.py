@@ -120,7 +120,7 @@ class ThinkfastLM(nn.Module):
         columns (default 8 on CUDA, where cuBLAS needs aligned rows, else 1), with gradients off
         (:mod:`thinkfast.models.fused`). Parameters keep their names and identities (they become views of the
         fused matrices). Fusions still current are kept, stale ones (a parameter given new storage) redone;
-        ``.to()`` and ``load_state_dict`` check after they run. Returns ``self``."""
+        ``.to()``, ``load_state_dict`` and every eager ``prefill`` and ``step`` check. Returns ``self``."""
         if multiple is None:
             multiple = 8 if self.embed_tokens.weight.is_cuda else 1
         for block in self.layers:
@@ -134,6 +134,12 @@ class ThinkfastLM(nn.Module):
             block.mixer.unfuse_projections()
         self.fused_multiple = None
         return self
+
+    def _keep_fusion_current(self) -> None:
+        """Redo any fusion that a parameter given new storage left stale (host-side pointer checks, a few
+        microseconds per layer; skipped while torch.compile traces, whose callers fused just before)."""
+        if self.fused_multiple is not None and not torch.compiler.is_compiling():
+            self.fuse_projections(self.fused_multiple)
 
     def _after_storage_change(self, change):
         """Run ``change()`` (which may give parameters new storage), then redo any fusion it left stale."""
@@ -204,6 +210,7 @@ class ThinkfastLM(nn.Module):
         start at 0 at the prompt), so each prompt gets the state and logits it would get alone, and its
         keys/values land at cache positions ``0 .. lengths[p] - 1``. ``None``: every prompt is ``L`` long.
         """
+        self._keep_fusion_current()
         prompts = prompt_ids[None] if prompt_ids.ndim == 1 else prompt_ids  # (P, L)
         num_prompts, length = prompts.shape
         grid = slots.ndim == 2
@@ -231,6 +238,7 @@ class ThinkfastLM(nn.Module):
 
         Fixed shapes and no host synchronisation, so it can be captured in a CUDA graph.
         """
+        self._keep_fusion_current()
         x = self.embed_tokens(tokens)
         for block, layer_cache in zip(self.layers, cache.layers, strict=True):
             x = block.step(x, positions, layer_cache)
