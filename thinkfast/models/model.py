@@ -138,16 +138,16 @@ class ThinkfastLM(nn.Module):
     def _keep_fusion_current(self) -> None:
         """Redo any fusion that a parameter given new storage left stale (host-side pointer checks, a few
         microseconds per layer; skipped while torch.compile traces, whose callers fused just before)."""
-        if self.fused_multiple is not None and not torch.compiler.is_compiling():
-            self.fuse_projections(self.fused_multiple)
+        multiple = getattr(self, "fused_multiple", None)
+        if multiple is not None and not torch.compiler.is_compiling():
+            self.fuse_projections(multiple)
 
     def _after_storage_change(self, change):
         """Run ``change()`` (which may give parameters new storage), then redo any fusion it left stale."""
         try:
             return change()
         finally:
-            if getattr(self, "fused_multiple", None) is not None:
-                self.fuse_projections(self.fused_multiple)
+            self._keep_fusion_current()
 
     def _apply(self, fn, recurse=True):
         return self._after_storage_change(lambda: super(ThinkfastLM, self)._apply(fn, recurse))
