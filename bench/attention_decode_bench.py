@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from decode_kernels_bench import graph_us
 
 from thinkfast.devices import DTYPES
-from thinkfast.profile.shapes import build_shape
+from thinkfast.profile.shapes import SHAPES
 
 
 def layer_inputs(shape: str, batch: int, cache_len: int, length: int, dtype: torch.dtype) -> dict:
-    """Random query, cache and lengths for one attention layer of ``shape``."""
-    cfg = build_shape(shape, torch.device("meta"), dtype).config
+    """Random query, cache and lengths for one attention layer of ``shape`` (a teacher shape)."""
+    cfg = SHAPES[shape].teacher()
     heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     kw = {"device": "cuda", "dtype": dtype}
     return {"q": torch.randn(batch, heads, head_dim, **kw),

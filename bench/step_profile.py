@@ -103,37 +103,34 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
     model.set_kernels(selected)
     result = {"shape": shape, "batch": batch, "ctx": ctx, "weight_bytes": weights,
               "step_ms": graph_replay_ms(step_only), "variants": {}}
-    try:
-        for variant in variants:
-            mode, _, pinned = variant.partition(":")
-            unfused = mode.endswith("-unfused")
-            mode = mode.removesuffix("-unfused")
-            kernels = selected
-            if mode == "compile-torch-ops":
-                kernels = Kernels(ssm=Kernels.reference().ssm, conv=Kernels.reference().conv,
-                                  attention=selected.attention)
-            elif pinned:
-                kernels = select_kernels({"ssm": pinned, "conv": pinned}, device)
-            model.set_kernels(kernels)
-            if unfused:
-                model.unfuse_projections()
-            else:
-                model.fuse_projections()
-            fn = step_and_sample
-            entry: dict = {"fused_projections": not unfused}
-            if mode.startswith("compile"):
-                compiled = compile_and_warm(step_and_sample, device,
-                                            "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
-                fn, entry["compile_s"], entry["compile_error"] = compiled.step, compiled.seconds, compiled.error
-            logits = logits_from(fn)  # against the reference kernels, from the same cache contents
-            entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
-            entry["rel_l2_logit_diff"] = float((logits - reference).norm() / reference.norm())
-            entry["argmax_agree"] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
-            entry["step_sample_ms"] = graph_replay_ms(fn)
-            entry["kernels"] = kernel_breakdown(fn)
-            result["variants"][variant] = entry
-    finally:
-        model.fuse_projections()
+    for variant in variants:
+        mode, _, pinned = variant.partition(":")
+        unfused = mode.endswith("-unfused")
+        mode = mode.removesuffix("-unfused")
+        kernels = selected
+        if mode == "compile-torch-ops":
+            kernels = Kernels(ssm=Kernels.reference().ssm, conv=Kernels.reference().conv,
+                              attention=selected.attention)
+        elif pinned:
+            kernels = select_kernels({"ssm": pinned, "conv": pinned}, device)
+        model.set_kernels(kernels)
+        if unfused:
+            model.unfuse_projections()
+        else:
+            model.fuse_projections()
+        fn = step_and_sample
+        entry: dict = {"fused_projections": not unfused}
+        if mode.startswith("compile"):
+            compiled = compile_and_warm(step_and_sample, device,
+                                        "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
+            fn, entry["compile_s"], entry["compile_error"] = compiled.step, compiled.seconds, compiled.error
+        logits = logits_from(fn)  # against the reference kernels, from the same cache contents
+        entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
+        entry["rel_l2_logit_diff"] = float((logits - reference).norm() / reference.norm())
+        entry["argmax_agree"] = float((logits.argmax(-1) == reference.argmax(-1)).float().mean())
+        entry["step_sample_ms"] = graph_replay_ms(fn)
+        entry["kernels"] = kernel_breakdown(fn)
+        result["variants"][variant] = entry
     model.set_kernels(selected)
     return result
 
