@@ -58,6 +58,7 @@ from thinkfast.devices import DTYPES
 from thinkfast.generate.engine import Engine, EngineSettings, Request
 from thinkfast.generate.sampling import SamplingParams
 from thinkfast.kernels import select_kernels
+from thinkfast.models import pointwise
 from thinkfast.models.cache import AttentionCache, SSMCache
 from thinkfast.profile.shapes import build_shape
 
@@ -182,6 +183,7 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
                               sampling=SamplingParams(temperature=1.0), seed=0, eos_ids=(),
                               check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype,
                               state_dtype=state_dtype, compile=not args.no_compile and device.type == "cuda",
+                              compile_prefill=not args.no_compile_prefill,
                               fuse_projections=not args.no_fuse_projections)
 
     # Kernel autotuning, Triton compilation and first-call costs stay outside the timing: the warm-up
@@ -230,7 +232,7 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
         check_every=args.check_every, cuda_graphs=not args.no_cuda_graphs, dtype=dtype, state_dtype=state_dtype,
         compile=not args.no_compile and device.type == "cuda", prefill_bucket=args.prefill_bucket,
         split_requests=args.split_requests, overlap_prefill=args.overlap_prefill,
-        fuse_projections=not args.no_fuse_projections)
+        compile_prefill=not args.no_compile_prefill, fuse_projections=not args.no_fuse_projections)
     engine = Engine(model, settings)
     tokenizer = None
     if args.tokenizer:
@@ -272,11 +274,14 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
 
 def engine_record(engine: Engine, model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
     """What a row records about our engine: its time split (:class:`EngineStats`), whether the step was
-    compiled and captured (and why not), the state dtype and the kernel plugins."""
+    compiled and captured (and why not), whether the prefill's pointwise work ran compiled (and what failed
+    to compile), the state dtype and the kernel plugins."""
     return {**engine.timings, "state_dtype": args.state_dtype, "cuda_graphs": engine.uses_cuda_graph,
             "graph_error": engine.graph_error, "compiled": engine.compiled,
             "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
-            "kernels": kernel_names(model), "fused_projections": engine.settings.fuse_projections}
+            "kernels": kernel_names(model), "fused_projections": engine.settings.fuse_projections,
+            "compiled_prefill_pointwise": bool(getattr(model, "compiled_pointwise", False)),
+            "prefill_compile_errors": pointwise.compile_errors()}
 
 
 def kernel_names(model: torch.nn.Module) -> dict[str, str]:
@@ -470,6 +475,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--check-every", type=int, default=16, help="Decode steps between host checks.")
     p.add_argument("--no-cuda-graphs", action="store_true", help="Our engine without CUDA graphs.")
     p.add_argument("--no-compile", action="store_true", help="Our engine without torch.compile of the decode step.")
+    p.add_argument("--no-compile-prefill", action="store_true",
+                   help="Our engine with the prefill's norms, gates and rotary embeddings run eagerly (the baseline "
+                        "of the compiled pointwise prefill).")
     p.add_argument("--no-fuse-projections", action="store_true",
                    help="Our engine with separate q/k/v GEMMs and unpadded SSM in_proj (the fusion's baseline).")
     p.add_argument("--no-hf-compile", action="store_true", help="transformers without torch.compile.")

@@ -12,6 +12,13 @@ again (shapes already seen), each call timed on the host after a device sync. A 
 first time a length appears points at per-shape work (Triton specialisation, autotuning); slow repeated
 calls point at the work itself, which the torch profiler's table (CPU and CUDA time by operator, one
 repeated call) then breaks down. A diagnosis tool for ``docs/performance.md``; it changes nothing.
+
+    python bench/prefill_profile.py --grid 64,512 --shapes llamba-1b,llama-3.2-1b [--compile-pointwise]
+
+``--grid P,L`` times instead one prefill of ``P`` equal prompts of ``L`` tokens, one slot each (how a fixed
+batch starts; fused projections as the engine has them). ``--compile-pointwise`` runs the prefill's norms,
+gates and rotary embeddings as compiled kernels (:mod:`thinkfast.models.pointwise`), as ``generate`` does
+with ``compile`` on; the first call, outside the timing in ``--grid`` mode, compiles them.
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ def profile_shape(shape: str, args: argparse.Namespace) -> dict:
     device = torch.device("cuda", torch.cuda.current_device())
     dtype = DTYPES[args.dtype]
     model = build_shape(shape, device, dtype).eval()
-    model.set_kernels(select_kernels(None, device))
+    model.set_kernels(select_kernels(None, device)).compile_pointwise(args.compile_pointwise)
     low, high = (int(v) for v in args.prompt.split(","))
     cache = model.allocate_cache(args.batch, high + 8, dtype=dtype, state_dtype=DTYPES[args.state_dtype])
     vocab = model.config.vocab_size
@@ -80,7 +87,8 @@ def profile_shape(shape: str, args: argparse.Namespace) -> dict:
         first = [timed_call(call(pair, i % 2 == 1)) for i, pair in enumerate(lengths)]
         again = [timed_call(call(pair, i % 2 == 1)) for i, pair in enumerate(lengths)]
         table = operator_table(call(lengths[0], False), args.top)
-    result = {"shape": shape, "lengths": lengths, "first_ms": first, "repeat_ms": again,
+    result = {"shape": shape, "compile_pointwise": args.compile_pointwise, "lengths": lengths, "first_ms": first,
+              "repeat_ms": again,
               "first_median_ms": statistics.median(first), "repeat_median_ms": statistics.median(again),
               "operators": table}
     print(f"\n{shape}: prefill of 1 or 2 prompts in {args.prompt} tokens into {args.slots} slots")
@@ -88,6 +96,37 @@ def profile_shape(shape: str, args: argparse.Namespace) -> dict:
           f"max {max(first):.1f} ms; calls: {' '.join(f'{t:.0f}' for t in first[:24])}")
     print(f"  repeated lengths:            median {result['repeat_median_ms']:.1f} ms, max {max(again):.1f} ms")
     print(f"  {'self CPU us':>12} {'self CUDA us':>12} {'calls':>6}  operator (one repeated call)")
+    for row in table:
+        print(f"  {row['self_cpu_us']:12.0f} {row['self_cuda_us']:12.0f} {row['calls']:6d}  {row['op']}")
+    return result
+
+
+def profile_grid(shape: str, args: argparse.Namespace) -> dict:
+    """``--grid P,L``: one ``model.prefill`` of ``P`` random prompts of ``L`` tokens, one slot each (the
+    batched prefill a fixed batch of equal prompts gets), fused projections as the engine has them; wall
+    milliseconds over ``--calls`` repeats after a warm-up, then the operator table of one call."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    dtype = DTYPES[args.dtype]
+    model = build_shape(shape, device, dtype).eval()
+    model.set_kernels(select_kernels(None, device)).fuse_projections()
+    model.compile_pointwise(args.compile_pointwise)
+    prompts, length = (int(v) for v in args.grid.split(","))
+    cache = model.allocate_cache(prompts, length + 8, dtype=dtype, state_dtype=DTYPES[args.state_dtype])
+    ids = torch.randint(16, model.config.vocab_size, (prompts, length), device=device)
+    slots = torch.arange(prompts, device=device)[:, None]
+    with torch.no_grad():
+        def call():
+            return model.prefill(ids, cache, slots)
+        timed_call(call)
+        times = [timed_call(call) for _ in range(args.calls)]
+        table = operator_table(call, args.top)
+    tokens = prompts * length
+    result = {"shape": shape, "prompts": prompts, "length": length, "compile_pointwise": args.compile_pointwise,
+              "ms": times,
+              "median_ms": statistics.median(times), "operators": table}
+    print(f"\n{shape}: prefill of {prompts} x {length} tokens: median {result['median_ms']:.1f} ms "
+          f"({tokens / result['median_ms'] * 1e3:,.0f} tok/s)")
+    print(f"  {'self CPU us':>12} {'self CUDA us':>12} {'calls':>6}  operator (one call)")
     for row in table:
         print(f"  {row['self_cpu_us']:12.0f} {row['self_cuda_us']:12.0f} {row['calls']:6d}  {row['op']}")
     return result
@@ -103,9 +142,13 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--state-dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--top", type=int, default=20, help="operators listed per shape")
+    p.add_argument("--grid", default=None, help="P,L: instead, time one prefill of P prompts of L tokens")
+    p.add_argument("--compile-pointwise", action="store_true",
+                   help="Norms, gates and rotary embeddings as compiled kernels (as `generate` with compile on).")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    results = [profile_shape(shape, args) for shape in args.shapes.split(",")]
+    profile = profile_grid if args.grid else profile_shape
+    results = [profile(shape, args) for shape in args.shapes.split(",")]
     if args.out:
         args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "results": results}, indent=1))
 

@@ -64,6 +64,7 @@ def test_generate_writes_samples_and_run_json(first_run):
     assert run["generated_tokens"] == sum(r["num_tokens"] for r in samples.values())
     assert run["wall_seconds"] > 0 and run["tokens_per_second"] > 0
     assert run["compiled"] is False and run["compile_seconds"] == 0 and run["compile_error"] is None  # CPU: eager
+    assert run["prefill_compile_errors"] == {}
     engine = run["engine"]  # where the time went: prefill, decode (with the hand-out of samples), cycles
     assert engine["cycles"] > 0 and engine["decode_steps"] == engine["cycles"] * run["check_every"]
     assert engine["prefills"] >= run["num_problems"] and 0 < engine["prefill_seconds"] < run["wall_seconds"]

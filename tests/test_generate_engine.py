@@ -325,6 +325,15 @@ def test_compiled_step_samples_what_the_reference_samples():
     tokens as the slow reference loop."""
     engine, _ = _compiled_hybrid_run()
     assert engine.compile_error is None and engine.compile_seconds > 0
+    assert engine.model.compiled_pointwise  # its prefills too (on a CPU the eager code runs)
+
+
+def test_an_uncompiled_engine_prefills_eagerly():
+    """An engine with ``compile`` off switches the model's compiled pointwise prefill off."""
+    model = _tiny_model("hybrid").compile_pointwise()
+    settings = EngineSettings(batch_size=2, max_seqlen=32, max_new_tokens=4, sampling=SamplingParams())
+    Engine(model, settings)
+    assert model.compiled_pointwise is False
 
 
 def test_a_step_that_cannot_be_compiled_runs_eagerly(monkeypatch):

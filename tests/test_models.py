@@ -468,3 +468,126 @@ def test_fused_projections_give_the_unfused_logits_on_gpu(kernel_set):
     padded = _prefill_and_step_logits(model, "cuda")
     err = ((padded - plain).norm() / plain.norm()).item()
     assert err < 1e-2, err
+
+
+# --- compiled pointwise work in prefill (thinkfast.models.pointwise) ----------------------------------------
+
+def _record_compiled_flag(monkeypatch) -> list[bool]:
+    """Patch SwiGLU's gate (``pointwise.silu_mul``'s eager code) to record, at each call, whether the
+    compiled pointwise path was switched on."""
+    from thinkfast.models import pointwise
+
+    seen: list[bool] = []
+    eager = pointwise.silu_mul.eager
+
+    def recording(gate, up):
+        seen.append(pointwise._COMPILED.get())
+        return eager(gate, up)
+
+    monkeypatch.setattr(pointwise.silu_mul, "eager", recording)
+    return seen
+
+
+def test_compile_pointwise_switches_on_in_large_prefills_only(student, monkeypatch):
+    """``compile_pointwise()`` switches the compiled path on for every layer of a large enough ``prefill``,
+    never for a small one, ``step`` or ``forward``; on a CPU the eager code still runs, so the logits are
+    the same to the bit."""
+    from thinkfast.models import pointwise
+
+    seen = _record_compiled_flag(monkeypatch)
+    plain = _prefill_and_step_logits(student, "cpu")
+    assert len(seen) == 2 * student.config.num_layers and not any(seen)
+    student.compile_pointwise()
+    try:
+        seen.clear()
+        _prefill_and_step_logits(student, "cpu")  # 12 tokens x 32 wide: far below the threshold
+        assert len(seen) == 2 * student.config.num_layers and not any(seen)
+        monkeypatch.setattr(pointwise, "MIN_PREFILL_ELEMENTS", 12 * 32)
+        seen.clear()
+        switched = _prefill_and_step_logits(student, "cpu")
+        layers = student.config.num_layers
+        assert seen == [True] * layers + [False] * layers  # prefill, then the step
+        seen.clear()
+        student(torch.arange(5)[None])
+        assert seen == [False] * layers
+    finally:
+        student.compile_pointwise(False)
+    assert torch.equal(switched, plain)
+
+
+def test_a_pointwise_function_that_cannot_be_compiled_runs_eagerly(monkeypatch):
+    """A compiler failure must not stop a prefill: the function returns the eager result, records why, and
+    is not compiled or called compiled again."""
+    import torch.nn.functional as F
+
+    from thinkfast.models import pointwise
+
+    compiled_calls: list[int] = []
+
+    def broken_compile(fn, dynamic=None):
+        def compiled(*args):
+            compiled_calls.append(1)
+            raise RuntimeError("InductorError: no working C compiler\nmore details")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(pointwise.Pointwise, "_use_compiled", lambda self, x: self.error is None)  # as on CUDA
+    monkeypatch.setattr(pointwise.silu_mul, "_compiled", None)
+    monkeypatch.setattr(pointwise.silu_mul, "error", None)
+    gate, up = torch.randn(3, 5), torch.randn(3, 5)
+    with pointwise.compiled():
+        first, second = pointwise.silu_mul(gate, up), pointwise.silu_mul(gate, up)
+    assert torch.equal(first, F.silu(gate) * up) and torch.equal(second, first)
+    assert compiled_calls == [1]
+    assert pointwise.compile_errors() == {"silu_mul": "RuntimeError: InductorError: no working C compiler"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_compiled_pointwise_prefill_gives_the_eager_prefill_on_gpu(kind, monkeypatch):
+    """float32 on CUDA with the CUDA kernels: equal-length, left-padded and one-prompt prefills with the
+    pointwise work compiled give the eager prefill's logits and cache states (to 1e-4 relative), the
+    functions really ran compiled (under inference mode too; the size threshold lowered to this tiny
+    model's tensors), and none failed to compile."""
+    from thinkfast.kernels import select_kernels
+    from thinkfast.models import pointwise
+
+    monkeypatch.setattr(pointwise, "MIN_PREFILL_ELEMENTS", 0)
+
+    torch.manual_seed(0)
+    teacher = ThinkfastLM(tiny_config(vocab_size=512, hidden_size=256, intermediate_size=512, num_heads=4,
+                                      num_kv_heads=2, head_dim=64), device="cuda", dtype=torch.float32)
+    options = {} if kind == "transformer" else {"chunk_size": 64}
+    if kind == "mambainllama":
+        options["attention_layers"] = [1]
+    model = build_student(teacher, kind, options).eval()
+    model.set_kernels(select_kernels(None, "cuda")).fuse_projections()
+    g = torch.Generator("cuda").manual_seed(3)
+    ids = torch.randint(0, 512, (3, 150), device="cuda", generator=g)
+    lengths = torch.tensor([150, 37, 90], device="cuda")
+    slots, rows = torch.arange(6, device="cuda"), torch.tensor([0, 0, 1, 1, 2, 2], device="cuda")
+    calls = [lambda c: model.prefill(ids, c, slots.view(3, 2)),
+             lambda c: model.prefill(ids, c, slots, rows, lengths),
+             lambda c: model.prefill(ids[0, :37], c, slots)]
+
+    def run(compiled: bool, mode) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        model.compile_pointwise(compiled)
+        out = []
+        with mode():
+            for call in calls:
+                cache = model.allocate_cache(6, 160, state_dtype=torch.float32)
+                out.append((call(cache).float(), [t for layer in cache.layers for t in vars(layer).values()
+                                                  if isinstance(t, torch.Tensor)]))
+        return out
+
+    eager = run(False, torch.no_grad)
+    for mode in (torch.no_grad, torch.inference_mode):
+        for (got, got_state), (want, want_state) in zip(run(True, mode), eager, strict=True):
+            for a, b in zip([got, *got_state], [want, *want_state], strict=True):
+                err = ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+                assert err < 1e-4, (mode.__name__, err)
+    used = [pointwise.rms_norm, pointwise.silu_mul]
+    used.append(pointwise.apply_rotary if kind != "llamba" else pointwise.gated_rms_norm)
+    assert all(f._compiled is not None for f in used)
+    assert pointwise.compile_errors() == {}

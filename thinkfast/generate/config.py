@@ -40,7 +40,8 @@ class GenerateSection:
                               unit="steps", min=1)
     cuda_graphs: bool = option(True, "Capture the decode step in a CUDA graph (GPU only; ignored on CPU).")
     compile: bool = option(True, "Compile the decode step with torch.compile before capturing it (fuses norms, "
-                           "activations and sampling; costs seconds per engine; GPU only, ignored on CPU).")
+                           "activations and sampling; costs seconds per engine), and run the prefill's norms, "
+                           "gates and rotary embeddings as compiled kernels (GPU only, ignored on CPU).")
     state_dtype: str = option("float32", "dtype of the SSM state in the inference cache.",
                               choices=("float32", "bfloat16", "float16"))
     prefill_tokens: int = option(32768, "Largest batched prefill: prompts are prefilled together up to this many "

@@ -67,6 +67,7 @@ def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "compiled": all(s.get("compiled", False) for s in stats),
         "compile_seconds": max((float(s.get("compile_seconds", 0.0)) for s in stats), default=0.0),
         "compile_error": next((s["compile_error"] for s in stats if s.get("compile_error")), None),
+        "prefill_compile_errors": {k: v for s in stats for k, v in (s.get("prefill_compile_errors") or {}).items()},
         "engine": sum_engine_stats([s.get("engine") or {} for s in stats]),
     }
 

@@ -98,7 +98,9 @@ class EngineSettings:
     ``overlap_prefill``: launch each cycle's decode steps first and the refills' prefills after them
     (see :meth:`Engine.generate`); off, slots are refilled before the cycle's decode steps.
     ``compile`` runs the decode step (model step, sampling, bookkeeping) through ``torch.compile``
-    (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured.
+    (see :func:`~thinkfast.generate.stepping.compile_step`) before it is captured, and, with
+    ``compile_prefill`` too, has a model with ``compile_pointwise()`` run its prefills' elementwise work as
+    compiled kernels (:mod:`thinkfast.models.pointwise`; ``compile_prefill`` off: the eager baseline).
     ``fuse_projections``: a model with ``fuse_projections()`` / ``unfuse_projections()`` runs fused (same
     values, fewer and aligned GEMMs; :mod:`thinkfast.models.fused`) or, off, unfused (the baseline).
     """
@@ -119,6 +121,7 @@ class EngineSettings:
     split_requests: bool = False
     overlap_prefill: bool = False
     compile: bool = False
+    compile_prefill: bool = True
     fuse_projections: bool = True
 
 
@@ -138,6 +141,8 @@ class Engine:
         self.device = next(model.parameters()).device
         if hasattr(model, "fuse_projections"):
             model.fuse_projections() if settings.fuse_projections else model.unfuse_projections()
+        if hasattr(model, "compile_pointwise"):
+            model.compile_pointwise(settings.compile and settings.compile_prefill)
         B, T = settings.batch_size, settings.max_new_tokens
         if T >= settings.max_seqlen:
             raise ThinkfastError(f"generate.max_new_tokens ({T}) leaves no room for a prompt in a "

@@ -36,6 +36,7 @@ from thinkfast.generate.output import (
 )
 from thinkfast.generate.sampling import SamplingParams, problem_key
 from thinkfast.generate.stops import CUT_REASONS, StopChecker
+from thinkfast.models import pointwise
 
 
 @dataclass
@@ -249,9 +250,14 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             writer.write(record)
             records.append(record)
             progress.advance(task)
+    prefill_errors = pointwise.compile_errors()
+    if prefill_errors and console is not None:
+        console.print(f"[yellow]warning:[/yellow] some prefill pieces could not be compiled and ran uncompiled: "
+                      f"{prefill_errors}; --no-compile skips the attempt")
     return records, {"cuda_graph": engine.uses_cuda_graph, "graph_error": engine.graph_error,
                      "compiled": engine.compiled,
                      "compile_seconds": engine.compile_seconds, "compile_error": engine.compile_error,
+                     "prefill_compile_errors": prefill_errors,
                      "engine": engine.timings}
 
 
@@ -300,6 +306,7 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "compiled": merged["compiled"],
         "compile_seconds": merged["compile_seconds"],
         "compile_error": merged["compile_error"],
+        "prefill_compile_errors": merged["prefill_compile_errors"],
         "engine": merged["engine"],
         "n_samples": gen.n_samples,
         "num_problems": len(problems),

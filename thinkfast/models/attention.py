@@ -8,6 +8,7 @@ import torch.nn as nn
 from thinkfast.errors import ThinkfastError
 from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import attention_probs
+from thinkfast.models import pointwise
 from thinkfast.models.cache import AttentionCache, write_slots
 from thinkfast.models.config import ModelConfig
 from thinkfast.models.fused import FusedLinear, refuse
@@ -50,7 +51,8 @@ class Attention(nn.Module):
         q = q.view(*shape, self.num_heads, self.head_dim)
         k = k.view(*shape, self.num_kv_heads, self.head_dim)
         v = v.view(*shape, self.num_kv_heads, self.head_dim)
-        return self.rotary(q, positions), self.rotary(k, positions), v
+        cos, sin = self.rotary.tables(positions, q.dtype)
+        return pointwise.apply_rotary(q, cos, sin), pointwise.apply_rotary(k, cos, sin), v
 
     @staticmethod
     def _positions(x: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from thinkfast.errors import ModelLoadError
+from thinkfast.models import pointwise
 
 
 class RMSNorm(nn.Module):
@@ -21,10 +21,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(..., dim)`` -> same shape and dtype."""
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        """``x``: ``(..., dim)`` -> same shape and dtype (:func:`~thinkfast.models.pointwise.rms_norm`)."""
+        return pointwise.rms_norm(x, self.weight, self.eps)
 
 
 class SwiGLU(nn.Module):
@@ -38,7 +36,7 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=bias, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(pointwise.silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
 def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -85,9 +83,9 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` ``(..., seq, heads, head_dim)`` by ``positions`` (broadcastable to ``(..., seq)``)."""
-        freqs = positions.float()[..., None] * self.inv_freq  # (..., seq, head_dim / 2)
-        emb = torch.cat([freqs, freqs], dim=-1)
-        cos, sin = emb.cos().to(x.dtype)[..., None, :], emb.sin().to(x.dtype)[..., None, :]
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        return pointwise.apply_rotary(x, *self.tables(positions, x.dtype))
+
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos``, ``sin`` ``(..., seq, 1, head_dim)`` in ``dtype`` for ``positions`` ``(..., seq)``, to rotate
+        several tensors at the same positions with :func:`~thinkfast.models.pointwise.apply_rotary`."""
+        return pointwise.rotary_tables(positions, self.inv_freq, dtype)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from thinkfast.kernels import Kernels
+from thinkfast.models import pointwise
 from thinkfast.models.attention import Attention
 from thinkfast.models.cache import InferenceCache
 from thinkfast.models.config import ModelConfig
@@ -85,6 +86,7 @@ class ThinkfastLM(nn.Module):
         super().__init__()
         self.config = config
         self.fused_multiple: int | None = None  # see fuse_projections
+        self.compiled_pointwise = False  # see compile_pointwise
         kw = {"device": device, "dtype": dtype}
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, **kw)
         self.layers = nn.ModuleList(Block(config, i, **kw) for i in range(config.num_layers))
@@ -133,6 +135,15 @@ class ThinkfastLM(nn.Module):
         for block in self.layers:
             block.mixer.unfuse_projections()
         self.fused_multiple = None
+        return self
+
+    def compile_pointwise(self, enabled: bool = True) -> ThinkfastLM:
+        """Inference speed-up, same math: a large ``prefill`` (at least
+        :data:`~thinkfast.models.pointwise.MIN_PREFILL_ELEMENTS` tokens x hidden size) runs its elementwise
+        work (RMSNorms, the SwiGLU and SSM gates, rotary embeddings) as ``torch.compile`` kernels on CUDA
+        with gradients off, each compiled at its first use (:mod:`thinkfast.models.pointwise`); off (the
+        default), eagerly. ``step`` is unaffected (the engine compiles the whole step). Returns ``self``."""
+        self.compiled_pointwise = enabled
         return self
 
     def _keep_fusion_current(self) -> None:
@@ -227,8 +238,10 @@ class ThinkfastLM(nn.Module):
             seq_idx = segment_index(doc_ids.long())
             positions = document_positions(seq_idx)
         x = self.embed_tokens(prompts)
-        for block, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x = block.prefill(x, layer_cache, slots, rows, seq_idx, positions)
+        large = prompts.numel() * self.config.hidden_size >= pointwise.MIN_PREFILL_ELEMENTS
+        with pointwise.compiled(getattr(self, "compiled_pointwise", False) and large):
+            for block, layer_cache in zip(self.layers, cache.layers, strict=True):
+                x = block.prefill(x, layer_cache, slots, rows, seq_idx, positions)
         last = self.lm_head(self.norm(x[:, -1]))  # (P, V)
         logits = last.expand(slots.shape[0], -1) if rows is None else last[rows]  # (S, V)
         return logits.view(num_prompts, -1, logits.shape[-1]) if grid else logits

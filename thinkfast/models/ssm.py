@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from thinkfast.kernels import Kernels
 from thinkfast.kernels.reference import expand_groups
+from thinkfast.models import pointwise
 from thinkfast.models.cache import SSMCache, write_slots
 from thinkfast.models.config import ModelConfig, SSMConfig
 from thinkfast.models.fused import FusedLinear, refuse
@@ -135,11 +136,8 @@ class SSMMixer(nn.Module):
 
     def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """``y`` ``(..., num_heads, head_dim)`` -> gate / norm -> ``out_proj`` -> ``(..., hidden)``."""
-        y = y.flatten(-2)
-        if z is not None:
-            y = y * F.silu(z)
-        if self.norm is not None:
-            y = self.norm(y)
+        norm = self.norm
+        y = pointwise.gated_rms_norm(y.flatten(-2), z, norm.weight if norm else None, norm.eps if norm else 0.0)
         return self.out_proj(y)
 
     def _conv(self, xbc: torch.Tensor, seq_idx: torch.Tensor | None = None,

@@ -27,8 +27,8 @@ class ProfileSection:
     state_dtype: str = option("float32", "dtype of the SSM and conv states in the cache.",
                               choices=("float32", "bfloat16", "float16"))
     cuda_graphs: bool = option(True, "Capture the decode step in a CUDA graph (GPU only; falls back to eager).")
-    compile: bool = option(False, "Compile the decode step with torch.compile first, as `generate` does (GPU only; "
-                           "adds seconds of compilation per cell).")
+    compile: bool = option(False, "Compile the decode step with torch.compile first, and the prefill's elementwise "
+                           "work, as `generate` does (GPU only; adds seconds of compilation per cell).")
     memory_cap: str = option("", "Memory limit such as '40G' (GiB) or '40GB'; empty means the device's memory. "
                                  "Cells estimated above it are skipped; going above it while running is an OOM.")
     skip_estimated: bool = option(True, "Skip cells whose estimated memory exceeds the limit instead of trying them.")

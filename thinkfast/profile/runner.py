@@ -232,6 +232,7 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     torch.manual_seed(0)
     for spec in section.models:
         pm = prepare_model(spec, device, dtype, settings.state_dtype, kernels_section)
+        pm.model.compile_pointwise(settings.compile and device.type == "cuda")  # as generate runs its prefills
         if any(info.name == pm.info.name for info in result.models):
             pm.info.name = spec
         result.models.append(pm.info)
