@@ -81,7 +81,8 @@ def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
 @click.option("--state-dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
               help="dtype of the SSM state. Default: float32.")
 @click.option("--compile/--no-compile", default=None,
-              help="torch.compile the decode step before capturing it (GPU only). Default: on.")
+              help="torch.compile the decode step before capturing it, and large prefills' pointwise work "
+                   "(GPU only). Default: on.")
 @click.option("--device", help="'auto', 'cpu', 'cuda' or 'cuda:N' (run.device). Default: auto.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="Weights and KV cache dtype; auto = bfloat16 on GPU, float32 on CPU.")

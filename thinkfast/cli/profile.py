@@ -87,7 +87,8 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
 @click.option("--baseline", default=None, help="Model the speedups are relative to (one of --models).")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Capture the decode step in a CUDA graph.")
 @click.option("--compile/--no-compile", default=None,
-              help="torch.compile the decode step first, as generate does (GPU only). Default: off.")
+              help="torch.compile the decode step first, and large prefills' pointwise work, as generate "
+                   "does (GPU only). Default: off.")
 @click.option("--plots/--no-plots", default=None, help="Write profile.png.")
 @click.option("--dry-run", is_flag=True, help="Only print each cell's estimated memory and whether it would run.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
