@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from thinkfast.compile_limits import raise_recompile_limits
+
 Step = Callable[[], object]
-
-#: Recompilations dynamo may do per step function before it gives up; each engine or profile cell is one.
-RECOMPILE_LIMIT = 64
-
 
 def compile_step(step: Step, mode: str | None = None) -> Step:
     """``torch.compile`` ``step`` with fixed shapes (``dynamic=False``) and no compiler CUDA graphs (the
@@ -25,20 +23,12 @@ def compile_step(step: Step, mode: str | None = None) -> Step:
     around the GEMMs and kernel-plugin calls into few kernels.
 
     Each engine or profile cell compiles its own step (shapes and settings differ), so the recompile
-    limit is raised to :data:`RECOMPILE_LIMIT`; past it dynamo is told to raise rather than fall back
-    to eager silently, and :func:`compile_and_warm` reports that as a compile error. ``mode`` is
-    ``torch.compile``'s (``None``: default; ``"max-autotune-no-cudagraphs"`` also tunes GEMMs, slowly).
+    limit is raised (:func:`~thinkfast.compile_limits.raise_recompile_limits`); past it dynamo raises
+    rather than fall back to eager silently, and :func:`compile_and_warm` reports that as a compile error.
+    ``mode`` is ``torch.compile``'s (``None``: default; ``"max-autotune-no-cudagraphs"`` also tunes GEMMs,
+    slowly).
     """
-    import torch._dynamo.config as dynamo_config
-
-    for name in ("cache_size_limit", "recompile_limit"):
-        if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
-    for name in ("accumulated_cache_size_limit", "accumulated_recompile_limit"):
-        if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 4 * RECOMPILE_LIMIT))
-    if hasattr(dynamo_config, "fail_on_recompile_limit_hit"):
-        dynamo_config.fail_on_recompile_limit_hit = True
+    raise_recompile_limits()
     return torch.compile(step, dynamic=False, mode=mode)
 
 

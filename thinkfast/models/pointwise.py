@@ -7,10 +7,12 @@ quarter of the time (a 64 x 512-token prefill of a 1B model moves tens of GB thr
 here are the only definitions of that math (the modules call them). Inside :func:`compiled` (which
 ``ThinkfastLM.prefill`` enters when :meth:`~thinkfast.models.model.ThinkfastLM.compile_pointwise` is on)
 each call on a CUDA tensor with gradients off runs as one ``torch.compile`` kernel instead: compiled at
-its first use with dynamic shapes (once per dtype and rank, not per prompt length), same math,
-intermediates kept in float32 where the eager code rounds to the model dtype (bf16 noise). Anywhere else
-(CPU, training, a step being traced by ``torch.compile``) the eager code runs. A function whose
-compilation fails runs eagerly from then on; :func:`compile_errors` says why.
+its first use, generic in the token dimensions (not once per prompt length; see :class:`Pointwise`),
+same math, intermediates kept in float32 where the eager code rounds to the model dtype (bf16 noise).
+Anywhere else (CPU, training, a step being traced by ``torch.compile``) the eager code runs. A function
+whose compilation fails runs eagerly from then on; :func:`compile_errors` says why. The modules call
+these functions, not their submodules: hooks on an SSM mixer's ``norm`` or an attention layer's
+``rotary`` do not fire.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
+
+from thinkfast.compile_limits import raise_recompile_limits
 
 _COMPILED: ContextVar[bool] = ContextVar("thinkfast_compiled_pointwise", default=False)
 
@@ -43,13 +47,28 @@ def compiled(enabled: bool = True) -> Iterator[None]:
 MIN_PREFILL_ELEMENTS = 1 << 25
 
 
+#: Every :class:`Pointwise` function, by name (for :func:`compile_errors`).
+REGISTRY: dict[str, Pointwise] = {}
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _first_lines(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` from the first two non-empty lines (dynamo's first line often only names the backend)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {' '.join(lines[:2])}"[:limit]
+
+
 class Pointwise:
     """An elementwise function that runs eagerly, or compiled inside :func:`compiled` (see the module).
 
     ``feature_dims``: how many trailing dims of its tensor arguments are features (hidden size, heads,
-    head size); the compiled kernel is specialised to those and generic in the leading (token) dims, so
-    one compilation serves every prompt count and length (a single prompt, whose batch dim of 1 is
-    specialised, gets a second).
+    head size). The compiled kernel is specialised to those (marked static) and generic in the leading
+    (token) dims (marked dynamic), so one compilation serves every prompt count and length of a model;
+    a single prompt (batch dim 1, which dynamo specialises), another head count (``k`` after ``q``), an
+    argument that is None or another dtype each get their own.
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], feature_dims: int = 1):
@@ -58,30 +77,38 @@ class Pointwise:
         self.feature_dims = feature_dims
         self._compiled: Callable[..., torch.Tensor] | None = None
         self.error: str | None = None  # why compiling failed, if it did
+        REGISTRY[fn.__name__] = self
 
     def _use_compiled(self, x: torch.Tensor) -> bool:
-        return (self.error is None and _COMPILED.get() and x.is_cuda and not torch.is_grad_enabled()
-                and not torch.compiler.is_compiling())
+        return self.error is None and _COMPILED.get() and x.is_cuda and not torch.is_grad_enabled()
 
-    def _mark_token_dims(self, args: tuple) -> None:
+    def _mark_dims(self, args: tuple) -> None:
         for t in args:
             if isinstance(t, torch.Tensor):
-                for dim in range(t.ndim - self.feature_dims):
-                    torch._dynamo.maybe_mark_dynamic(t, dim)
+                tokens = max(t.ndim - self.feature_dims, 0)
+                for dim in range(t.ndim):
+                    if dim < tokens:
+                        torch._dynamo.maybe_mark_dynamic(t, dim)
+                    else:
+                        torch._dynamo.mark_static(t, dim)
 
     def __call__(self, x: torch.Tensor, *args) -> torch.Tensor:
-        if not self._use_compiled(x):
+        # first, and alone: a step being traced by torch.compile inlines the eager code (dynamo cannot
+        # trace the context variable, so any other check first would break the step's graph)
+        if torch.compiler.is_compiling() or not self._use_compiled(x):
             return self.eager(x, *args)
         if self._compiled is None:
+            raise_recompile_limits()  # past them dynamo raises, and this function runs eagerly from then on
             self._compiled = torch.compile(self.eager, dynamic=None)
-        self._mark_token_dims((x, *args))
+        self._mark_dims((x, *args))
         try:
             return self._compiled(x, *args)
-        except torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as exc:  # a compiler failure: this function runs eagerly from now on
-            self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-            return self.eager(x, *args)
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                raise
+            out = self.eager(x, *args)  # an error of the call itself raises here, and compiling stays on
+            self.error = _first_lines(exc)  # a compiler failure: this function runs eagerly from now on
+            return out
 
 
 def pointwise(feature_dims: int = 1) -> Callable[[Callable[..., torch.Tensor]], Pointwise]:
@@ -90,8 +117,9 @@ def pointwise(feature_dims: int = 1) -> Callable[[Callable[..., torch.Tensor]], 
 
 
 def compile_errors() -> dict[str, str]:
-    """Name -> why compiling it failed, for the pointwise functions whose compilation failed."""
-    return {f.__name__: f.error for f in (rms_norm, silu_mul, gated_rms_norm, apply_rotary) if f.error}
+    """Name -> why compiling it failed, for the pointwise functions whose compilation failed in this
+    process (they run eagerly from then on, for every model)."""
+    return {name: f.error for name, f in REGISTRY.items() if f.error}
 
 
 @pointwise()

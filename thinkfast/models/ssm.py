@@ -137,7 +137,8 @@ class SSMMixer(nn.Module):
     def _output(self, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """``y`` ``(..., num_heads, head_dim)`` -> gate / norm -> ``out_proj`` -> ``(..., hidden)``."""
         norm = self.norm
-        y = pointwise.gated_rms_norm(y.flatten(-2), z, norm.weight if norm else None, norm.eps if norm else 0.0)
+        weight, eps = (norm.weight, norm.eps) if norm is not None else (None, 0.0)
+        y = pointwise.gated_rms_norm(y.flatten(-2), z, weight, eps)
         return self.out_proj(y)
 
     def _conv(self, xbc: torch.Tensor, seq_idx: torch.Tensor | None = None,
