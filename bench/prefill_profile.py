@@ -87,8 +87,8 @@ def profile_shape(shape: str, args: argparse.Namespace) -> dict:
         first = [timed_call(call(pair, i % 2 == 1)) for i, pair in enumerate(lengths)]
         again = [timed_call(call(pair, i % 2 == 1)) for i, pair in enumerate(lengths)]
         table = operator_table(call(lengths[0], False), args.top)
-    result = {"shape": shape, "compile_pointwise": args.compile_pointwise, "lengths": lengths, "first_ms": first,
-              "repeat_ms": again,
+    result = {"shape": shape, "compile_pointwise": args.compile_pointwise, "lengths": lengths,
+              "first_ms": first, "repeat_ms": again,
               "first_median_ms": statistics.median(first), "repeat_median_ms": statistics.median(again),
               "operators": table}
     print(f"\n{shape}: prefill of 1 or 2 prompts in {args.prompt} tokens into {args.slots} slots")
@@ -122,8 +122,7 @@ def profile_grid(shape: str, args: argparse.Namespace) -> dict:
         table = operator_table(call, args.top)
     tokens = prompts * length
     result = {"shape": shape, "prompts": prompts, "length": length, "compile_pointwise": args.compile_pointwise,
-              "ms": times,
-              "median_ms": statistics.median(times), "operators": table}
+              "ms": times, "median_ms": statistics.median(times), "operators": table}
     print(f"\n{shape}: prefill of {prompts} x {length} tokens: median {result['median_ms']:.1f} ms "
           f"({tokens / result['median_ms'] * 1e3:,.0f} tok/s)")
     print(f"  {'self CPU us':>12} {'self CUDA us':>12} {'calls':>6}  operator (one call)")

@@ -17,6 +17,7 @@ from thinkfast.compile_limits import raise_recompile_limits
 
 Step = Callable[[], object]
 
+
 def compile_step(step: Step, mode: str | None = None) -> Step:
     """``torch.compile`` ``step`` with fixed shapes (``dynamic=False``) and no compiler CUDA graphs (the
     callers capture their own), so inductor fuses the norms, activations, sampling and bookkeeping
