@@ -6,6 +6,10 @@ Real-model fixtures:
 - ``smollm_tokenizer``: its tokenizer (with chat template), loaded from the GGUF once per session.
 - ``tiny_llama_dir``: a tiny randomly initialised ``LlamaForCausalLM`` (GQA, tied embeddings,
   Llama-3 rope scaling) saved as an HF directory with the SmolLM2 tokenizer; seconds to build.
+
+Spies:
+- ``pointwise_switch_log``: a list that records, at every SwiGLU gate (``pointwise.silu_mul``, once
+  per layer per forward, prefill or step), whether the compiled pointwise switch was on.
 """
 
 from __future__ import annotations
@@ -22,6 +26,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 GGUF_PATH = ROOT / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
+
+
+@pytest.fixture
+def pointwise_switch_log(monkeypatch) -> list[bool]:
+    from thinkfast.models import pointwise
+
+    seen: list[bool] = []
+    eager = pointwise.silu_mul.eager
+
+    def recording(gate, up):
+        seen.append(pointwise._COMPILED.get())
+        return eager(gate, up)
+
+    monkeypatch.setattr(pointwise.silu_mul, "eager", recording)
+    return seen
 
 
 @pytest.fixture(scope="session")

@@ -328,6 +328,38 @@ def test_compiled_step_samples_what_the_reference_samples():
     assert engine.model.compiled_pointwise  # its prefills too (on a CPU the eager code runs)
 
 
+def test_the_pointwise_warm_up_prefills_the_largest_group_and_changes_no_sample(monkeypatch, pointwise_switch_log):
+    """``_warm_up_pointwise`` (run when a compiling engine is built on a GPU) prefills, with the compiled
+    pointwise switch on, as many prompts of the longest possible length as ``prefill_tokens`` and the slots
+    allow; the slots it writes are refilled before they decode, so the samples stay the reference's. Too
+    small a prefill for the compiled kernels, and nothing runs."""
+    from thinkfast.models import pointwise
+
+    model = _tiny_model("hybrid").compile_pointwise()
+    requests = _requests()
+    settings = EngineSettings(batch_size=4, max_seqlen=max(len(r.prompt_ids) for r in requests) + 16,
+                              max_new_tokens=16, sampling=SamplingParams(), seed=3, eos_ids=(EOS,), check_every=4,
+                              prefill_tokens=20)
+    engine = Engine(model, settings)  # on a CPU: no warm-up here, and compile is off
+    model.compile_pointwise()
+    assert engine._warm_up_pointwise() == 0.0  # 2 x 9 tokens x 32 wide is far below the threshold
+    shapes: list[tuple[tuple[int, ...], bool]] = []
+    prefill = model.prefill
+
+    def recording(ids, cache, slots, *args, **kwargs):
+        shapes.append((tuple(ids.shape), pointwise._COMPILED.get()))
+        return prefill(ids, cache, slots, *args, **kwargs)
+
+    monkeypatch.setattr(model, "prefill", recording)
+    monkeypatch.setattr(pointwise, "MIN_PREFILL_ELEMENTS", 2 * 9 * 32)
+    assert engine._warm_up_pointwise() > 0.0
+    assert shapes == [((2, 9), False)]  # 20 // 9 prompts of 9 tokens; the switch is set inside prefill
+    assert pointwise_switch_log and all(pointwise_switch_log)
+    got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
+    _assert_matches_reference(model, requests, got)
+    assert not model.compile_pointwise(False).warm_pointwise(engine.cache, 2, 9)  # switched off: nothing to warm
+
+
 def test_an_uncompiled_engine_prefills_eagerly():
     """An engine with ``compile`` off switches the model's compiled pointwise prefill off."""
     model = _tiny_model("hybrid").compile_pointwise()

@@ -472,29 +472,13 @@ def test_fused_projections_give_the_unfused_logits_on_gpu(kernel_set):
 
 # --- compiled pointwise work in prefill (thinkfast.models.pointwise) ----------------------------------------
 
-def _record_compiled_flag(monkeypatch) -> list[bool]:
-    """Patch SwiGLU's gate (``pointwise.silu_mul``'s eager code) to record, at each call, whether the
-    compiled pointwise path was switched on."""
-    from thinkfast.models import pointwise
-
-    seen: list[bool] = []
-    eager = pointwise.silu_mul.eager
-
-    def recording(gate, up):
-        seen.append(pointwise._COMPILED.get())
-        return eager(gate, up)
-
-    monkeypatch.setattr(pointwise.silu_mul, "eager", recording)
-    return seen
-
-
-def test_compile_pointwise_switches_on_in_large_prefills_only(student, monkeypatch):
+def test_compile_pointwise_switches_on_in_large_prefills_only(student, monkeypatch, pointwise_switch_log):
     """``compile_pointwise()`` switches the compiled path on for every layer of a large enough ``prefill``,
     never for a small one, ``step`` or ``forward``; on a CPU the eager code still runs, so the logits are
     the same to the bit."""
     from thinkfast.models import pointwise
 
-    seen = _record_compiled_flag(monkeypatch)
+    seen = pointwise_switch_log
     plain = _prefill_and_step_logits(student, "cpu")
     assert len(seen) == 2 * student.config.num_layers and not any(seen)
     student.compile_pointwise()

@@ -170,7 +170,7 @@ class Engine:
         self.stats = EngineStats()
         self.graph_error: str | None = None  # why the step could not be captured, if it could not
         self._graph: torch.cuda.CUDAGraph | None = None
-        self.compile_seconds = 0.0  # spent compiling the step (inside its first call), 0 without compile
+        self.compile_seconds = 0.0  # compiling the step (its first call) and the prefill's pointwise kernels
         self.compile_error: str | None = None  # why the step could not be compiled, if it could not
         self._step: Callable[[], object] = self._decode_step
         self.warmup_seconds = 0.0  # spent in warm-up prefills (GPU with prefill_bucket > 1 only), before the clock
@@ -180,6 +180,8 @@ class Engine:
         if settings.compile:  # the first call runs on idle slots: prefill overwrites whatever it leaves
             compiled = compile_and_warm(self._decode_step, dev)
             self._step, self.compile_seconds, self.compile_error = compiled.step, compiled.seconds, compiled.error
+            if settings.compile_prefill and dev.type == "cuda":
+                self.compile_seconds += self._warm_up_pointwise()
         if settings.cuda_graphs and dev.type == "cuda":
             self._graph, self.graph_error = capture_cuda_graph(self._step, dev)
 
@@ -296,6 +298,23 @@ class Engine:
         return host.to(self.device)
 
     @torch.no_grad()
+    def _warm_up_pointwise(self) -> float:
+        """Have a model that compiles its large prefills' pointwise work (``warm_pointwise``) compile it
+        now, at the largest prefill this engine can make (prompts of ``max_seqlen - max_new_tokens`` tokens,
+        as many as ``prefill_tokens`` and the slots allow), not inside the first timed prefill. Returns the
+        seconds it took (0 when the model has nothing to compile at that size)."""
+        s = self.settings
+        if not hasattr(self.model, "warm_pointwise"):
+            return 0.0
+        longest = s.max_seqlen - s.max_new_tokens
+        prompts = max(1, min(s.batch_size, s.prefill_tokens // longest))
+        start = time.perf_counter()
+        if not self.model.warm_pointwise(self.cache, prompts, longest):
+            return 0.0
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
     def _warm_up_prefill(self, widths: set[int], most: int = 16) -> None:
         """Prefill dummy prompts at each padded width real prompts will take (one prompt, and two, as
         prefills come), into idle slots 0 and 1 (the first real prefill overwrites them), so that per-shape

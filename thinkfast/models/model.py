@@ -146,6 +146,20 @@ class ThinkfastLM(nn.Module):
         self.compiled_pointwise = enabled
         return self
 
+    def warm_pointwise(self, cache: InferenceCache, prompts: int, length: int) -> bool:
+        """Compile the prefill's pointwise kernels before they are timed: if a prefill of ``prompts`` x
+        ``length`` tokens runs them compiled (:meth:`compile_pointwise` on and large enough; on CUDA, where
+        the callers use this), run one such prefill of random tokens into the cache's first ``prompts``
+        slots (whose contents the next prefill there overwrites). Returns whether it ran."""
+        large = prompts * length * self.config.hidden_size >= pointwise.MIN_PREFILL_ELEMENTS
+        if not (self.compiled_pointwise and large):
+            return False
+        device = self.embed_tokens.weight.device
+        ids = torch.randint(0, self.config.vocab_size, (prompts, length), device=device)
+        with torch.no_grad():
+            self.prefill(ids, cache, torch.arange(prompts, device=device)[:, None])
+        return True
+
     def _keep_fusion_current(self) -> None:
         """Redo any fusion that a parameter given new storage left stale (host-side pointer checks, a few
         microseconds per layer; skipped while torch.compile traces, whose callers fused just before)."""
