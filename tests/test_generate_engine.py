@@ -360,6 +360,19 @@ def test_the_pointwise_warm_up_prefills_the_largest_group_and_changes_no_sample(
     assert not model.compile_pointwise(False).warm_pointwise(engine.cache, 2, 9)  # switched off: nothing to warm
 
 
+def test_warm_up_prefills_leave_no_autograd_history_in_the_cache():
+    """The warm-up prefills (run on a GPU before the clock) run without gradients: no cache tensor may
+    come out requiring grad or holding a graph (which would keep the warm-up's activations alive)."""
+    model = _tiny_model("hybrid")
+    settings = EngineSettings(batch_size=2, max_seqlen=32, max_new_tokens=4, sampling=SamplingParams(),
+                              prefill_bucket=4)
+    engine = Engine(model, settings)
+    engine._warm_up_prefill({8, 12})
+    tensors = [t for layer in engine.cache.layers for t in vars(layer).values() if isinstance(t, torch.Tensor)]
+    assert engine._warm_widths == {8, 12} and tensors
+    assert not any(t.requires_grad or t.grad_fn is not None for t in tensors)
+
+
 def test_an_uncompiled_engine_prefills_eagerly():
     """An engine with ``compile`` off switches the model's compiled pointwise prefill off."""
     model = _tiny_model("hybrid").compile_pointwise()

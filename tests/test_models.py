@@ -635,3 +635,79 @@ def test_compiled_pointwise_prefill_gives_the_eager_prefill_on_gpu(kind, dtype, 
     used = ["rms_norm", "silu_mul", "apply_rotary" if kind != "llamba" else "gated_rms_norm"]
     assert all(compiled_calls[name] > 0 for name in used), compiled_calls
     assert pointwise.compile_errors() == {}
+
+
+@pytest.fixture
+def counted_pointwise_compiles(monkeypatch) -> list[str]:
+    """The pointwise functions take their compiled path on this CPU (size threshold 0), compiled by dynamo
+    with a backend that runs the traced graph as it is and records each graph's function name (every
+    compilation and recompilation); compile state starts fresh."""
+    from thinkfast.models import pointwise
+
+    compiled: list[str] = []
+    original = torch.compile
+
+    def counting_compile(fn, dynamic=None, **kwargs):
+        def backend(gm, example_inputs):
+            compiled.append(fn.__name__)
+            return gm.forward
+        return original(fn, dynamic=dynamic, backend=backend)
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    monkeypatch.setattr(pointwise, "MIN_PREFILL_ELEMENTS", 0)
+    def on_any_device(self, x):
+        return self.error is None and pointwise._COMPILED.get() and not torch.is_grad_enabled()
+
+    monkeypatch.setattr(pointwise.Pointwise, "_use_compiled", on_any_device)
+    for f in pointwise.REGISTRY.values():
+        monkeypatch.setattr(f, "_compiled", None)
+        monkeypatch.setattr(f, "error", None)
+    yield compiled
+    torch._dynamo.reset()
+
+
+def test_warmed_pointwise_kernels_serve_padded_and_other_sized_prefills(teacher, counted_pointwise_compiles):
+    """After ``warm_pointwise`` (2 prompts of 9 tokens, not left-padded), prefills of other prompt counts and
+    lengths, left-padded or not, compile nothing more (the token dims are dynamic, and the rotary tables have
+    one shape with and without padding); their logits are the eager ones."""
+    from thinkfast.models import pointwise
+
+    model = build_student(teacher, "mambainllama", KINDS["mambainllama"]).compile_pointwise()
+    cache = model.allocate_cache(4, 16)
+    assert model.warm_pointwise(cache, 2, 9)
+    warmed = sorted(counted_pointwise_compiles)
+    assert {"rms_norm", "silu_mul", "gated_rms_norm", "apply_rotary"} <= set(warmed)
+    ids = torch.randint(0, 97, (3, 11), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        padded = model.prefill(ids, cache, torch.arange(3), torch.arange(3), torch.tensor([11, 4, 7]))
+        plain = model.prefill(ids[:, :7], cache, torch.arange(3), torch.arange(3))
+    assert sorted(counted_pointwise_compiles) == warmed
+    assert pointwise.compile_errors() == {}
+    model.compile_pointwise(False)
+    with torch.no_grad():
+        torch.testing.assert_close(padded, model.prefill(ids, cache, torch.arange(3), torch.arange(3),
+                                                         torch.tensor([11, 4, 7])), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(plain, model.prefill(ids[:, :7], cache, torch.arange(3), torch.arange(3)),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_a_compiled_step_is_not_recompiled_by_a_compiled_prefill(teacher, counted_pointwise_compiles):
+    """The decode step compiled first keeps its one graph after a prefill that ran compiled pointwise
+    kernels on the same parameters (marking a parameter's dims would fail the step's guards and recompile
+    it, as the engine's warm-up prefill between compiling and capturing the step did)."""
+    model = build_student(teacher, "mambainllama", KINDS["mambainllama"]).compile_pointwise()
+    cache = model.allocate_cache(2, 16)
+    step_graphs: list[int] = []
+
+    def step_backend(gm, example_inputs):
+        step_graphs.append(1)
+        return gm.forward
+
+    step = torch._dynamo.optimize(step_backend)(model.step)
+    tokens, positions = torch.tensor([3, 4]), torch.tensor([5, 5])
+    with torch.no_grad():
+        step(tokens, positions, cache)
+        assert model.warm_pointwise(cache, 2, 9) and counted_pointwise_compiles
+        step(tokens, positions, cache)
+    assert step_graphs == [1]

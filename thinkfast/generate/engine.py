@@ -297,7 +297,6 @@ class Engine:
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)
 
-    @torch.no_grad()
     def _warm_up_pointwise(self) -> float:
         """Have a model that compiles its large prefills' pointwise work (``warm_pointwise``) compile it
         now, at the largest prefill this engine can make (prompts of ``max_seqlen - max_new_tokens`` tokens,
@@ -315,6 +314,7 @@ class Engine:
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
 
+    @torch.no_grad()
     def _warm_up_prefill(self, widths: set[int], most: int = 16) -> None:
         """Prefill dummy prompts at each padded width real prompts will take (one prompt, and two, as
         prefills come), into idle slots 0 and 1 (the first real prefill overwrites them), so that per-shape

@@ -228,7 +228,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             console.print(f"[yellow]warning:[/yellow] the decode step could not be compiled, running it uncompiled "
                           f"({engine.compile_error}); --no-compile skips the attempt")
         else:
-            console.print(f"decode step compiled in {engine.compile_seconds:.1f} s")
+            console.print(f"compiled in {engine.compile_seconds:.1f} s (decode step, and prefill kernels if large "
+                          f"prefills come)")
     requests = [Request(torch.tensor(p.prompt_ids, dtype=torch.long), problem_key(p.problem.id), p.missing)
                 for p in todo]
     path = out_dir / (shard_name(env.rank) if env.distributed else SAMPLES)

@@ -56,9 +56,11 @@ class Attention(nn.Module):
 
     @staticmethod
     def _positions(x: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor:
+        """``position_ids`` ``(B, L)``, or ``0 .. L - 1`` for every row: always ``(B, L)``, so that the rotary
+        tables have one shape whether prompts are left-padded or not (one compiled kernel serves both)."""
         if position_ids is not None:
             return position_ids
-        return torch.arange(x.shape[1], device=x.device)[None]
+        return torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
 
     def forward(self, x: torch.Tensor, seq_idx: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:

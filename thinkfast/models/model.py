@@ -155,7 +155,7 @@ class ThinkfastLM(nn.Module):
         if not (self.compiled_pointwise and large):
             return False
         device = self.embed_tokens.weight.device
-        ids = torch.randint(0, self.config.vocab_size, (prompts, length), device=device)
+        ids = torch.ones(prompts, length, dtype=torch.long, device=device)  # any tokens; no RNG drawn
         with torch.no_grad():
             self.prefill(ids, cache, torch.arange(prompts, device=device)[:, None])
         return True

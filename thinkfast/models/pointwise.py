@@ -83,14 +83,22 @@ class Pointwise:
         return self.error is None and _COMPILED.get() and x.is_cuda and not torch.is_grad_enabled()
 
     def _mark_dims(self, args: tuple) -> None:
+        """Token dims dynamic, feature dims static, on the activations only: parameters are static to
+        dynamo anyway, and a marking on them would fail the guards of the compiled decode step that
+        uses the same parameters (it was compiled before they were marked), which then recompiles. A view
+        (``q``/``k`` of one fused GEMM, the SSM gate) has its base's token dims marked too: dynamo guards
+        the base's sizes, and would otherwise fix the prompt length through them."""
         for t in args:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, torch.Tensor) and not isinstance(t, torch.nn.Parameter):
                 tokens = max(t.ndim - self.feature_dims, 0)
                 for dim in range(t.ndim):
                     if dim < tokens:
                         torch._dynamo.maybe_mark_dynamic(t, dim)
                     else:
                         torch._dynamo.mark_static(t, dim)
+                if t._base is not None:
+                    for dim in range(min(tokens, t._base.ndim)):
+                        torch._dynamo.maybe_mark_dynamic(t._base, dim)
 
     def __call__(self, x: torch.Tensor, *args) -> torch.Tensor:
         # first, and alone: a step being traced by torch.compile inlines the eager code (dynamo cannot
