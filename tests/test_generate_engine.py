@@ -7,6 +7,7 @@ boundary) of the three kinds: transformer, pure SSM and hybrid.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -331,8 +332,9 @@ def test_compiled_step_samples_what_the_reference_samples():
 def test_the_pointwise_warm_up_prefills_the_largest_group_and_changes_no_sample(monkeypatch, pointwise_switch_log):
     """``_warm_up_pointwise`` (run when a compiling engine is built on a GPU) prefills, with the compiled
     pointwise switch on, as many prompts of the longest possible length as ``prefill_tokens`` and the slots
-    allow; the slots it writes are refilled before they decode, so the samples stay the reference's. Too
-    small a prefill for the compiled kernels, and nothing runs."""
+    allow (one prompt: then also two of half the length); the slots it writes are refilled before they
+    decode, so the samples stay the reference's. Too small a prefill for the compiled kernels, and nothing
+    runs."""
     from thinkfast.models import pointwise
 
     model = _tiny_model("hybrid").compile_pointwise()
@@ -358,6 +360,12 @@ def test_the_pointwise_warm_up_prefills_the_largest_group_and_changes_no_sample(
     got = {(f.request, f.sample_index): f for f in engine.generate(requests)}
     _assert_matches_reference(model, requests, got)
     assert not model.compile_pointwise(False).warm_pointwise(engine.cache, 2, 9)  # switched off: nothing to warm
+    single = Engine(model, dataclasses.replace(settings, prefill_tokens=8))  # the longest prompt alone is over it
+    model.compile_pointwise()
+    monkeypatch.setattr(pointwise, "MIN_PREFILL_ELEMENTS", 8 * 32)
+    shapes.clear()
+    assert single._warm_up_pointwise() > 0.0
+    assert shapes == [((1, 9), False), ((2, 4), False)]
 
 
 def test_warm_up_prefills_leave_no_autograd_history_in_the_cache():

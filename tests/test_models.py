@@ -692,11 +692,15 @@ def test_warmed_pointwise_kernels_serve_padded_and_other_sized_prefills(teacher,
                                    rtol=1e-12, atol=1e-12)
 
 
-def test_a_compiled_step_is_not_recompiled_by_a_compiled_prefill(teacher, counted_pointwise_compiles):
-    """The decode step compiled first keeps its one graph after a prefill that ran compiled pointwise
-    kernels on the same parameters (marking a parameter's dims would fail the step's guards and recompile
-    it, as the engine's warm-up prefill between compiling and capturing the step did)."""
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_compiled_step_is_not_recompiled_by_a_compiled_prefill(teacher, counted_pointwise_compiles, fused):
+    """The decode step compiled first (fixed shapes, as the engine compiles it; projections fused or not)
+    keeps its one graph after a prefill that ran compiled pointwise kernels on the same parameters
+    (marking a parameter's dims would fail the step's guards and recompile it, as the engine's warm-up
+    prefill between compiling and capturing the step did)."""
     model = build_student(teacher, "mambainllama", KINDS["mambainllama"]).compile_pointwise()
+    if fused:
+        model.fuse_projections(8)
     cache = model.allocate_cache(2, 16)
     step_graphs: list[int] = []
 
@@ -704,7 +708,7 @@ def test_a_compiled_step_is_not_recompiled_by_a_compiled_prefill(teacher, counte
         step_graphs.append(1)
         return gm.forward
 
-    step = torch._dynamo.optimize(step_backend)(model.step)
+    step = torch._dynamo.optimize(step_backend, dynamic=False)(model.step)
     tokens, positions = torch.tensor([3, 4]), torch.tensor([5, 5])
     with torch.no_grad():
         step(tokens, positions, cache)

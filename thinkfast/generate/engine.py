@@ -300,15 +300,21 @@ class Engine:
     def _warm_up_pointwise(self) -> float:
         """Have a model that compiles its large prefills' pointwise work (``warm_pointwise``) compile it
         now, at the largest prefill this engine can make (prompts of ``max_seqlen - max_new_tokens`` tokens,
-        as many as ``prefill_tokens`` and the slots allow), not inside the first timed prefill. Returns the
-        seconds it took (0 when the model has nothing to compile at that size)."""
+        as many as ``prefill_tokens`` and the slots allow), not inside the first timed prefill; when that
+        is one prompt, also at two prompts of half the length (dynamo specialises a batch of one, so
+        groups of several prompts need their own). Returns the seconds it took (0 when the model has
+        nothing to compile at those sizes)."""
         s = self.settings
         if not hasattr(self.model, "warm_pointwise"):
             return 0.0
         longest = s.max_seqlen - s.max_new_tokens
         prompts = max(1, min(s.batch_size, s.prefill_tokens // longest))
+        shapes = [(prompts, longest)]
+        if prompts == 1 and s.batch_size > 1 and longest > 1:
+            shapes.append((2, longest // 2))
         start = time.perf_counter()
-        if not self.model.warm_pointwise(self.cache, prompts, longest):
+        ran = [self.model.warm_pointwise(self.cache, p, length) for p, length in shapes]
+        if not any(ran):
             return 0.0
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -149,7 +149,7 @@ class ThinkfastLM(nn.Module):
     def warm_pointwise(self, cache: InferenceCache, prompts: int, length: int) -> bool:
         """Compile the prefill's pointwise kernels before they are timed: if a prefill of ``prompts`` x
         ``length`` tokens runs them compiled (:meth:`compile_pointwise` on and large enough; on CUDA, where
-        the callers use this), run one such prefill of random tokens into the cache's first ``prompts``
+        the callers use this), run one such prefill (all tokens 1) into the cache's first ``prompts``
         slots (whose contents the next prefill there overwrites). Returns whether it ran."""
         large = prompts * length * self.config.hidden_size >= pointwise.MIN_PREFILL_ELEMENTS
         if not (self.compiled_pointwise and large):

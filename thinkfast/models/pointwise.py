@@ -96,9 +96,10 @@ class Pointwise:
                         torch._dynamo.maybe_mark_dynamic(t, dim)
                     else:
                         torch._dynamo.mark_static(t, dim)
-                if t._base is not None:
-                    for dim in range(min(tokens, t._base.ndim)):
-                        torch._dynamo.maybe_mark_dynamic(t._base, dim)
+                base = t._base
+                if base is not None and not isinstance(base, torch.nn.Parameter) and base.ndim >= tokens:
+                    for dim in range(tokens):
+                        torch._dynamo.maybe_mark_dynamic(base, dim)
 
     def __call__(self, x: torch.Tensor, *args) -> torch.Tensor:
         # first, and alone: a step being traced by torch.compile inlines the eager code (dynamo cannot
