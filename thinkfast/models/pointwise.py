@@ -41,7 +41,7 @@ def compiled(enabled: bool = True) -> Iterator[None]:
 
 
 #: Smallest prefill (tokens x hidden size) that ``ThinkfastLM.prefill`` runs with compiled pointwise work.
-#: A compiled call costs the host 60-80 us, more than the eager kernels it replaces when they are small;
+#: A compiled call costs the host 60-90 us, more than the eager kernels it replaces when they are small;
 #: that pays where the device is the bottleneck (Llama-3.2-1B: 64 x 512 tokens, 67M elements, 1.2-1.3x
 #: faster), not where the host is (Llamba-135M: 64 x 512 tokens, 19M elements, 1.15x slower).
 MIN_PREFILL_ELEMENTS = 1 << 25
