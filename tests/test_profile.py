@@ -200,6 +200,7 @@ def test_profile_json_schema(sweep):
         assert cell["bandwidth_fraction"] == pytest.approx(
             cell["bytes_per_step"] / (cell["decode_step_ms"] / 1e3) / 10e9)
         assert cell["peak_memory_bytes"] >= cell["batch"] * 0 + 1 and cell["cuda_graph"] is False
+        assert cell["prefill_compile_errors"] == {}
     assert read_result(path) == result
 
 

@@ -77,7 +77,8 @@ class CellResult:
       device bandwidth (1.0 is the HBM-bandwidth bound).
     - ``peak_memory_bytes``: the cell's peak (see ``device.peak_memory_source``).
     - ``compiled``: whether the decode step ran compiled (``profile.compile``); ``compile_error`` says
-      why not when compiling was asked for and failed.
+      why not when compiling was asked for and failed; ``prefill_compile_errors``: the prefill's pointwise
+      functions that could not be compiled and ran eagerly (:mod:`thinkfast.models.pointwise`), with why.
     """
 
     model: str
@@ -98,6 +99,7 @@ class CellResult:
     cuda_graph: bool | None = None
     compiled: bool | None = None
     compile_error: str | None = None
+    prefill_compile_errors: dict[str, str] = field(default_factory=dict)
     decode_points: list[DecodePoint] = field(default_factory=list)
 
 

@@ -25,6 +25,7 @@ import torch
 from thinkfast.config.validate import to_dict
 from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
 from thinkfast.kernels import select_kernels
+from thinkfast.models import pointwise
 from thinkfast.profile.config import ProfileSection
 from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
 from thinkfast.profile.grid import Cell, build_grid, parse_memory
@@ -167,6 +168,7 @@ def _measure(pm: ProfiledModel, cell: Cell, device: torch.device, settings: Cell
     slots = torch.arange(cell.batch, device=device)  # (B,)
     prefill_s = median_time(lambda: model.prefill(prompt, cache, slots), device, settings.warmup, settings.repeats)
     result.prefill_seconds = prefill_s
+    result.prefill_compile_errors = pointwise.compile_errors()
     result.prefill_tokens_per_s = cell.prompt_len / prefill_s
 
     step = DecodeStep(model, cache, cell.batch, config.vocab_size, device, settings.cuda_graphs,
