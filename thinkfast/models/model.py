@@ -151,14 +151,19 @@ class ThinkfastLM(nn.Module):
         ``length`` tokens runs them compiled (:meth:`compile_pointwise` on and large enough; on CUDA, where
         the callers use this), run one such prefill (all tokens 1) into the cache's first ``prompts``
         slots (whose contents the next prefill there overwrites). Returns whether it ran."""
-        large = prompts * length * self.config.hidden_size >= pointwise.MIN_PREFILL_ELEMENTS
-        if not (self.compiled_pointwise and large):
+        if not self._compiles_pointwise(prompts * length):
             return False
         device = self.embed_tokens.weight.device
         ids = torch.ones(prompts, length, dtype=torch.long, device=device)  # any tokens; no RNG drawn
         with torch.no_grad():
             self.prefill(ids, cache, torch.arange(prompts, device=device)[:, None])
         return True
+
+    def _compiles_pointwise(self, tokens: int) -> bool:
+        """Whether a prefill of ``tokens`` prompt tokens (padding included) runs its pointwise work compiled
+        (on CUDA; see :meth:`compile_pointwise`)."""
+        return (getattr(self, "compiled_pointwise", False)
+                and tokens * self.config.hidden_size >= pointwise.MIN_PREFILL_ELEMENTS)
 
     def _keep_fusion_current(self) -> None:
         """Redo any fusion that a parameter given new storage left stale (host-side pointer checks, a few
@@ -252,8 +257,7 @@ class ThinkfastLM(nn.Module):
             seq_idx = segment_index(doc_ids.long())
             positions = document_positions(seq_idx)
         x = self.embed_tokens(prompts)
-        large = prompts.numel() * self.config.hidden_size >= pointwise.MIN_PREFILL_ELEMENTS
-        with pointwise.compiled(getattr(self, "compiled_pointwise", False) and large):
+        with pointwise.compiled(self._compiles_pointwise(prompts.numel())):
             for block, layer_cache in zip(self.layers, cache.layers, strict=True):
                 x = block.prefill(x, layer_cache, slots, rows, seq_idx, positions)
         last = self.lm_head(self.norm(x[:, -1]))  # (P, V)
