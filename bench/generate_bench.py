@@ -209,7 +209,8 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
     decode_ms = 1e3 * st.decode_seconds / max(st.decode_steps, 1)
     row.decode_tokens_per_s = batch * st.decode_steps / st.decode_seconds if st.decode_seconds else None
     row.decode_frac_of_bound = row.bound_ms_per_step / decode_ms if decode_ms else None
-    row.extra = {**engine_record(engine, model, args), "samples_per_prompt": spp}
+    row.extra = {**engine_record(engine, model, args), "samples_per_prompt": spp,
+                 "graph_step_ms": replayed_step_ms(engine, device)}
     del engine
     free_memory(device)
     return row
@@ -270,6 +271,26 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
     del engine, model
     free_memory(device)
     return row
+
+
+def replayed_step_ms(engine: Engine, device: torch.device, replays: int = 8) -> float | None:
+    """Device milliseconds per step of the engine's captured decode step, replayed ``check_every`` times
+    back to back after the run (every slot finished, the caches at their last length), median of
+    ``replays``: against the run's decode ms per step, what the host loop and its checks add. ``None``
+    without a CUDA graph."""
+    if not engine.uses_cuda_graph:
+        return None
+    steps = engine.settings.check_every
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        engine.decode(steps)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / steps)
+    sync(device)
+    return sorted(times)[len(times) // 2]
 
 
 def engine_record(engine: Engine, model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
