@@ -36,7 +36,9 @@ prefill included), for our engine also decode-only tokens/s, and the fraction of
 bytes a decode step must move (weights once + SSM/conv state read and written + KV cache read up to
 the current position and written once, averaged over the decode steps) over the bandwidth of a
 large device-to-device copy measured in the same run, divided by the measured time per step (end to
-end for every row, so the baselines are comparable; decode-only as well for ours).
+end for every row, so the baselines are comparable; decode-only as well for ours). Each of our rows
+also records, in ``extra``, the engine's time split and ``graph_step_ms``: its captured decode step
+replayed alone after the run, which against the decode ms per step shows what the host loop adds.
 """
 
 from __future__ import annotations
