@@ -89,6 +89,37 @@ def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, ti
     assert again.returncode == 0 and json.loads((out / "run.json").read_text())["new_samples"] == 0
 
 
+def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
+        first_run, tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+    import shutil
+
+    from thinkfast.evaluate.runs import read_run, run_warnings
+    from thinkfast.generate import runner
+
+    out = tmp_path / "extended"
+    shutil.copytree(first_run, out)
+    finished = json.loads((out / "run.json").read_text())
+    more = [a if a != "3" else "4" for a in _args(tiny_llama_dir, gsm8k_train_path, out)]  # --limit 4
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_generate_shard", interrupted)
+        assert thinkfast(*more).returncode == 130
+    marker = json.loads((out / "run.json").read_text())
+    assert marker["status"] == "running" and "problem_seconds" not in marker
+    assert marker["previous_summary"] == finished  # the earlier summary is kept whole
+    assert marker["total_wall_seconds"] == finished["total_wall_seconds"]
+    assert any("did not finish" in w for w in run_warnings([read_run(out)]))
+
+    assert thinkfast(*more).returncode == 0
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["status"] == "complete" and summary["num_problems"] == 4 and summary["new_samples"] == 2
+    assert summary["total_wall_seconds"] == pytest.approx(finished["total_wall_seconds"] + summary["wall_seconds"])
+    assert "previous_summary" not in summary and len(summary["problem_seconds"]) == 4
+
+
 def test_resume_with_other_settings_is_refused(first_run, tiny_llama_dir, gsm8k_train_path):
     result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, first_run, "--seed", "5"))
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -7,7 +7,9 @@ sample ends, so an interrupted run loses at most the samples still in flight. Un
 skips every ``(problem_id, sample_index)`` already present and generates only the rest;
 because sampling noise is keyed by (seed, problem, sample, token index), the result equals
 an uninterrupted run. ``run.json`` records the settings at the start (a re-run with other
-settings is refused) and the timings at the end.
+settings is refused) and the timings at the end; while samples are being added it says status
+``running`` (:func:`mark_running`), so a run interrupted while extending a finished one is not
+mistaken for the finished one.
 """
 
 from __future__ import annotations
@@ -162,6 +164,35 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
             f"{path}: this output directory holds samples generated with other settings ({details}); "
             f"use another --output-dir, or delete {out_dir} to start over"
         )
+
+
+def read_run_json(out_dir: Path) -> dict[str, Any]:
+    """``out_dir``'s ``run.json``, or ``{}`` if there is none or it is not a JSON object."""
+    try:
+        data = json.loads((out_dir / RUN).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def mark_running(out_dir: Path, settings: dict[str, Any], work_left: bool) -> None:
+    """Before generating: ``run.json`` says status ``running`` until the summary replaces it.
+
+    A new run directory always gets the marker. A finished run (``complete`` or ``partial``) that is
+    being extended (``work_left``: some asked-for sample is missing) gets it too, with the earlier
+    summary kept whole under ``previous_summary`` and its ``total_wall_seconds`` carried over, so that
+    an interruption leaves no summary claiming problems and seconds the samples no longer match;
+    ``evaluate`` then warns and sums seconds from the samples. Nothing is rewritten when there is no work
+    left or the file is already a marker.
+    """
+    previous = read_run_json(out_dir)
+    if previous and (not work_left or previous.get("status") == "running"):
+        return
+    marker: dict[str, Any] = {"status": "running", "settings": settings}
+    if previous:
+        marker["total_wall_seconds"] = float(previous.get("total_wall_seconds", 0.0))
+        marker["previous_summary"] = previous
+    write_json(out_dir / RUN, marker)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,11 @@ from thinkfast.generate.output import (
     SampleRecord,
     SampleWriter,
     check_settings,
+    mark_running,
     merge_samples,
     problem_seconds,
     read_done,
+    read_run_json,
     shard_name,
     write_json,
 )
@@ -168,8 +169,8 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
                                      f"with its tokenizer or set [teacher].tokenizer")
             model.set_kernels(select_kernels(recipe.kernels, device)).eval()
             todo = render_prompts(work, plugin, tokenizer, recipe)
-        if env.is_main and not (out_dir / RUN).exists():
-            write_json(out_dir / RUN, {"status": "running", "settings": settings})
+        if env.is_main:  # every rank's missing samples, not only this rank's shard
+            mark_running(out_dir, settings, work_left=bool(missing_samples(problems, gen.n_samples, done)))
 
         started = time.perf_counter()
         new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console,
@@ -279,9 +280,8 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
     """``run.json``: settings, hardware, timings of this invocation and per-problem seconds of all samples."""
     gen = recipe.generate
     records = list(read_done(out_dir).values())
-    previous: dict[str, Any] = {}
-    if (out_dir / RUN).exists():
-        previous = json.loads((out_dir / RUN).read_text())
+    previous = read_run_json(out_dir)
+    earlier = previous.get("previous_summary", previous)  # the last summary, under a marker if one was written
     counts: dict[str, int] = {}
     for rec in records:
         counts[str(rec["problem_id"])] = counts.get(str(rec["problem_id"]), 0) + 1
@@ -290,7 +290,7 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "status": "complete" if complete else "partial",
         "settings": settings,
         "model": settings["model"],
-        "student": getattr(getattr(model, "config", None), "student", previous.get("student", "")),
+        "student": getattr(getattr(model, "config", None), "student", earlier.get("student", "")),
         "dataset": gen.data.dataset,
         "split": gen.data.split,
         "device": merged["devices"][0],
