@@ -41,22 +41,22 @@ class _Named(nn.Module):
 
 # ---- schedules -------------------------------------------------------------------------------
 
-def test_warmup_is_linear_then_cosine_reaches_min():
-    f = [lr_factor(s, 20, schedule="cosine", warmup_steps=4, min_lr_ratio=0.1) for s in range(20)]
+def test_warmup_is_linear_then_cosine_reaches_min_just_after_the_last_step():
+    f = [lr_factor(s, 21, schedule="cosine", warmup_steps=4, min_lr_ratio=0.1) for s in range(22)]
     assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert f[4] == pytest.approx(1.0)
-    assert f[-1] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(f[4:], f[5:], strict=False))
-    mid = 4 + (19 - 4) / 2
-    assert lr_factor(int(mid), 20, schedule="cosine", warmup_steps=4, min_lr_ratio=0.0) == pytest.approx(
-        0.5 * (1 + math.cos(math.pi * (int(mid) - 4) / 15)))
+    assert f[21] == pytest.approx(0.1)  # step total_steps: after the last update
+    assert f[20] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 16 / 17))) and f[20] > 0.1
+    assert all(a > b for a, b in zip(f[4:], f[5:], strict=False))
+    assert lr_factor(12, 21, schedule="cosine", warmup_steps=4, min_lr_ratio=0.0) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 8 / 17)))
 
 
 def test_wsd_is_flat_then_decays_in_the_last_fraction():
     f = [lr_factor(s, 10, schedule="wsd", warmup_steps=2, decay_fraction=0.3) for s in range(10)]
     assert f[:2] == pytest.approx([0.5, 1.0])
     assert f[2:7] == pytest.approx([1.0] * 5)
-    assert f[7:] == pytest.approx([2 / 3, 1 / 3, 0.0])
+    assert f[7:] == pytest.approx([3 / 4, 2 / 4, 1 / 4])  # min (0) only after the last update
 
 
 def test_constant_and_scheduler_drive_the_optimizer():
@@ -69,7 +69,7 @@ def test_constant_and_scheduler_drive_the_optimizer():
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert seen == pytest.approx([0.2, 0.4, 0.4, 0.0])  # peak right after warm-up, min at the end
+    assert seen == pytest.approx([0.2, 0.4, 0.4, 0.2])  # peak right after warm-up; every update moves
 
 
 # ---- parameter groups ------------------------------------------------------------------------

@@ -27,8 +27,8 @@ class StageSection:
     batch_size: int = option(8, "Sequences per micro-batch (per process).", min=1)
     grad_accum: int = option(1, "Micro-batches per optimizer step.", min=1)
     lr: float = option(1e-4, "Peak learning rate.", min=0.0)
-    min_lr_ratio: float = option(0.0, "Final learning rate of 'cosine' and 'wsd' as a fraction of `lr`.",
-                                 min=0.0, max=1.0)
+    min_lr_ratio: float = option(0.0, "Learning rate 'cosine' and 'wsd' decay to, as a fraction of `lr` "
+                                 "(reached just after the last step).", min=0.0, max=1.0)
     weight_decay: float = option(0.0, "AdamW weight decay.", min=0.0)
     betas: list[float] = option([0.9, 0.95], "AdamW (beta1, beta2).")
     warmup_steps: int = option(0, "Linear warm-up steps.", min=0)

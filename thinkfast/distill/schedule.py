@@ -4,12 +4,13 @@ All schedules start with ``warmup_steps`` of linear warm-up from ``lr / warmup_s
 After warm-up:
 
 - ``constant``: stays at ``lr``;
-- ``cosine``: half-cosine from ``lr`` down to ``min_lr_ratio * lr`` at the last step;
+- ``cosine``: half-cosine from ``lr`` down to ``min_lr_ratio * lr``;
 - ``wsd`` (warmup-stable-decay): stays at ``lr``, then for the last ``decay_fraction`` of all
   steps decays linearly to ``min_lr_ratio * lr``.
 
 Step indices count optimizer steps from 0; the factor for step ``s`` is the one used *for* that
-step's update.
+step's update. The decays reach ``min_lr_ratio * lr`` at step ``total_steps``, just after the last
+update, so that with the default ``min_lr_ratio = 0`` the last update still moves the weights.
 """
 
 from __future__ import annotations
@@ -30,16 +31,15 @@ def lr_factor(step: int, total_steps: int, *, schedule: str = "cosine", warmup_s
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    last = max(total_steps - 1, 1)
     if schedule == "cosine":
-        span = max(last - warmup_steps, 1)
+        span = max(total_steps - warmup_steps, 1)
         progress = min(max(step - warmup_steps, 0) / span, 1.0)
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     decay_steps = max(int(round(decay_fraction * total_steps)), 0)
     decay_start = total_steps - decay_steps
     if decay_steps == 0 or step < decay_start:
         return 1.0
-    progress = min((step - decay_start + 1) / decay_steps, 1.0)
+    progress = min((step - decay_start + 1) / (decay_steps + 1), 1.0)
     return 1.0 - (1.0 - min_lr_ratio) * progress
 
 
