@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -128,6 +129,25 @@ def test_overrides_parse_toml_values_and_bare_words():
     }
     with pytest.raises(RecipeError, match="KEY.PATH=VALUE"):
         parse_overrides(["generate.n_samples"])
+
+
+def test_overrides_reach_into_lists_of_tables(tmp_path):
+    path = write(tmp_path, "r.toml", """
+        [[distill.stages]]
+        name = "a"
+        steps = 3
+        [[distill.stages]]
+        name = "b"
+        steps = 4
+        """)
+    recipe = load_recipe(path, ["distill.stages[1].steps=9", "distill.stages.0.lr=0.5"])
+    assert [(s.name, s.steps) for s in recipe.distill.stages] == [("a", 3), ("b", 9)]
+    assert recipe.distill.stages[0].lr == 0.5 and recipe.distill.stages[1].lr != 0.5
+    for item, message in [("distill.stages[2].steps=1", "has 2 entries (indices 0 to 1)"),
+                          ("run[0].name=x", "run is not a list"),
+                          ("distill.stages[0]steps=1", "write a list index as [N] or .N")]:
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(path, [item])
 
 
 def test_overrides_beat_the_file_and_are_validated(tmp_path):

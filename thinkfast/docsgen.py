@@ -113,7 +113,9 @@ def recipe_reference() -> str:
         "A recipe is a TOML file. Every section is optional; a subcommand reads the sections it needs.",
         "Unknown keys, wrong types, out-of-range values and unknown plugin names are rejected before any",
         "work starts. `include = [\"base.toml\"]` merges base recipes under this one (tables merge key by key).",
-        "On the command line, `--set key.path=value` overrides any key (the value is TOML; a bare word is a string).",
+        "On the command line, `--set key.path=value` overrides any key (the value is TOML; a bare word is a string); "
+        "an entry of a list of tables is selected by its index: `--set distill.stages[1].lr=3e-4` (or "
+        "`distill.stages.1.lr=3e-4`).",
         "A list of tables such as `distill.stages` is written as `[[distill.stages]]` blocks; its items are",
         "documented under `[distill.stages]` below.",
         "",

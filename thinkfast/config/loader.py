@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,21 +66,71 @@ def _parse_value(text: str) -> Any:
         return text  # a bare word is a string: --set student.kind=llamba
 
 
-def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``; values are TOML, bare words strings."""
-    out: dict[str, Any] = {}
+_INDEX = re.compile(r"^(?P<name>[^\[\]]*)((?:\[\d+\])*)$")
+
+
+def _override_path(item: str, key: str) -> list[str | int]:
+    """``"distill.stages[1].lr"`` or ``"distill.stages.1.lr"`` -> ``["distill", "stages", 1, "lr"]``."""
+    path: list[str | int] = []
+    for part in (p for p in key.strip().split(".") if p):
+        match = _INDEX.match(part)
+        if match is None:
+            raise RecipeError([f"--set {item!r}: cannot read the key part {part!r}; write a list index as "
+                               f"[N] or .N, e.g. --set distill.stages[0].lr=3e-4"])
+        name = match.group("name")
+        if name:
+            path.append(int(name) if name.isdigit() else name)
+        path.extend(int(i) for i in re.findall(r"\[(\d+)\]", part))
+    if not path:
+        raise RecipeError([f"--set {item!r}: the key is empty"])
+    return path
+
+
+def _dotted(path: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def apply_overrides(data: dict[str, Any], items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``data`` with each ``KEY.PATH=VALUE`` of ``items`` set (values are TOML, bare words strings).
+
+    A key part that is a number, or ends in ``[N]``, selects entry N of a list of tables (``--set
+    distill.stages[1].lr=3e-4`` or ``distill.stages.1.lr=3e-4``); the entry must exist. A table value
+    merges into the table it replaces. ``data`` is not modified.
+    """
+    out = copy.deepcopy(data)
     for item in items:
         if "=" not in item:
             raise RecipeError([f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set generate.n_samples=16"])
         key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise RecipeError([f"--set {item!r}: the key is empty"])
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _parse_value(raw.strip())
+        path = _override_path(item, key)
+        node: Any = out
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            where = _dotted(path[:depth]) or "the recipe"
+            if isinstance(part, int):
+                if not isinstance(node, list):
+                    raise RecipeError([f"--set {item!r}: {where} is not a list, so [{part}] selects nothing; "
+                                       f"an index selects an entry of a list of tables such as distill.stages"])
+                if part >= len(node):
+                    raise RecipeError([f"--set {item!r}: {where} has {len(node)} entries (indices 0 to "
+                                       f"{len(node) - 1}); --set can change an entry but not add one"])
+            elif not isinstance(node, dict):
+                raise RecipeError([f"--set {item!r}: {where} is not a table, so it has no key {part!r}"])
+            if last:
+                value = _parse_value(raw.strip())
+                current = node[part] if isinstance(node, list) else node.get(part)
+                both_tables = isinstance(current, dict) and isinstance(value, dict)
+                node[part] = deep_merge(current, value) if both_tables else value
+            else:
+                if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}  # a missing key (or a value in the way) becomes a table
+                node = node[part]
     return out
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``: :func:`apply_overrides` on an empty recipe."""
+    return apply_overrides({}, items)
 
 
 def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), *,
@@ -100,7 +152,7 @@ def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
     if extra:
         data = deep_merge(data, extra)
     if overrides:
-        data = deep_merge(data, parse_overrides(overrides))
+        data = apply_overrides(data, overrides)
     data.pop("include", None)
     recipe = from_dict(Recipe, data, source=source)
     recipe.source = source
