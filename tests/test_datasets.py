@@ -84,7 +84,7 @@ def test_gsm8k_hub_layout_directory_parquet_and_json(gsm8k_train_path, tmp_path)
 def test_malformed_line_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q1", "answer": "x\\n#### 1"}\n\n{"question": "q2", "answer": \n')
-    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}:3: not valid JSON"):
+    with pytest.raises(DataError, match=rf"{re.escape(str(bad))}:3: not valid JSON \(Expecting value at column 30\)"):
         load_problems(spec(dataset="gsm8k", path=str(bad)))
     bad.write_text('{"question": "q1", "answer": "x\\n#### 1"}\n{"question": "q2", "answer": "no marker"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: the answer field has no '#### <number>'"):

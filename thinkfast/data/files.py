@@ -54,7 +54,7 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip("\r\n"))  # without the newline an error's column is on this line
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
                                 f"one JSON object") from None
