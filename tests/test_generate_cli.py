@@ -120,6 +120,15 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     assert "previous_summary" not in summary and len(summary["problem_seconds"]) == 4
 
 
+def test_a_limit_beyond_the_data_is_said(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    short = tmp_path / "two.jsonl"
+    short.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:2]))
+    result = thinkfast(*_args(tiny_llama_dir, short, tmp_path / "out"))  # --limit 3
+    assert result.returncode == 0, result.stderr
+    assert "limit is 3" in result.stderr and "only 2 problems" in result.stderr
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["num_problems"] == 2
+
+
 def test_resume_with_other_settings_is_refused(first_run, tiny_llama_dir, gsm8k_train_path):
     result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, first_run, "--seed", "5"))
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -154,10 +154,14 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         answer_format = answer_stop_format(plugin, gen.stop_at_answer)
         settings = run_settings(recipe, model_spec, answer_format)
         check_settings(out_dir, settings)
+        d = gen.data
         if not problems:
-            d = gen.data
             raise DataError(f"generate.data: no problems in dataset {d.dataset!r} (path {d.path or 'default'!r}, "
                             f"split {d.split!r}, offset {d.offset}, limit {d.limit}); check those keys")
+        if d.limit and len(problems) < d.limit and console is not None and env.is_main:
+            console.print(f"[yellow]warning:[/yellow] generate.data.limit is {d.limit}, but dataset {d.dataset!r} "
+                          f"(split {d.split!r}) has only {len(problems)} problems from offset {d.offset}; "
+                          f"generating those {len(problems)}")
         done = read_done(out_dir)
         work = missing_samples(shard(problems, env.rank, env.world_size), gen.n_samples, done)
         model: Any = None
