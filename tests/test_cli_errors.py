@@ -1,0 +1,112 @@
+"""User errors the subcommands share: output directories that cannot be made, model paths and files that
+cannot be loaded. Each must be one message naming the path and the fix, exit code 2, no traceback, and
+nothing written before the error (nor lost)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from thinkfast.cli import cli
+from thinkfast.cli.options import make_output_dir, output_directory
+from thinkfast.errors import OutputDirError
+
+
+def thinkfast(*args: str):
+    """The CLI in this process; a Python exception other than SystemExit fails the test."""
+    return CliRunner().invoke(cli, list(args), prog_name="thinkfast", catch_exceptions=False)
+
+
+def assert_one_error(result, *fragments: str) -> str:
+    """Exit 2, one ``error:`` line, no traceback, each fragment in it; returns the line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def blocked(tmp_path) -> Path:
+    """An output path under a regular file: it can never be created."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    return tmp_path / "afile" / "out"
+
+
+# --- output directories ------------------------------------------------------------------------------
+
+def _refuse(name: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} ran although the output directory cannot be created")
+    return fail
+
+
+def test_generate_checks_the_output_directory_before_loading_anything(blocked, monkeypatch):
+    monkeypatch.setattr("thinkfast.generate.runner.run_generate", _refuse("generate"))
+    result = thinkfast("generate", "--model", "no/such-model", "--dataset", "synthetic-arith", "--limit", "2",
+                       "--device", "cpu", "-o", str(blocked))
+    assert_one_error(result, f"cannot create output directory {blocked}: {blocked.parent} is a file, not a "
+                             f"directory", "--output-dir")
+
+
+def test_distill_checks_the_output_directory_before_loading_the_teacher(blocked, tmp_path, monkeypatch):
+    monkeypatch.setattr("thinkfast.distill.engine.run_distill", _refuse("distill"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        [run]
+        output_dir = "{blocked}"
+        [teacher]
+        model = "no/such-model"
+        [[distill.stages]]
+        kind = "kd"
+        steps = 1
+    """))
+    assert_one_error(thinkfast("distill", str(recipe)), f"cannot create output directory {blocked}",
+                     "run.output_dir")
+
+
+def test_evaluate_checks_the_output_directory_first(blocked, monkeypatch):
+    monkeypatch.setattr("thinkfast.evaluate.engine.evaluate", _refuse("evaluate"))
+    fixtures = Path(__file__).parent / "fixtures" / "evaluate" / "student"
+    assert_one_error(thinkfast("evaluate", "--runs", str(fixtures), "-o", str(blocked)),
+                     f"cannot create output directory {blocked}")
+
+
+def test_profile_checks_the_output_directory_before_measuring(blocked, monkeypatch):
+    monkeypatch.setattr("thinkfast.profile.runner.run_profile", _refuse("the sweep"))
+    result = thinkfast("profile", "--models", "tiny-llama,tiny-llamba", "--batch", "1,4", "--seqlen", "64,128",
+                       "--device", "cpu", "-o", str(blocked))
+    assert_one_error(result, f"cannot create output directory {blocked}")
+
+
+def test_an_existing_file_as_output_directory_is_named(tmp_path):
+    target = tmp_path / "results"
+    target.write_text("keep me\n")
+    with pytest.raises(OutputDirError, match=f"cannot create output directory {target}: a file of that name"):
+        make_output_dir(target)
+    assert target.read_text() == "keep me\n"
+
+
+def test_output_directory_is_removed_after_a_failure_only_if_this_call_made_it_and_it_is_empty(tmp_path):
+    fresh = tmp_path / "a" / "b" / "run"
+    with pytest.raises(RuntimeError), output_directory(fresh):
+        assert fresh.is_dir()
+        raise RuntimeError("bad input")
+    assert not (tmp_path / "a").exists()  # the parents it made went too
+
+    with pytest.raises(RuntimeError), output_directory(fresh) as out:
+        (out / "samples.jsonl").write_text("{}\n")
+        raise RuntimeError("crashed after writing")
+    assert (fresh / "samples.jsonl").read_text() == "{}\n"  # anything written is kept
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError), output_directory(existing):
+        raise RuntimeError("bad input")
+    assert existing.is_dir()  # not made by this call: left alone, even empty
+    assert list(existing.iterdir()) == []  # and the write check left nothing in it
