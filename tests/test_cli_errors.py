@@ -4,6 +4,7 @@ nothing written before the error (nor lost)."""
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -110,3 +111,62 @@ def test_output_directory_is_removed_after_a_failure_only_if_this_call_made_it_a
         raise RuntimeError("bad input")
     assert existing.is_dir()  # not made by this call: left alone, even empty
     assert list(existing.iterdir()) == []  # and the write check left nothing in it
+
+
+# --- model files -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def student_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """A tiny llamba student saved with its tokenizer, as `thinkfast distill` writes one."""
+    from thinkfast.models import build_student, load_teacher, save_model
+
+    teacher, tokenizer = load_teacher(str(tiny_llama_dir))
+    return save_model(build_student(teacher, "llamba", {"chunk_size": 16}), tokenizer,
+                      tmp_path_factory.mktemp("student") / "student")
+
+
+def _truncated_copy(model_dir: Path, out: Path) -> Path:
+    """``model_dir`` with every file copied but ``model.safetensors`` cut to its first 100 kB."""
+    out.mkdir()
+    for file in model_dir.iterdir():
+        if file.name != "model.safetensors":
+            shutil.copy(file, out / file.name)
+    (out / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes()[:100_000])
+    return out
+
+
+def _generate(model: str | Path, out: Path, *extra: str):
+    return thinkfast("generate", "--model", str(model), "--dataset", "synthetic-arith", "--limit", "2", "--n", "1",
+                     "--max-new-tokens", "4", "--device", "cpu", "-o", str(out), *extra)
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_a_truncated_weights_file_is_named_by_generate(which, student_dir, tiny_llama_dir, tmp_path):
+    broken = _truncated_copy(student_dir if which == "student" else tiny_llama_dir, tmp_path / "broken")
+    assert_one_error(_generate(broken, tmp_path / "out"),
+                     f"{broken / 'model.safetensors'} is truncated or corrupt", "download it again")
+    assert not (tmp_path / "out").exists()  # nothing left behind
+
+
+def test_profile_checks_model_files_before_measuring_the_others(student_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("thinkfast.profile.runner.profile_cell", _refuse("a measurement"))
+    broken = _truncated_copy(student_dir, tmp_path / "broken")
+    result = thinkfast("profile", "--models", f"tiny-llama,{broken}", "--batch", "1", "--seqlen", "64",
+                       "--device", "cpu", "-o", str(tmp_path / "out"))
+    assert_one_error(result, f"{broken / 'model.safetensors'} is truncated or corrupt")
+
+
+def test_distill_names_a_truncated_teacher(student_dir, tmp_path):
+    broken = _truncated_copy(student_dir, tmp_path / "broken")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        [teacher]
+        model = "{broken}"
+        [[distill.stages]]
+        kind = "kd"
+        steps = 1
+        data = {{ dataset = "synthetic-arith", limit = 4 }}
+    """))
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(tmp_path / "run")),
+                     f"{broken / 'model.safetensors'} is truncated or corrupt")
+    assert not (tmp_path / "run").exists()

@@ -163,6 +163,10 @@ def load_teacher(spec: Any, *, dtype: torch.dtype = torch.float32,
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except Exception as exc:
+        if Path(source).is_dir():  # a weights file cut short: say so rather than pass on the parser's words
+            from thinkfast.models.io import check_local_model
+
+            check_local_model(source)
         raise ModelLoadError(
             f"cannot load teacher '{fields['model']}': {type(exc).__name__}: {exc}. Give a hub id (the hub must be "
             f"reachable or the model cached), a local Hugging Face directory, or a .gguf file") from None
