@@ -170,3 +170,41 @@ def test_distill_names_a_truncated_teacher(student_dir, tmp_path):
     assert_one_error(thinkfast("distill", str(recipe), "-o", str(tmp_path / "run")),
                      f"{broken / 'model.safetensors'} is truncated or corrupt")
     assert not (tmp_path / "run").exists()
+
+
+# --- model paths -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, spec, message", [
+    ("missing path", "./no/such/dir", "model './no/such/dir': no such file or directory, and not a hub id; give an "
+                                      "existing model directory or .gguf file, or a hub id (those look like org/name)"),
+    ("random file", "weights.bin", "model 'weights.bin' is a file, not a model directory or a .gguf file"),
+    ("empty dir", "empty", "model 'empty' is a directory without config.json, so not a model directory"),
+    ("broken gguf", "broken.gguf", "cannot load model 'broken.gguf': "),
+])
+def test_generate_names_a_bad_model_path_and_leaves_no_output_directory(kind, spec, message, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "broken.gguf").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty").mkdir()
+    line = assert_one_error(_generate(spec, tmp_path / "out" / "run"), message)
+    assert "teacher" not in line and "config file" not in line and ".." not in line.replace("./no", "")
+    assert not (tmp_path / "out").exists()  # the output directory (and its parent) this call made are gone
+
+
+def test_a_hub_error_is_one_line(tmp_path):
+    line = assert_one_error(_generate("no-such-org/no-such-model", tmp_path / "out"),
+                            "cannot load model 'no-such-org/no-such-model': ", "; give a hub id")
+    assert ".." not in line and ".;" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_with_no_problems_removes_only_the_directory_it_made(student_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    args = ("--dataset", "gsm8k", "--data-path", str(empty))
+    assert_one_error(_generate(student_dir, tmp_path / "fresh", *args), "generate.data: no problems")
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "mine").mkdir()
+    assert_one_error(_generate(student_dir, tmp_path / "mine", *args), "generate.data: no problems")
+    assert (tmp_path / "mine").is_dir()  # made before this call: kept

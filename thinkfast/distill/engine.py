@@ -101,7 +101,7 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
 
     teacher, tokenizer = None, None
     if recipe.teacher.model:
-        teacher, tokenizer = load_any(recipe.teacher, dtype=torch.float32)
+        teacher, tokenizer = load_any(recipe.teacher, dtype=torch.float32, what="teacher")
     elif needs_teacher:
         raise RecipeError(["teacher.model: the matrix/hidden/kd stages need a teacher; set it to a hub id, "
                            "a local directory or a .gguf file"])
