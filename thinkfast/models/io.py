@@ -49,16 +49,19 @@ def check_weights(file: Path) -> None:
                              f"it again") from None
 
 
-def check_model_dir(directory: str | Path) -> None:
+def check_model_dir(directory: str | Path) -> ModelConfig:
     """Check, without loading any weights, that ``directory`` is a loadable thinkfast model directory:
-    its config marks it as one and its weights file is there and complete. Raises :class:`ModelLoadError`."""
+    its config marks it as one and is valid, and its weights file is there and complete. Returns the
+    config; raises :class:`ModelLoadError`."""
     path = Path(directory)
     if not is_thinkfast_dir(path):
         raise ModelLoadError(f"{path} is not a thinkfast model directory ({CONFIG_FILE} with \"format\": "
                              f"\"thinkfast\" is missing); save one with `thinkfast distill` or give a teacher")
     if not (path / WEIGHTS_FILE).is_file():
         raise ModelLoadError(f"{path / WEIGHTS_FILE} is missing")
+    config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
     check_weights(path / WEIGHTS_FILE)
+    return config
 
 
 def check_local_model(directory: str | Path) -> None:
@@ -81,8 +84,7 @@ def load_model(directory: str | Path, *, dtype: torch.dtype | None = None,
     from safetensors.torch import load_file
 
     path = Path(directory)
-    check_model_dir(path)
-    config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
+    config = check_model_dir(path)
     state = load_file(str(path / WEIGHTS_FILE), device=str(device) if device is not None else "cpu")
     model = model_from_state_dict(config, state, f"the weights in {path / WEIGHTS_FILE}", CONFIG_FILE)
     if dtype is not None:
