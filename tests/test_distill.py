@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -172,3 +174,101 @@ data = {{ dataset = "gsm8k", path = "{gsm8k_train_path}", limit = 2 }}
     bad = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out), "--set",
                                    "distill.stages=[{kind='kd', steps=1, train=['attention']}]"])
     assert bad.exit_code == 2 and "train" in bad.output
+
+
+# --- bad input stops distill before any work, and leaves no files behind --------------------------
+
+def _refuse_models(*args, **kwargs):
+    raise AssertionError("the models were loaded although the data is bad")
+
+
+def _two_stage_recipe(tmp_path, teacher, data_path: str) -> Path:
+    recipe = tmp_path / "bad_data.toml"
+    recipe.write_text(f"""
+[run]
+device = "cpu"
+[teacher]
+model = "{teacher}"
+[student]
+kind = "llamba"
+options = {{ conv_kernel = 2, chunk_size = 16 }}
+[[distill.stages]]
+kind = "hidden"
+steps = 1
+data = {{ dataset = "synthetic-arith", limit = 2 }}
+[[distill.stages]]
+kind = "kd"
+steps = 1
+data = {{ dataset = "gsm8k", path = "{data_path}", limit = 2 }}
+""")
+    return recipe
+
+
+@pytest.fixture
+def previous_run(tmp_path):
+    """An output directory holding an earlier run's files (no checkpoint), which a failed start must keep."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"global_step": 1, "loss": 2.5}\n')
+    (out / "recipe.toml").write_text("# the earlier run\n")
+    return out
+
+
+def _unchanged(out) -> bool:
+    return sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "recipe.toml"] \
+        and (out / "metrics.jsonl").read_text() == '{"global_step": 1, "loss": 2.5}\n' \
+        and (out / "recipe.toml").read_text() == "# the earlier run\n"
+
+
+def test_a_missing_data_file_fails_validation_and_distill_before_the_teacher(tiny_llama_dir, tmp_path,
+                                                                              previous_run, monkeypatch):
+    from thinkfast.cli import cli
+
+    missing = tmp_path / "no_such.jsonl"
+    recipe = _two_stage_recipe(tmp_path, tiny_llama_dir, str(missing))
+    message = f"{recipe}: distill.stages[1].data.path: {missing} does not exist"
+    validated = CliRunner().invoke(cli, ["recipe", "validate", str(recipe)])
+    assert validated.exit_code == 2 and message in validated.stderr and "Traceback" not in validated.output
+
+    monkeypatch.setattr("thinkfast.distill.engine.load_models", _refuse_models)
+    for out in (previous_run, tmp_path / "fresh"):
+        result = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out)], catch_exceptions=False)
+        assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert _unchanged(previous_run)
+    assert not (tmp_path / "fresh").exists()
+
+    missing.write_text('{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\\n#### 2"}\n')
+    assert CliRunner().invoke(cli, ["recipe", "validate", str(recipe)]).exit_code == 0
+
+
+def test_a_malformed_data_line_stops_distill_before_the_teacher(tiny_llama_dir, tmp_path, previous_run,
+                                                                 monkeypatch):
+    from thinkfast.cli import cli
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\\n#### 2"}\n{"question": oops\n')
+    monkeypatch.setattr("thinkfast.distill.engine.load_models", _refuse_models)
+    result = CliRunner().invoke(cli, ["distill", str(_two_stage_recipe(tmp_path, tiny_llama_dir, str(data))),
+                                      "-o", str(previous_run)], catch_exceptions=False)
+    assert result.exit_code == 2 and f"{data}:2: not valid JSON" in result.stderr
+    assert _unchanged(previous_run)
+
+
+def test_a_run_that_fails_to_start_writes_nothing(tiny_llama_dir, tmp_path, previous_run, monkeypatch):
+    """A failure after the models load but before training (here: tokenising the first stage's data)
+    neither writes recipe.toml and an empty metrics.jsonl nor touches an earlier run's."""
+    from thinkfast.cli import cli
+    from thinkfast.errors import DataError
+
+    def fail(*args, **kwargs):
+        raise DataError("data.template: the tokenizer cannot render these prompts")
+
+    monkeypatch.setattr("thinkfast.distill.engine.training_examples", fail)
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "What is 1 + 1?", "answer": "1 + 1 = 2\\n#### 2"}\n')
+    recipe = _two_stage_recipe(tmp_path, tiny_llama_dir, str(data))
+    for out in (previous_run, tmp_path / "fresh"):
+        result = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out)], catch_exceptions=False)
+        assert result.exit_code == 2 and "cannot render" in result.stderr
+    assert _unchanged(previous_run)
+    assert not (tmp_path / "fresh").exists()

@@ -93,7 +93,10 @@ def test_load_any_reads_thinkfast_dirs_and_teachers(hf_and_teacher, tiny_llama_d
 def test_bad_teacher_specs_raise_model_load_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_teacher(str(tmp_path / "missing.gguf"))
-    with pytest.raises(ModelLoadError, match="cannot load teacher"):
+    with pytest.raises(ModelLoadError, match="is a directory without config.json"):
+        load_teacher(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # a config, but no weights
+    with pytest.raises(ModelLoadError, match=f"cannot load teacher '{tmp_path}': .*[^.]; give a hub id"):
         load_teacher(str(tmp_path))
 
 

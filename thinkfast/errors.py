@@ -2,7 +2,8 @@
 
 Every exception derived from :class:`ThinkfastError` is caught by the CLI and printed as one
 readable message (no traceback) followed by a non-zero exit (``exit_code``, 2 by default).
-Raise them for bad input: recipe keys, plugin names, files, model paths, dataset lines.
+Raise them for bad input: recipe keys, plugin names, files, model paths, dataset lines, output
+directories.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class ModelLoadError(ThinkfastError):
 
 class DataError(ThinkfastError):
     """A dataset file or record that cannot be read (names the file and line)."""
+
+
+class OutputDirError(ThinkfastError):
+    """An output directory that cannot be created or written to."""
 
 
 class EngineUnavailableError(ThinkfastError):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from thinkfast.cli.options import resolve_output_dir, run_options
+from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
 
 
@@ -26,6 +26,6 @@ def command(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, r
     from thinkfast.distill.engine import run_distill
 
     loaded = load_recipe(recipe, overrides)
-    out = resolve_output_dir(loaded, output_dir)
-    student = run_distill(loaded, out, resume=resume, progress=progress)
+    with output_directory(resolve_output_dir(loaded, output_dir)) as out:
+        student = run_distill(loaded, out, resume=resume, progress=progress)
     click.echo(f"student written to {student}")

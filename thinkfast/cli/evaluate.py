@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from thinkfast.cli.options import resolve_output_dir, run_options
+from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
 
 
@@ -39,17 +39,17 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     if common_problems is not None:
         extra["common_problems"] = common_problems
     loaded = load_recipe(recipe, overrides, extra={"evaluate": extra} if extra else None)
-    out = resolve_output_dir(loaded, output_dir)
     section = loaded.evaluate
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 160
-    evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
-    for warning in evaluation.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
-    print_summary(evaluation, section.confidence, console)
-    if section.plots:
-        for path in write_plots(evaluation.results, out):
-            console.print(f"wrote {path}")
+    with output_directory(resolve_output_dir(loaded, output_dir)) as out:
+        evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
+        for warning in evaluation.warnings:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+        write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
+        print_summary(evaluation, section.confidence, console)
+        if section.plots:
+            for path in write_plots(evaluation.results, out):
+                console.print(f"wrote {path}")
     console.print(f"wrote {out / REPORT_FILE}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from thinkfast.cli.options import resolve_output_dir, run_options
+from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
 
 # flag name -> recipe key path (flags given on the command line override the recipe; --set overrides both)
@@ -98,8 +98,8 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     from thinkfast.generate.runner import run_generate
 
     loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags))
-    out_dir = resolve_output_dir(loaded, output_dir)
-    summary = run_generate(loaded, out_dir, console=err_console)
+    with output_directory(resolve_output_dir(loaded, output_dir)) as out_dir:
+        summary = run_generate(loaded, out_dir, console=err_console)
     if summary:
         err_console.print(
             f"{summary['num_samples']} samples of {summary['num_problems']} problems in {out_dir} "

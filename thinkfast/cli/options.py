@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+
+from thinkfast.errors import OutputDirError
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -30,3 +35,64 @@ def resolve_output_dir(recipe, output_dir: Path | None) -> Path:
     if recipe.run.output_dir:
         return Path(recipe.run.output_dir)
     return Path("runs") / recipe.run.name
+
+
+@contextmanager
+def output_directory(path: Path) -> Iterator[Path]:
+    """Create the output directory ``path`` (and its missing parents) before any work is done.
+
+    Every run-type subcommand runs inside this. A directory that cannot be created or written to
+    is an :class:`~thinkfast.errors.OutputDirError` (one message, exit 2) before anything is loaded
+    or measured. When the command then fails, the directories this call created are removed again
+    if they are still empty, so a failed start leaves nothing behind; anything written is kept.
+    """
+    created = make_output_dir(path)
+    try:
+        yield path
+    except BaseException:
+        remove_if_empty(created)
+        raise
+
+
+def make_output_dir(path: Path) -> list[Path]:
+    """``mkdir -p path`` and check that a file can be written in it; returns the directories it created
+    (deepest first). Raises :class:`OutputDirError` naming ``path`` and the reason."""
+    missing: list[Path] = []
+    parent = Path(os.path.abspath(path))
+    while not parent.exists() and parent.parent != parent:
+        missing.append(parent)
+        parent = parent.parent
+    doing = "create"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        doing = "write to"
+        fd, name = tempfile.mkstemp(prefix=".thinkfast-write-check-", dir=path)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        remove_if_empty(missing)
+        raise OutputDirError(f"cannot {doing} output directory {path}: {_reason(path, exc)}; choose another "
+                             f"--output-dir (or run.output_dir)") from None
+    return missing
+
+
+def _reason(path: Path, exc: OSError) -> str:
+    """Why ``path`` could not be made a writable directory, in words."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return "a file of that name exists" if existing == path else f"{existing} is a file, not a directory"
+    reason = exc.strerror or str(exc)
+    return reason[:1].lower() + reason[1:]
+
+
+def remove_if_empty(directories: list[Path]) -> None:
+    """Remove each of ``directories`` (deepest first) that is empty; the others, and errors, are left alone."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return  # not empty: its parents are not empty either

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from thinkfast.cli.options import resolve_output_dir, run_options
+from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -130,9 +130,10 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
         else:
             progress_console.print(f"{where}  {cell.status}: {cell.reason}")
 
-    result = run_profile(section, loaded.run.device, loaded.run.dtype, loaded.kernels,
-                         on_cell=on_cell, on_model=on_model)
-    json_path = result.write(out_dir / "profile.json")
+    with output_directory(out_dir):  # before the sweep: its results must have somewhere to go
+        result = run_profile(section, loaded.run.device, loaded.run.dtype, loaded.kernels,
+                             on_cell=on_cell, on_model=on_model)
+        json_path = result.write(out_dir / "profile.json")
     console.print(comparison_table(result))
     console.print(detail_table(result))
     console.print(f"wrote {json_path}")

@@ -10,7 +10,7 @@ from rich.console import Console
 from thinkfast.cli.options import set_option
 from thinkfast.config.loader import load_recipe
 from thinkfast.config.toml_writer import dumps
-from thinkfast.config.validate import to_dict
+from thinkfast.config.validate import check_input_files, to_dict
 
 console = Console(highlight=False)
 
@@ -24,11 +24,13 @@ def command() -> None:
 @click.argument("recipe", type=click.Path(path_type=Path))
 @set_option
 def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Check RECIPE (a TOML file): every key, type, range and plugin name.
+    """Check RECIPE (a TOML file): every key, type, range and plugin name, and that the data files it
+    names (data.path, data.responses) exist.
 
     Exits 0 when it is valid and 2 with one message per problem otherwise.
     """
-    load_recipe(recipe, overrides)
+    loaded = load_recipe(recipe, overrides)
+    check_input_files(loaded, source=loaded.source)
     console.print(f"{recipe}: valid")
 
 

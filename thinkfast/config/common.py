@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from thinkfast.config.fields import option
@@ -81,3 +82,21 @@ class DataSpec:
     responses_filter: str = option("all", "Which teacher responses to train on: 'all', or 'correct' (the "
                                    "extracted answer equals the reference).", choices=("all", "correct"))
     options: dict[str, Any] = option({}, "Options of the chosen dataset plugin (see the recipe reference).")
+
+    def missing_files(self) -> list[tuple[str, str]]:
+        """``(key, message)`` for ``path`` and ``responses`` when they name files that do not exist.
+
+        Not part of loading a recipe (one recipe serves several subcommands, and a section's files may
+        be written by an earlier step): ``recipe validate`` and the subcommand that reads them check it
+        (:func:`thinkfast.config.validate.check_input_files`).
+        """
+        out = []
+        where = " (relative to the current directory)"
+        if self.path and not Path(self.path).expanduser().exists():
+            out.append(("path", f"{self.path} does not exist{'' if Path(self.path).is_absolute() else where}; "
+                                f"point it at a .jsonl, .json or .parquet file or a directory of them"))
+        if self.responses and not Path(self.responses).expanduser().is_file():
+            out.append(("responses", f"{self.responses} does not exist"
+                                     f"{'' if Path(self.responses).is_absolute() else where}; point it at the "
+                                     f"samples.jsonl that `thinkfast generate` wrote"))
+        return out

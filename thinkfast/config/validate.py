@@ -242,6 +242,30 @@ def _validate_all_plugin_options(obj: Any, path: str, problems: Problems) -> Non
             _validate_all_plugin_options(getattr(obj, f.name), _join(path, f.name), problems)
 
 
+def check_input_files(obj: Any, *, source: str = "", path: str = "") -> None:
+    """Raise :class:`RecipeError` listing every input file that ``obj`` (a recipe or one of its sections)
+    names and that does not exist: each dataclass in the tree with a ``missing_files()`` method (such as
+    :class:`~thinkfast.config.common.DataSpec`) reports its own."""
+    problems = Problems(source)
+    _collect_missing_files(obj, path, problems)
+    problems.raise_if_any()
+
+
+def _collect_missing_files(obj: Any, path: str, problems: Problems) -> None:
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            _collect_missing_files(item, _join(path, i), problems)
+        return
+    if not dataclasses.is_dataclass(obj):
+        return
+    missing = getattr(obj, "missing_files", None)
+    if callable(missing):
+        for key, message in missing():
+            problems.add(_join(path, key), message)
+    for f in dataclasses.fields(obj):
+        _collect_missing_files(getattr(obj, f.name), _join(path, f.name), problems)
+
+
 def to_dict(obj: Any) -> Any:
     """A config object as plain TOML-compatible data (None values dropped)."""
     if dataclasses.is_dataclass(obj):

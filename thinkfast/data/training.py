@@ -10,6 +10,7 @@ reference).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +61,41 @@ def response_pairs(plugin: DatasetPlugin, problems: list[Problem], spec: DataSpe
     return pairs
 
 
-def training_examples(spec: DataSpec, tokenizer: Any, chunk_size: int = 1024) -> list[tuple[list[int], list[bool]]]:
-    """``(input_ids, loss_mask)`` for every training pair ``spec`` selects, in problem order.
+@dataclass
+class TrainingData:
+    """What a stage trains on before tokenisation: the plugin, the few-shot problems and the pairs."""
 
-    Each example equals :func:`thinkfast.data.render.training_example` of its pair; prompts and
-    responses are tokenised in batches of ``chunk_size`` (the fast tokenizer's batch encoding).
+    plugin: DatasetPlugin
+    shots: list[Problem]
+    pairs: list[tuple[Problem, str]]
+
+
+def training_data(spec: DataSpec) -> TrainingData:
+    """Read everything ``spec`` selects (problems, few-shot examples, responses); no tokenizer needed.
+
+    ``distill`` calls this for every stage before it loads the teacher, so a missing file, a bad line
+    or an empty selection stops it before any work. Raises :class:`DataError` naming the file or key.
     """
     plugin, problems = load_problems(spec)
     if not problems:
         raise DataError(f"dataset {spec.dataset!r} split {spec.split!r} gave no problems "
                         f"(offset {spec.offset}, limit {spec.limit})")
+    return TrainingData(plugin, plugin.few_shot_problems(spec), response_pairs(plugin, problems, spec))
+
+
+def training_examples(spec: DataSpec, tokenizer: Any, chunk_size: int = 1024,
+                      data: TrainingData | None = None) -> list[tuple[list[int], list[bool]]]:
+    """``(input_ids, loss_mask)`` for every training pair ``spec`` selects, in problem order.
+
+    Each example equals :func:`thinkfast.data.render.training_example` of its pair; prompts and
+    responses are tokenised in batches of ``chunk_size`` (the fast tokenizer's batch encoding).
+    ``data``: what :func:`training_data` already read for ``spec`` (read here when None).
+    """
+    data = data or training_data(spec)
     kind = resolve_template(spec.template, tokenizer)
     eos = eos_token_id(tokenizer)
-    shots = plugin.few_shot_problems(spec)
+    plugin, shots, pairs = data.plugin, data.shots, data.pairs
     instruction = spec.instruction or plugin.instruction
-    pairs = response_pairs(plugin, problems, spec)
     examples = []
     for start in range(0, len(pairs), chunk_size):
         chunk = pairs[start : start + chunk_size]

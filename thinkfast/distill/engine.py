@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute
 
 from thinkfast.data.packing import PackedLoader, TokenizedCorpus
-from thinkfast.data.training import training_examples
+from thinkfast.data.training import TrainingData, training_data, training_examples
 from thinkfast.distill import checkpoint as ckpt
 from thinkfast.distill.config import StageSection
 from thinkfast.distill.distributed import DistContext, init_distributed, shard_student, shutdown_distributed
@@ -47,14 +47,36 @@ def compute_dtypes(dtype_name: str, device: torch.device) -> tuple[torch.dtype, 
     return torch.float32, None
 
 
-def stage_loader(stage: StageSection, tokenizer: Any, ctx: DistContext, seed: int,
-                 cache: dict[str, TokenizedCorpus]) -> PackedLoader:
-    """The packed, resumable batch stream of ``stage`` (tokenised examples are shared between stages)."""
+def data_key(stage: StageSection) -> str:
+    """Stages with equal ``data`` tables read the same training data."""
     from thinkfast.config.validate import to_dict
 
-    key = repr((to_dict(stage.data), stage.loss_on))
+    return repr(to_dict(stage.data))
+
+
+def read_stage_data(stages: list[StageSection]) -> dict[str, TrainingData]:
+    """Everything ``stages`` train on, read (and checked) without a tokenizer, keyed by :func:`data_key`.
+
+    Runs before the teacher is loaded: a missing data file, a malformed line or an empty selection
+    stops ``distill`` before any work, with a :class:`~thinkfast.errors.DataError` naming the file.
+    """
+    data: dict[str, TrainingData] = {}
+    for stage in stages:
+        key = data_key(stage)
+        if key not in data:
+            data[key] = training_data(stage.data)
+    return data
+
+
+def stage_loader(stage: StageSection, tokenizer: Any, ctx: DistContext, seed: int,
+                 cache: dict[str, TokenizedCorpus], data: dict[str, TrainingData] | None = None) -> PackedLoader:
+    """The packed, resumable batch stream of ``stage`` (tokenised examples are shared between stages).
+
+    ``data``: the stages' training data from :func:`read_stage_data` (read here when missing).
+    """
+    key = repr((data_key(stage), stage.loss_on))
     if key not in cache:
-        examples = training_examples(stage.data, tokenizer)
+        examples = training_examples(stage.data, tokenizer, data=(data or {}).get(data_key(stage)))
         if stage.loss_on == "all":
             examples = [(ids, [True] * len(ids)) for ids, _ in examples]
         cache[key] = TokenizedCorpus(examples)
@@ -79,7 +101,7 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
 
     teacher, tokenizer = None, None
     if recipe.teacher.model:
-        teacher, tokenizer = load_any(recipe.teacher, dtype=torch.float32)
+        teacher, tokenizer = load_any(recipe.teacher, dtype=torch.float32, what="teacher")
     elif needs_teacher:
         raise RecipeError(["teacher.model: the matrix/hidden/kd stages need a teacher; set it to a hub id, "
                            "a local directory or a .gguf file"])
@@ -96,6 +118,16 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
     if teacher is not None:
         teacher = teacher.to(device=device, dtype=teacher_dtype).eval().requires_grad_(False).set_kernels(kernels)
     return teacher, student.to(device=device, dtype=torch.float32).set_kernels(kernels), tokenizer
+
+
+def check_model_files(recipe: Any) -> None:
+    """The cheap checks of the local model directories a run loads (teacher, student checkpoint): a missing
+    or truncated weights file stops the run before the other model is loaded."""
+    from thinkfast.models.io import check_local_model
+
+    for spec in (recipe.teacher.model, recipe.student.checkpoint):
+        if spec and Path(spec).expanduser().is_dir():
+            check_local_model(Path(spec).expanduser())
 
 
 def _unwrapped_copy(student: nn.Module, strategy: str, ctx: DistContext) -> nn.Module | None:
@@ -164,7 +196,7 @@ def _check_same_training(saved: Path, recipe: Any) -> None:
 def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress: bool | None,
          on_step: StepCallback | None) -> Path:
     from thinkfast.config.toml_writer import dumps
-    from thinkfast.config.validate import to_dict
+    from thinkfast.config.validate import check_input_files, to_dict
     from thinkfast.models import save_model
 
     section = recipe.distill
@@ -183,6 +215,12 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
         raise ckpt.CheckpointError(f"{checkpoint_dir} already holds a checkpoint; pass --resume to continue it "
                                    f"or choose another --output-dir")
 
+    # the inputs, checked before the models load (seconds to minutes) and before anything is written
+    stages = [(i, s) for i, s in enumerate(section.stages) if position is None or i >= position.stage_index]
+    check_input_files(section, source=recipe.source, path="distill")
+    check_model_files(recipe)
+    stage_data = read_stage_data([s for _, s in stages])
+
     torch.manual_seed(recipe.run.seed)
     teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)
     needs_teacher = any(s.kind != "sft" for s in section.stages)
@@ -199,23 +237,32 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     if section.compile:
         student.compile()
 
-    if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "recipe.toml").write_text(dumps(to_dict(recipe)))
-    metrics = MetricsLog(output_dir / METRICS_FILE,
-                         resume_global_step=position.global_step if position else None) if ctx.is_main else None
     show = section.progress if progress is None else progress
-    tc = TrainContext(ctx=ctx, student=student, teacher=teacher, checkpoint_dir=checkpoint_dir, metrics=metrics,
+    tc = TrainContext(ctx=ctx, student=student, teacher=teacher, checkpoint_dir=checkpoint_dir, metrics=None,
                       progress=ProgressDisplay(show and ctx.is_main), strategy=strategy,
                       autocast_dtype=autocast_dtype, keep_checkpoints=section.keep_checkpoints, on_step=on_step)
+
+    def start() -> None:
+        """The run starts: write recipe.toml and start metrics.jsonl (after the first stage's data is
+        tokenised, so that a run that fails to start leaves no files behind, nor touches earlier ones)."""
+        if ctx.is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "recipe.toml").write_text(dumps(to_dict(recipe)))
+            tc.metrics = MetricsLog(output_dir / METRICS_FILE,
+                                    resume_global_step=position.global_step if position else None)
+
     corpora: dict[str, TokenizedCorpus] = {}
     global_step = position.global_step if position else 0
-    for index, stage in enumerate(section.stages):
-        if position is not None and index < position.stage_index:
-            continue
-        loader = stage_loader(stage, tokenizer, ctx, recipe.run.seed, corpora)
+    started = False
+    for index, stage in stages:
+        loader = stage_loader(stage, tokenizer, ctx, recipe.run.seed, corpora, stage_data)
+        if not started:
+            start()
+            started = True
         here = position if position is not None and position.stage_index == index else None
         global_step = train_stage(tc, index, stage, loader, here, resume_path, global_step)
+    if not started:  # resumed after the last stage: only the student is left to save
+        start()
 
     final = _unwrapped_copy(student, strategy, ctx)
     out = output_dir / STUDENT_DIR

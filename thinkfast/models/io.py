@@ -36,6 +36,45 @@ def save_model(model: ThinkfastLM, tokenizer: Any, directory: str | Path) -> Pat
     return out
 
 
+def check_weights(file: Path) -> None:
+    """Raise :class:`ModelLoadError` naming ``file`` when it is not a complete safetensors file (a copy or
+    download cut short, say). Reads the header only: cheap whatever the model's size."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as exc:
+        raise ModelLoadError(f"{file} is truncated or corrupt ({exc}); save the model again, or copy or download "
+                             f"it again") from None
+
+
+def check_model_dir(directory: str | Path) -> ModelConfig:
+    """Check, without loading any weights, that ``directory`` is a loadable thinkfast model directory:
+    its config marks it as one and is valid, and its weights file is there and complete. Returns the
+    config; raises :class:`ModelLoadError`."""
+    path = Path(directory)
+    if not is_thinkfast_dir(path):
+        raise ModelLoadError(f"{path} is not a thinkfast model directory ({CONFIG_FILE} with \"format\": "
+                             f"\"thinkfast\" is missing); save one with `thinkfast distill` or give a teacher")
+    if not (path / WEIGHTS_FILE).is_file():
+        raise ModelLoadError(f"{path / WEIGHTS_FILE} is missing")
+    config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
+    check_weights(path / WEIGHTS_FILE)
+    return config
+
+
+def check_local_model(directory: str | Path) -> None:
+    """The cheap checks of a local model directory before anything is loaded: a thinkfast directory as in
+    :func:`check_model_dir`, any other (a Hugging Face directory) for complete ``*.safetensors`` files."""
+    path = Path(directory)
+    if is_thinkfast_dir(path):
+        check_model_dir(path)
+    elif path.is_dir():
+        for file in sorted(path.glob("*.safetensors")):
+            check_weights(file)
+
+
 def load_model(directory: str | Path, *, dtype: torch.dtype | None = None,
                device: torch.device | str | None = None, with_tokenizer: bool = True) -> tuple[ThinkfastLM, Any]:
     """Read a directory written by :func:`save_model`; returns ``(model, tokenizer or None)``.
@@ -45,12 +84,7 @@ def load_model(directory: str | Path, *, dtype: torch.dtype | None = None,
     from safetensors.torch import load_file
 
     path = Path(directory)
-    if not is_thinkfast_dir(path):
-        raise ModelLoadError(f"{path} is not a thinkfast model directory ({CONFIG_FILE} with \"format\": "
-                             f"\"thinkfast\" is missing); save one with `thinkfast distill` or give a teacher")
-    if not (path / WEIGHTS_FILE).is_file():
-        raise ModelLoadError(f"{path / WEIGHTS_FILE} is missing")
-    config = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
+    config = check_model_dir(path)
     state = load_file(str(path / WEIGHTS_FILE), device=str(device) if device is not None else "cpu")
     model = model_from_state_dict(config, state, f"the weights in {path / WEIGHTS_FILE}", CONFIG_FILE)
     if dtype is not None:

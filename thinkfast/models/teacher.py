@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,48 @@ def _spec_fields(spec: Any) -> dict[str, str]:
     return {k: str(get(k, "") or "") for k in keys}
 
 
-def _resolve(fields: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """Where ``from_pretrained`` should look and with which keyword arguments."""
+def looks_like_hub_id(name: str) -> bool:
+    """Whether ``name`` has the form of a Hugging Face hub id (``name`` or ``org/name``), not of a path."""
+    return re.fullmatch(r"\w[\w.-]{0,95}(/\w[\w.-]{0,95})?", name) is not None and ".." not in name
+
+
+def _resolve(fields: dict[str, str], what: str = "teacher") -> tuple[str, dict[str, Any]]:
+    """Where ``from_pretrained`` should look and with which keyword arguments.
+
+    A local path is checked first, so that one that does not exist, a file that is no model, or a
+    directory without ``config.json`` gets its own message rather than the hub's. ``what`` names the
+    model in messages ("teacher", "model").
+    """
     model, kwargs = fields["model"], {}
     if not model:
         raise ModelLoadError("no model given: set `model` to a hub id, a local directory or a .gguf file")
     path = Path(model).expanduser()
+    give = "give a model directory, a .gguf file or a hub id (hub ids look like org/name)"
     if model.endswith(".gguf"):
         if not path.is_file():
             raise ModelLoadError(f"GGUF file {model} does not exist; check the path")
         model, kwargs["gguf_file"] = str(path.parent), path.name
-    elif fields["gguf_file"]:
+    elif path.is_file():
+        raise ModelLoadError(f"{what} '{model}' is a file, not a model directory or a .gguf file; {give}")
+    elif path.is_dir():
+        if not fields["gguf_file"] and not (path / "config.json").is_file():
+            raise ModelLoadError(f"{what} '{model}' is a directory without config.json, so not a model directory; "
+                                 f"{give}")
+        model = str(path)
+    elif not looks_like_hub_id(model):
+        raise ModelLoadError(f"{what} '{model}': no such file or directory, and not a hub id; give an existing "
+                             f"model directory or .gguf file, or a hub id (those look like org/name)")
+    if fields["gguf_file"] and "gguf_file" not in kwargs:
         kwargs["gguf_file"] = fields["gguf_file"]
     if fields["revision"]:
         kwargs["revision"] = fields["revision"]
     return model, kwargs
+
+
+def _one_line(exc: Exception) -> str:
+    """``Type: message`` on one line, without a closing period (the caller's sentence goes on)."""
+    text = " ".join(str(exc).split()).rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def rope_settings(hf_config: Any) -> tuple[float, dict[str, Any] | None]:
@@ -144,7 +172,7 @@ def load_tokenizer(source: str, **kwargs: Any) -> Any:
 
 
 def load_teacher(spec: Any, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> tuple[ThinkfastLM, Any]:
+                 device: torch.device | str | None = None, what: str = "teacher") -> tuple[ThinkfastLM, Any]:
     """Load a Llama-family causal LM with transformers and convert it.
 
     Args:
@@ -152,6 +180,7 @@ def load_teacher(spec: Any, *, dtype: torch.dtype = torch.float32,
             ``gguf_file``, ``revision`` and ``tokenizer`` (:class:`thinkfast.config.common.ModelSpec`).
         dtype: weight dtype (GGUF files are dequantised to it).
         device: where the converted model lives (default CPU).
+        what: what error messages call the model ("teacher"; ``generate`` says "model").
 
     Returns:
         ``(model, tokenizer)``: an all-attention :class:`ThinkfastLM` and the transformers tokenizer.
@@ -159,12 +188,17 @@ def load_teacher(spec: Any, *, dtype: torch.dtype = torch.float32,
     from transformers import AutoModelForCausalLM
 
     fields = _spec_fields(spec)
-    source, kwargs = _resolve(fields)
+    source, kwargs = _resolve(fields, what)
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except Exception as exc:
+        if Path(source).is_dir() and not kwargs.get("gguf_file"):
+            # a weights file cut short: say so rather than pass on the parser's words
+            from thinkfast.models.io import check_local_model
+
+            check_local_model(source)
         raise ModelLoadError(
-            f"cannot load teacher '{fields['model']}': {type(exc).__name__}: {exc}. Give a hub id (the hub must be "
+            f"cannot load {what} '{fields['model']}': {_one_line(exc)}; give a hub id (org/name; the hub must be "
             f"reachable or the model cached), a local Hugging Face directory, or a .gguf file") from None
     model = convert_hf_model(hf_model)
     del hf_model
@@ -186,13 +220,13 @@ def is_thinkfast_dir(path: str | Path) -> bool:
         return False
 
 
-def load_any(spec: Any, *, dtype: torch.dtype | None = None,
-             device: torch.device | str | None = None) -> tuple[ThinkfastLM, Any]:
+def load_any(spec: Any, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+             what: str = "model") -> tuple[ThinkfastLM, Any]:
     """A thinkfast model directory (:func:`~thinkfast.models.io.load_model`) or else a teacher
-    (:func:`load_teacher`); returns ``(model, tokenizer)``."""
+    (:func:`load_teacher`; ``what`` names it in error messages); returns ``(model, tokenizer)``."""
     from thinkfast.models.io import load_model
 
     model_path = _spec_fields(spec)["model"]
-    if model_path and is_thinkfast_dir(model_path):
-        return load_model(model_path, dtype=dtype, device=device)
-    return load_teacher(spec, dtype=dtype or torch.float32, device=device)
+    if model_path and is_thinkfast_dir(Path(model_path).expanduser()):
+        return load_model(Path(model_path).expanduser(), dtype=dtype, device=device)
+    return load_teacher(spec, dtype=dtype or torch.float32, device=device, what=what)

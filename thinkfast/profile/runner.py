@@ -50,7 +50,7 @@ from thinkfast.profile.results import (
     ProfileResult,
     environment_versions,
 )
-from thinkfast.profile.shapes import load_profile_model, spec_kind
+from thinkfast.profile.shapes import check_spec, load_profile_model, spec_kind
 from thinkfast.profile.timing import measure_bandwidth, median_time
 
 
@@ -209,7 +209,7 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     dtype = resolve_dtype(dtype_spec, device)
     cells = build_grid(section.batch, section.seqlen, section.prompt_len, section.gen_len)
     for spec in section.models:
-        spec_kind(spec)  # fail before any measurement on a name that is no model
+        check_spec(spec)  # fail before any measurement on a name that is no model, or a broken model file
     cap = parse_memory(section.memory_cap) if section.memory_cap else None
     if section.bandwidth:
         bandwidth, bandwidth_source = section.bandwidth * 1e9, "given"

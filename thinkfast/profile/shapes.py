@@ -154,6 +154,15 @@ def spec_kind(spec: str) -> str:
         f".toml{did_you_mean(spec, SHAPES)}; built-in shapes: {', '.join(SHAPES)}")
 
 
+def check_spec(spec: str) -> None:
+    """:func:`spec_kind`, and for a model directory the cheap checks of its files (a truncated weights
+    file, say), so that a sweep does not measure the models before it only to fail on this one."""
+    if spec_kind(spec) == "directory" and Path(spec).is_dir():
+        from thinkfast.models.io import check_local_model
+
+        check_local_model(spec)
+
+
 def load_profile_model(spec: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Resolve and load one ``--models`` entry (see :func:`spec_kind`)."""
     kind = spec_kind(spec)

@@ -1,0 +1,210 @@
+"""User errors the subcommands share: output directories that cannot be made, model paths and files that
+cannot be loaded. Each must be one message naming the path and the fix, exit code 2, no traceback, and
+nothing written before the error (nor lost)."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from thinkfast.cli import cli
+from thinkfast.cli.options import make_output_dir, output_directory
+from thinkfast.errors import OutputDirError
+
+
+def thinkfast(*args: str):
+    """The CLI in this process; a Python exception other than SystemExit fails the test."""
+    return CliRunner().invoke(cli, list(args), prog_name="thinkfast", catch_exceptions=False)
+
+
+def assert_one_error(result, *fragments: str) -> str:
+    """Exit 2, one ``error:`` line, no traceback, each fragment in it; returns the line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def blocked(tmp_path) -> Path:
+    """An output path under a regular file: it can never be created."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    return tmp_path / "afile" / "out"
+
+
+# --- output directories ------------------------------------------------------------------------------
+
+def _refuse(name: str):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{name} ran although the output directory cannot be created")
+    return fail
+
+
+def test_generate_checks_the_output_directory_before_loading_anything(blocked, monkeypatch):
+    monkeypatch.setattr("thinkfast.generate.runner.run_generate", _refuse("generate"))
+    result = thinkfast("generate", "--model", "no/such-model", "--dataset", "synthetic-arith", "--limit", "2",
+                       "--device", "cpu", "-o", str(blocked))
+    assert_one_error(result, f"cannot create output directory {blocked}: {blocked.parent} is a file, not a "
+                             f"directory", "--output-dir")
+
+
+def test_distill_checks_the_output_directory_before_loading_the_teacher(blocked, tmp_path, monkeypatch):
+    monkeypatch.setattr("thinkfast.distill.engine.run_distill", _refuse("distill"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        [run]
+        output_dir = "{blocked}"
+        [teacher]
+        model = "no/such-model"
+        [[distill.stages]]
+        kind = "kd"
+        steps = 1
+    """))
+    assert_one_error(thinkfast("distill", str(recipe)), f"cannot create output directory {blocked}",
+                     "run.output_dir")
+
+
+def test_evaluate_checks_the_output_directory_first(blocked, monkeypatch):
+    monkeypatch.setattr("thinkfast.evaluate.engine.evaluate", _refuse("evaluate"))
+    fixtures = Path(__file__).parent / "fixtures" / "evaluate" / "student"
+    assert_one_error(thinkfast("evaluate", "--runs", str(fixtures), "-o", str(blocked)),
+                     f"cannot create output directory {blocked}")
+
+
+def test_profile_checks_the_output_directory_before_measuring(blocked, monkeypatch):
+    monkeypatch.setattr("thinkfast.profile.runner.run_profile", _refuse("the sweep"))
+    result = thinkfast("profile", "--models", "tiny-llama,tiny-llamba", "--batch", "1,4", "--seqlen", "64,128",
+                       "--device", "cpu", "-o", str(blocked))
+    assert_one_error(result, f"cannot create output directory {blocked}")
+
+
+def test_an_existing_file_as_output_directory_is_named(tmp_path):
+    target = tmp_path / "results"
+    target.write_text("keep me\n")
+    with pytest.raises(OutputDirError, match=f"cannot create output directory {target}: a file of that name"):
+        make_output_dir(target)
+    assert target.read_text() == "keep me\n"
+
+
+def test_output_directory_is_removed_after_a_failure_only_if_this_call_made_it_and_it_is_empty(tmp_path):
+    fresh = tmp_path / "a" / "b" / "run"
+    with pytest.raises(RuntimeError), output_directory(fresh):
+        assert fresh.is_dir()
+        raise RuntimeError("bad input")
+    assert not (tmp_path / "a").exists()  # the parents it made went too
+
+    with pytest.raises(RuntimeError), output_directory(fresh) as out:
+        (out / "samples.jsonl").write_text("{}\n")
+        raise RuntimeError("crashed after writing")
+    assert (fresh / "samples.jsonl").read_text() == "{}\n"  # anything written is kept
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(RuntimeError), output_directory(existing):
+        raise RuntimeError("bad input")
+    assert existing.is_dir()  # not made by this call: left alone, even empty
+    assert list(existing.iterdir()) == []  # and the write check left nothing in it
+
+
+# --- model files -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def student_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """A tiny llamba student saved with its tokenizer, as `thinkfast distill` writes one."""
+    from thinkfast.models import build_student, load_teacher, save_model
+
+    teacher, tokenizer = load_teacher(str(tiny_llama_dir))
+    return save_model(build_student(teacher, "llamba", {"chunk_size": 16}), tokenizer,
+                      tmp_path_factory.mktemp("student") / "student")
+
+
+def _truncated_copy(model_dir: Path, out: Path) -> Path:
+    """``model_dir`` with every file copied but ``model.safetensors`` cut to its first 100 kB."""
+    out.mkdir()
+    for file in model_dir.iterdir():
+        if file.name != "model.safetensors":
+            shutil.copy(file, out / file.name)
+    (out / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes()[:100_000])
+    return out
+
+
+def _generate(model: str | Path, out: Path, *extra: str):
+    return thinkfast("generate", "--model", str(model), "--dataset", "synthetic-arith", "--limit", "2", "--n", "1",
+                     "--max-new-tokens", "4", "--device", "cpu", "-o", str(out), *extra)
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_a_truncated_weights_file_is_named_by_generate(which, student_dir, tiny_llama_dir, tmp_path):
+    broken = _truncated_copy(student_dir if which == "student" else tiny_llama_dir, tmp_path / "broken")
+    assert_one_error(_generate(broken, tmp_path / "out"),
+                     f"{broken / 'model.safetensors'} is truncated or corrupt", "download it again")
+    assert not (tmp_path / "out").exists()  # nothing left behind
+
+
+def test_profile_checks_model_files_before_measuring_the_others(student_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("thinkfast.profile.runner.profile_cell", _refuse("a measurement"))
+    broken = _truncated_copy(student_dir, tmp_path / "broken")
+    result = thinkfast("profile", "--models", f"tiny-llama,{broken}", "--batch", "1", "--seqlen", "64",
+                       "--device", "cpu", "-o", str(tmp_path / "out"))
+    assert_one_error(result, f"{broken / 'model.safetensors'} is truncated or corrupt")
+
+
+def test_distill_names_a_truncated_teacher(student_dir, tmp_path):
+    broken = _truncated_copy(student_dir, tmp_path / "broken")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        [teacher]
+        model = "{broken}"
+        [[distill.stages]]
+        kind = "kd"
+        steps = 1
+        data = {{ dataset = "synthetic-arith", limit = 4 }}
+    """))
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(tmp_path / "run")),
+                     f"{broken / 'model.safetensors'} is truncated or corrupt")
+    assert not (tmp_path / "run").exists()
+
+
+# --- model paths -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, spec, message", [
+    ("missing path", "./no/such/dir", "model './no/such/dir': no such file or directory, and not a hub id; give an "
+                                      "existing model directory or .gguf file, or a hub id (those look like org/name)"),
+    ("random file", "weights.bin", "model 'weights.bin' is a file, not a model directory or a .gguf file"),
+    ("empty dir", "empty", "model 'empty' is a directory without config.json, so not a model directory"),
+    ("broken gguf", "broken.gguf", "cannot load model 'broken.gguf': "),
+])
+def test_generate_names_a_bad_model_path_and_leaves_no_output_directory(kind, spec, message, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "broken.gguf").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty").mkdir()
+    line = assert_one_error(_generate(spec, tmp_path / "out" / "run"), message)
+    assert "teacher" not in line and "config file" not in line and ".." not in line.replace("./no", "")
+    assert not (tmp_path / "out").exists()  # the output directory (and its parent) this call made are gone
+
+
+def test_a_hub_error_is_one_line(tmp_path):
+    line = assert_one_error(_generate("no-such-org/no-such-model", tmp_path / "out"),
+                            "cannot load model 'no-such-org/no-such-model': ", "; give a hub id")
+    assert ".." not in line and ".;" not in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_generate_with_no_problems_removes_only_the_directory_it_made(student_dir, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    args = ("--dataset", "gsm8k", "--data-path", str(empty))
+    assert_one_error(_generate(student_dir, tmp_path / "fresh", *args), "generate.data: no problems")
+    assert not (tmp_path / "fresh").exists()
+    (tmp_path / "mine").mkdir()
+    assert_one_error(_generate(student_dir, tmp_path / "mine", *args), "generate.data: no problems")
+    assert (tmp_path / "mine").is_dir()  # made before this call: kept
