@@ -135,3 +135,21 @@ def test_allow_list_restricts_third_party_plugins(plugin_site):
     env["THINKFAST_PLUGINS"] = "example_aggregator"
     data = json.loads(thinkfast("plugins", "--json", env=env).stdout)
     assert "first-answer" in {p["name"] for p in data["plugins"]} and not data["load_errors"]
+
+
+@pytest.mark.parametrize("named, flag, expected", [
+    ("", None, "runs/generate"),            # no run name: one directory per subcommand
+    ('name = "exp1"', None, "runs/exp1"),
+    ('output_dir = "out/x"', None, "out/x"),
+    ('name = "exp1"', "cli/dir", "cli/dir"),
+])
+def test_default_output_directory(tmp_path, named, flag, expected):
+    from thinkfast.cli.options import resolve_output_dir
+    from thinkfast.config.loader import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f"[run]\n{named}\n")
+    loaded = load_recipe(recipe)
+    assert resolve_output_dir(loaded, Path(flag) if flag else None, "generate") == Path(expected)
+    if not named:
+        assert resolve_output_dir(loaded, None, "evaluate") == Path("runs/evaluate")

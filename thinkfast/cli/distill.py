@@ -26,6 +26,6 @@ def command(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, r
     from thinkfast.distill.engine import run_distill
 
     loaded = load_recipe(recipe, overrides)
-    with output_directory(resolve_output_dir(loaded, output_dir)) as out:
+    with output_directory(resolve_output_dir(loaded, output_dir, "distill")) as out:
         student = run_distill(loaded, out, resume=resume, progress=progress)
     click.echo(f"student written to {student}")

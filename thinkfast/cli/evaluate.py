@@ -43,7 +43,7 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 160
-    with output_directory(resolve_output_dir(loaded, output_dir)) as out:
+    with output_directory(resolve_output_dir(loaded, output_dir, "evaluate")) as out:
         evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
         for warning in evaluation.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")

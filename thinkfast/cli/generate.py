@@ -98,7 +98,7 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     from thinkfast.generate.runner import run_generate
 
     loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags))
-    with output_directory(resolve_output_dir(loaded, output_dir)) as out_dir:
+    with output_directory(resolve_output_dir(loaded, output_dir, "generate")) as out_dir:
         summary = run_generate(loaded, out_dir, console=err_console)
     if summary:
         err_console.print(

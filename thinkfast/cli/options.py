@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from thinkfast.config.common import RunSection
 from thinkfast.errors import OutputDirError
 
 set_option = click.option(
@@ -19,7 +20,8 @@ set_option = click.option(
 )
 output_dir_option = click.option(
     "--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Directory for this run's outputs. Default: run.output_dir from the recipe, else runs/<run.name>.",
+    help="Directory for this run's outputs. Default: run.output_dir from the recipe, else runs/<run.name>, "
+         "else (no run.name) runs/<subcommand>.",
 )
 
 
@@ -28,13 +30,16 @@ def run_options(fn: Callable) -> Callable:
     return set_option(output_dir_option(fn))
 
 
-def resolve_output_dir(recipe, output_dir: Path | None) -> Path:
-    """The output directory: the flag, else the recipe's, else runs/<run name>."""
+def resolve_output_dir(recipe, output_dir: Path | None, command: str) -> Path:
+    """The output directory: the flag, else the recipe's, else runs/<run name>, else (the run keeps the
+    default name) runs/<command>, so that e.g. ``generate`` and ``evaluate`` without a recipe do not
+    write into one directory."""
     if output_dir is not None:
         return output_dir
     if recipe.run.output_dir:
         return Path(recipe.run.output_dir)
-    return Path("runs") / recipe.run.name
+    named = recipe.run.name != RunSection().name
+    return Path("runs") / (recipe.run.name if named else command)
 
 
 @contextmanager

@@ -108,11 +108,9 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
 
     extra: dict[str, Any] = {"profile": _flags_to_section(**flags)}
     run = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
-    if recipe is None:
-        run.setdefault("name", "profile")
     extra["run"] = run
     loaded = load_recipe(recipe, overrides, extra=extra)
-    out_dir = resolve_output_dir(loaded, output_dir)
+    out_dir = resolve_output_dir(loaded, output_dir, "profile")
     section = loaded.profile
     if dry_run:
         console.print(plan_table(plan_profile(section, loaded.run.device, loaded.run.dtype)))

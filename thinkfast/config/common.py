@@ -19,7 +19,8 @@ class RunSection:
     seed: int = option(0, "Seed for every random number generator (data order, init, sampling).", min=0)
     device: str = option("auto", "Device: 'auto' (first CUDA GPU if any, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = option("auto", "Compute dtype: 'auto' is bfloat16 on GPU and float32 on CPU.", choices=DTYPES)
-    output_dir: str = option("", "Where outputs go; empty means runs/<name>. `--output-dir` overrides it.")
+    output_dir: str = option("", "Where outputs go; empty means runs/<name>, or runs/<subcommand> while `name` "
+                             "is 'run'. `--output-dir` overrides it.")
 
     def check(self) -> list[tuple[str, str]]:
         if self.device not in ("auto", "cpu", "cuda") and not (
