@@ -17,7 +17,15 @@ from thinkfast.cli import cli
 from thinkfast.errors import RecipeError
 from thinkfast.profile.config import ProfileSection
 from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
-from thinkfast.profile.grid import Cell, build_grid, parse_memory, parse_size, parse_sizes, split_length
+from thinkfast.profile.grid import (
+    Cell,
+    build_grid,
+    format_bytes,
+    parse_memory,
+    parse_size,
+    parse_sizes,
+    split_length,
+)
 from thinkfast.profile.memory import MemoryCapExceeded, estimate_cell_bytes, is_out_of_memory, tensor_bytes
 from thinkfast.profile.plots import plot_decode_throughput
 from thinkfast.profile.results import SCHEMA, read_result
@@ -55,6 +63,14 @@ def test_memory_amounts_binary_and_decimal():
     assert parse_memory("1000") == parse_memory(1000) == 1000
     with pytest.raises(ValueError, match="not understood"):
         parse_memory("lots")
+
+
+@pytest.mark.parametrize("n, text", [
+    (131.29 * 2**30, "131.29 GiB"), (11 * 2**20, "0.01 GiB"), (10 * 2**20, "10.00 MiB"), (100_000, "97.66 KiB"),
+    (1024, "1.00 KiB"), (1000, "1000 bytes"), (0, "0 bytes"),
+])
+def test_memory_amounts_print_readably_however_small(n, text):
+    assert format_bytes(int(n)) == text
 
 
 def test_lengths_split_into_prompt_and_generated_tokens():
@@ -261,6 +277,23 @@ def test_cli_prompt_and_gen_len_alone_define_the_length():
                                       "--gen-len", "3k", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "4k" in result.output and "1024+3072" in result.output
+
+
+def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_path):
+    """A cap below every estimate: the tables and profile.json, no plot (nothing measured), exit 0."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "profile.png").write_bytes(b"an older sweep's plot")
+    result = CliRunner().invoke(cli, [
+        "profile", "--models", "tiny-llama,tiny-llamba", "--batch", "1,8", "--seqlen", "64,256", "--device", "cpu",
+        "--memory-cap", "100000", "--bandwidth", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    data = json.loads((out / "profile.json").read_text())
+    assert {c["status"] for c in data["cells"]} == {"skipped"}
+    assert all(c["reason"].endswith("> limit 97.66 KiB") and "0.00 GiB" not in c["reason"] for c in data["cells"])
+    assert "no cell was measured" in result.output and "profile.png not written" in result.output
+    assert not (out / "profile.png").exists()
 
 
 @pytest.mark.parametrize("args, message", [

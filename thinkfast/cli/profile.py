@@ -137,4 +137,9 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     console.print(detail_table(result))
     console.print(f"wrote {json_path}")
     if section.plots:
-        console.print(f"wrote {plot_decode_throughput(result, out_dir / 'profile.png')}")
+        plot = plot_decode_throughput(result, out_dir / "profile.png")
+        if plot is None:
+            console.print("[yellow]warning:[/yellow] no cell was measured (every one skipped or OOM); "
+                          "profile.png not written")
+        else:
+            console.print(f"wrote {plot}")

@@ -10,13 +10,19 @@ from thinkfast.profile.results import ProfileResult
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def plot_decode_throughput(result: ProfileResult, path: Path) -> Path:
-    """Write the figure to ``path`` (PNG, 150 dpi) and return it.
+def plot_decode_throughput(result: ProfileResult, path: Path) -> Path | None:
+    """Write the figure to ``path`` (PNG, 150 dpi) and return it; None when no cell was measured.
+
+    With no measured cell there is nothing to plot: no file is written and an older one at
+    ``path`` is removed, so that it is not mistaken for this sweep's.
 
     Cells that are OOM or skipped have no point but an ``x`` in the model's colour at the bottom;
     a model with no measured cell in a panel gets a
     legend entry marked "(no cell fits)" so its absence is visible.
     """
+    if not any(c.status == "ok" for c in result.cells):
+        path.unlink(missing_ok=True)
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
