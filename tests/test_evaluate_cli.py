@@ -169,3 +169,28 @@ def test_interrupted_run_is_compared_on_the_problems_every_run_completed(tmp_pat
     assert any("summed from the samples' seconds" in w for w in warnings)
     assert any(f"evaluated on the {len(ids) - 1} problems every run completed" in w for w in warnings)
     assert not any("different problems" in w for w in warnings)  # the common set resolved that
+
+
+def test_without_bootstrap_there_are_no_intervals(tmp_path):
+    """evaluate.bootstrap = 0: report.json's interval bounds are null and the table shows means only."""
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "student"), "-o", str(out), "--set", "evaluate.bootstrap=0",
+                   "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    (student,) = json.loads((out / "report.json").read_text())["results"]
+    for series in (student["coverage"], *student["accuracy"].values()):
+        assert series["low"] == series["high"] == [None] * len(series["k"])
+        assert all(0 <= m <= 1 for m in series["mean"])
+    assert "interval" not in result.output and "±" not in result.output and "[" not in result.output
+    assert f"{100 * student['coverage']['mean'][-1]:.1f}" in result.output
+
+
+def test_table_shows_both_ends_of_each_interval(evaluated):
+    """An interval need not be symmetric ([0, 18.8] around 6.2): the table gives both ends, not ± half its width."""
+    out, output = evaluated
+    report = json.loads((out / "report.json").read_text())
+    assert "95% bootstrap interval" in output and "±" not in output
+    for r in report["results"]:
+        for series, i in [(r["coverage"], 0), (r["coverage"], -1), *((s, -1) for s in r["accuracy"].values())]:
+            m, lo, hi = (100 * series[key][i] for key in ("mean", "low", "high"))
+            assert f"{m:.1f} [{lo:.1f}, {hi:.1f}]" in output

@@ -48,7 +48,7 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     for warning in evaluation.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
-    print_summary(evaluation, section.confidence, console)
+    print_summary(evaluation, section.confidence if section.bootstrap else None, console)
     if section.plots:
         for path in write_plots(evaluation.results, out):
             console.print(f"wrote {path}")

@@ -52,13 +52,14 @@ def registry_extractor(override: str = "") -> Callable[[str, str], str | None]:
 
 @dataclass
 class Series:
-    """A metric at each k: ``(len(ks),)`` means and interval bounds, and the seconds each k costs."""
+    """A metric at each k: ``(len(ks),)`` means and interval bounds (None without bootstrap), and the
+    seconds each k costs."""
 
     ks: list[int]
     seconds: list[float | None]
     mean: list[float]
-    low: list[float]
-    high: list[float]
+    low: list[float | None]
+    high: list[float | None]
 
     def as_dict(self) -> dict[str, Any]:
         return {"k": self.ks, "seconds": self.seconds, "mean": self.mean, "low": self.low, "high": self.high}

@@ -1,6 +1,7 @@
 """PNG plots of coverage and accuracy against samples (k) and against wall-clock seconds.
 
-One line per model, a shaded band for its bootstrap interval. Per dataset four files:
+One line per model, a shaded band for its bootstrap interval (none with ``evaluate.bootstrap = 0``).
+Per dataset four files:
 ``<dataset>-coverage-vs-k.png``, ``<dataset>-accuracy-vs-k.png`` (one panel per aggregator),
 ``<dataset>-coverage-vs-seconds.png`` and ``<dataset>-accuracy-vs-seconds.png`` (log x).
 """
@@ -29,8 +30,9 @@ def _draw(ax, series: Series, label: str, color, by_seconds: bool) -> bool:
         return False
     ys = [100 * v for v in series.mean]
     ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.6, color=color, label=label)
-    ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color, alpha=0.18,
-                    linewidth=0)
+    if all(v is not None for v in (*series.low, *series.high)):  # no band without bootstrap intervals
+        ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color,
+                        alpha=0.18, linewidth=0)
     return True
 
 

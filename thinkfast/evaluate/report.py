@@ -23,15 +23,22 @@ def write_report(evaluation: Evaluation, path: Path, extra: dict[str, Any] | Non
 
 
 def _cell(series: Series, index: int) -> str:
-    """``mean ±half-width`` of the interval, in percent."""
+    """``mean [low, high]`` in percent (the interval's ends, which need not be symmetric); the mean alone
+    without an interval."""
     m, lo, hi = series.mean[index], series.low[index], series.high[index]
-    return f"{100 * m:.1f} ±{50 * (hi - lo):.1f}"
+    if lo is None or hi is None:
+        return f"{100 * m:.1f}"
+    return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def summary_table(evaluation: Evaluation, confidence: float) -> Table:
-    """One row per (model, dataset): coverage and each aggregator's accuracy at k = 1 and k = n (%)."""
+def summary_table(evaluation: Evaluation, confidence: float | None) -> Table:
+    """One row per (model, dataset): coverage and each aggregator's accuracy at k = 1 and k = n (%).
+
+    ``confidence``: the level of the bootstrap intervals shown in brackets; None: no intervals.
+    """
     labels = list(dict.fromkeys(a for r in evaluation.results for a in r.accuracy))
-    table = Table(title=f"accuracy in % (± half the {100 * confidence:.0f}% bootstrap interval)", title_justify="left")
+    interval = "" if confidence is None else f" [{100 * confidence:g}% bootstrap interval]"
+    table = Table(title=f"accuracy in %{interval}", title_justify="left")
     for column in ("model", "dataset", "problems×n", "s/sample", "pass@1", "pass@n"):
         table.add_column(column, justify="left" if column in ("model", "dataset") else "right", no_wrap=True)
     for label in labels:
@@ -45,7 +52,7 @@ def summary_table(evaluation: Evaluation, confidence: float) -> Table:
     return table
 
 
-def print_summary(evaluation: Evaluation, confidence: float, console: Console | None = None) -> None:
+def print_summary(evaluation: Evaluation, confidence: float | None, console: Console | None = None) -> None:
     """Print the table and one line on grading throughput."""
     console = console or Console(highlight=False)
     console.print(summary_table(evaluation, confidence))
