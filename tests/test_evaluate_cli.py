@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from thinkfast.cli import cli
+from thinkfast.evaluate.config import AggregatorSpec, EvaluateSection
+from thinkfast.evaluate.engine import evaluate
 from thinkfast.evaluate.metrics import pass_at_k
+from thinkfast.evaluate.report import print_summary
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
 
@@ -78,7 +82,7 @@ def test_seconds_come_from_run_json(evaluated):
 
 def test_table_and_plots(evaluated):
     out, output = evaluated
-    assert "Llama-3.2-1B-Instruct" in output and "majority@n" in output and "pass@1" in output
+    assert "Llama-3.2-1B-Instruct" in output and "majority@k" in output and "pass@k" in output
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["gsm8k-accuracy-vs-k.png", "gsm8k-accuracy-vs-seconds.png", "gsm8k-coverage-vs-k.png",
                      "gsm8k-coverage-vs-seconds.png"]
@@ -194,3 +198,36 @@ def test_table_shows_both_ends_of_each_interval(evaluated):
         for series, i in [(r["coverage"], 0), (r["coverage"], -1), *((s, -1) for s in r["accuracy"].values())]:
             m, lo, hi = (100 * series[key][i] for key in ("mean", "low", "high"))
             assert f"{m:.1f} [{lo:.1f}, {hi:.1f}]" in output
+
+
+def _render(renderable_printer, width: int) -> str:
+    console = Console(width=width, record=True, highlight=False)
+    renderable_printer(console)
+    return console.export_text()
+
+
+def test_summary_fits_80_columns_with_every_name_and_number_whole():
+    """In an 80-column terminal nothing is cut off with an ellipsis: names and numbers appear whole."""
+    section = EvaluateSection(aggregators=[AggregatorSpec("majority"), AggregatorSpec("verifier", "",
+                                                                                      {"mode": "check"})],
+                              bootstrap=200, subsets=20)
+    evaluation = evaluate(section, [FIXTURES / "teacher", FIXTURES / "student"], output_dir=None)
+    text = _render(lambda console: print_summary(evaluation, 0.95, console), 80)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for r in evaluation.results:
+        assert r.model in text and f"{r.seconds_per_sample:.3g} s/sample" in text and r.dataset in text
+        for metric, series in [("pass@k", r.coverage), *((f"{a}@k", s) for a, s in r.accuracy.items())]:
+            assert metric in text
+            for i in (0, -1):
+                assert f"{100 * series.mean[i]:.1f} [{100 * series.low[i]:.1f}, {100 * series.high[i]:.1f}]" in text
+
+
+def test_a_model_name_wider_than_its_column_folds_instead_of_being_cut():
+    section = EvaluateSection(bootstrap=50, subsets=5)
+    evaluation = evaluate(section, [FIXTURES / "student"], output_dir=None)
+    name = "runs/a-rather-long-directory-name-for-one-student/checkpoint-final"
+    evaluation.results[0].model = name
+    text = _render(lambda console: print_summary(evaluation, 0.95, console), 60)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
+    first_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert first_column.startswith(name)

@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
 
 from thinkfast.cli import cli
 from thinkfast.errors import RecipeError
@@ -28,6 +29,7 @@ from thinkfast.profile.grid import (
 )
 from thinkfast.profile.memory import MemoryCapExceeded, estimate_cell_bytes, is_out_of_memory, tensor_bytes
 from thinkfast.profile.plots import plot_decode_throughput
+from thinkfast.profile.report import comparison_table, detail_tables
 from thinkfast.profile.results import SCHEMA, read_result
 from thinkfast.profile.runner import plan_profile, prepare_model, run_profile
 
@@ -248,6 +250,30 @@ def test_plot_is_a_png_with_a_panel_per_length(sweep, tmp_path):
     assert width > 1.5 * height  # two panels side by side
 
 
+def test_tables_fit_80_columns_with_names_numbers_and_reasons_whole(sweep):
+    """In an 80-column terminal no cell is cut off with an ellipsis: model names and numbers appear whole,
+    and the reason a cell was not measured is all there (wrapped over lines)."""
+    result, _ = sweep
+    reason = "estimated 2.97 MiB (cache 2.00 MiB) > limit 1.20 MiB"
+    skipped = dataclasses.replace(result.cell("tiny-hybrid", 4, 48), status="skipped", reason=reason,
+                                  decode_tokens_per_s=None, decode_step_ms=None)
+    result = dataclasses.replace(result, cells=[c if c.model != "tiny-hybrid" or (c.batch, c.seqlen) != (4, 48)
+                                                else skipped for c in result.cells])
+    console = Console(width=80, record=True, highlight=False)
+    for table in [comparison_table(result), *detail_tables(result)]:
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for cell in result.cells:
+        assert cell.model in text
+        if cell.status == "ok":
+            assert f"{cell.decode_tokens_per_s:,.0f}" in text and f"{cell.decode_step_ms:.2f}" in text
+            assert f"{cell.prefill_tokens_per_s:,.0f}" in text and format_bytes(cell.peak_memory_bytes) in text
+    failed = text[text.index("cells not measured"):]
+    reasons = " ".join(line.split("│")[-2].strip() for line in failed.splitlines() if line.startswith("│"))
+    assert reasons == reason
+
+
 # --- the command line ----------------------------------------------------------------------------------
 
 def test_cli_tiny_end_to_end(tmp_path):
@@ -292,7 +318,7 @@ def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_pa
     data = json.loads((out / "profile.json").read_text())
     assert {c["status"] for c in data["cells"]} == {"skipped"}
     assert all(c["reason"].endswith("> limit 97.66 KiB") and "0.00 GiB" not in c["reason"] for c in data["cells"])
-    assert "no cell was measured" in result.output and "profile.png not written" in result.output
+    assert "no cell was measured (all skipped or OOM): no profile.png" in result.output
     assert not (out / "profile.png").exists()
 
 
