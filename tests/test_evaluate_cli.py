@@ -231,3 +231,34 @@ def test_a_model_name_wider_than_its_column_folds_instead_of_being_cut():
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
     first_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
     assert first_column.startswith(name)
+
+
+def test_runs_in_directories_of_one_name_get_distinct_labels(tmp_path):
+    """Two runs whose directories share a name are told apart by the shortest parent path that differs;
+    two runs of one model in differently named directories by the directory's name."""
+    shutil.copytree(FIXTURES / "student", tmp_path / "x" / "student")
+    for name in ("teacher-a", "teacher-b"):
+        shutil.copytree(FIXTURES / "teacher", tmp_path / name)
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "student"), "--runs", str(tmp_path / "x" / "student"),
+                   "--runs", str(tmp_path / "teacher-a"), "--runs", str(tmp_path / "teacher-b"), "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["results"]] == [
+        "evaluate/student", "x/student", "Llama-3.2-1B-Instruct (teacher-a)", "Llama-3.2-1B-Instruct (teacher-b)"]
+    assert report["grading"]["samples"] == 4 * 12 * 8  # every run graded, none hidden behind another's label
+    assert all(r["model"] in result.output for r in report["results"])
+
+
+def test_a_run_given_twice_is_evaluated_once_with_a_warning(tmp_path):
+    out = tmp_path / "out"
+    again = FIXTURES / "student" / ".." / "student"
+    result = _run(["--runs", str(FIXTURES / "student"), "--runs", str(again), "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["results"]] == ["student"]
+    assert report["grading"]["samples"] == 12 * 8
+    assert report["warnings"] == [f"{again}: given more than once (also as {FIXTURES / 'student'}); evaluated once"]
+    assert "given more than once" in result.output

@@ -29,7 +29,14 @@ from thinkfast.evaluate.metrics import (
     coverage_per_problem,
     k_values,
 )
-from thinkfast.evaluate.runs import Run, read_run, restrict_to_common_problems, run_warnings
+from thinkfast.evaluate.runs import (
+    Run,
+    disambiguate_labels,
+    read_run,
+    restrict_to_common_problems,
+    run_warnings,
+    unique_run_dirs,
+)
 
 GRADES_FILE = "grades.jsonl"
 REPORT_FILE = "report.json"
@@ -154,12 +161,10 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     """Grade every run in ``run_dirs`` and compute all metrics; grades are cached in ``output_dir``."""
     if not run_dirs:
         raise ThinkfastError("no runs to evaluate: pass --runs DIR (one per model) or set evaluate.runs")
-    runs = [read_run(d) for d in run_dirs]
+    unique_dirs, repeated = unique_run_dirs(run_dirs)
+    runs = [read_run(d) for d in unique_dirs]
     restricted = restrict_to_common_problems(runs) if section.common_problems else []
-    labels = [r.label for r in runs]
-    for run in runs:
-        if labels.count(run.label) > 1:  # two runs of the same model: tell them apart by directory
-            run.label = f"{run.label} ({run.path.name})"
+    disambiguate_labels(runs)  # two runs of the same model, or two directories of one name
     aggregators = instantiate_aggregators(section.aggregators)
     grader_extract = extract or registry_extractor(section.dataset)
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
@@ -184,7 +189,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "samples_per_second": total / grading_seconds if grading_seconds > 0 else None,
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
-    return Evaluation(results, grading, graded, restricted + run_warnings(runs))
+    return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
 
 
 def _require_questions(problems: list[GradedProblem], aggregators: dict[str, Any], run: Run) -> None:
