@@ -12,8 +12,9 @@ from rich.console import Console
 
 from thinkfast.cli import cli
 from thinkfast.evaluate.config import AggregatorSpec, EvaluateSection
-from thinkfast.evaluate.engine import evaluate
+from thinkfast.evaluate.engine import ModelResult, Series, evaluate
 from thinkfast.evaluate.metrics import pass_at_k
+from thinkfast.evaluate.plots import figure
 from thinkfast.evaluate.report import print_summary
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
@@ -262,3 +263,21 @@ def test_a_run_given_twice_is_evaluated_once_with_a_warning(tmp_path):
     assert report["grading"]["samples"] == 12 * 8
     assert report["warnings"] == [f"{again}: given more than once (also as {FIXTURES / 'student'}); evaluated once"]
     assert "given more than once" in result.output
+
+
+def _result(model: str, seconds_per_sample: float, accuracy: list[float]) -> ModelResult:
+    ks = [1, 2, 4, 8]
+    series = Series(ks, [k * seconds_per_sample for k in ks], accuracy, [max(0.0, a - 0.2) for a in accuracy],
+                    [min(1.0, a + 0.1) for a in accuracy])
+    return ModelResult(model, "gsm8k", "run", 12, 8, seconds_per_sample, 1.0, series, {"majority": series})
+
+
+@pytest.mark.parametrize("metric", ["coverage", "accuracy"])
+def test_plots_against_seconds_under_one_decade_read_cleanly(metric, check_figure_readable):
+    """0.3 to 2.4 s is less than a decade: matplotlib would label minor ticks (3×10⁻¹4×10⁻¹) on top of each
+    other; the labels are plain numbers, apart, and the legend hides no point."""
+    results = [_result("teacher", 0.3, [0.05, 0.1, 0.3, 0.9]), _result("student", 0.15, [0.9, 0.92, 0.95, 0.97])]
+    fig = figure(results, metric, True, "gsm8k")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert "0.5" in labels and "1" in labels
+    check_figure_readable(fig)

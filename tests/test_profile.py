@@ -28,7 +28,7 @@ from thinkfast.profile.grid import (
     split_length,
 )
 from thinkfast.profile.memory import MemoryCapExceeded, estimate_cell_bytes, is_out_of_memory, tensor_bytes
-from thinkfast.profile.plots import plot_decode_throughput
+from thinkfast.profile.plots import decode_throughput_figure, plot_decode_throughput
 from thinkfast.profile.report import comparison_table, detail_tables
 from thinkfast.profile.results import SCHEMA, read_result
 from thinkfast.profile.runner import plan_profile, prepare_model, run_profile
@@ -272,6 +272,19 @@ def test_tables_fit_80_columns_with_names_numbers_and_reasons_whole(sweep):
     failed = text[text.index("cells not measured"):]
     reasons = " ".join(line.split("│")[-2].strip() for line in failed.splitlines() if line.startswith("│"))
     assert reasons == reason
+
+
+def test_a_one_panel_plot_reads_cleanly(sweep, check_figure_readable):
+    """One length, one panel: the title is not cut at the figure's edges, the legend covers no point,
+    the y labels are plain numbers; an x still marks a skipped cell."""
+    result, _ = sweep
+    cells = [c if (c.model, c.batch) != ("tiny-llama", 4) else dataclasses.replace(
+        c, status="skipped", reason="simulated", decode_tokens_per_s=None) for c in result.cells if c.seqlen == 48]
+    one = dataclasses.replace(result, cells=cells, device={**result.device, "name": "NVIDIA H100 80GB HBM3"})
+    fig = decode_throughput_figure(one)
+    assert len(fig.axes) == 1
+    assert "x" in [t.get_text() for t in fig.axes[0].texts]
+    check_figure_readable(fig)
 
 
 # --- the command line ----------------------------------------------------------------------------------
