@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,30 @@ def test_allow_list_restricts_third_party_plugins(plugin_site):
     env["THINKFAST_PLUGINS"] = "example_aggregator"
     data = json.loads(thinkfast("plugins", "--json", env=env).stdout)
     assert "first-answer" in {p["name"] for p in data["plugins"]} and not data["load_errors"]
+
+
+def test_ctrl_c_while_grading_prints_one_line_and_no_worker_traceback(tmp_path):
+    """Ctrl-C in a terminal signals every process of the foreground group, grading workers included:
+    only the parent reports it, in one line, and the verdicts of the problems graded so far are kept."""
+    run = tmp_path / "latex"
+    run.mkdir()
+    answers = ["\\frac{1}{2}", "0.5", "\\frac{2}{4}", "\\sqrt{2}", "2^{1/2}", "x^2+2x+1", "(x+1)^2", "3\\pi"]
+    with (run / "samples.jsonl").open("w") as fh:
+        for i in range(200):  # every answer distinct per problem: all of them go through math-verify
+            for j in range(16):
+                text = f"so $\\boxed{{{answers[(i + j) % len(answers)]}+{i}}}$"
+                fh.write(json.dumps({"problem_id": f"m{i}", "sample_index": j, "text": text, "answer": f"0.5+{i}",
+                                     "dataset": "math500"}) + "\n")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "thinkfast", "evaluate", "--runs", str(run), "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "grades.jsonl").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # grading has begun once the first problems' verdicts are written
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert stderr.strip() == "interrupted; anything already written is kept"
+    assert "Traceback" not in stdout and not (out / "report.json").exists()
+    assert (out / "grades.jsonl").read_text().count("\n") > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from thinkfast.cli.options import resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
+from thinkfast.progress import sample_progress
 
 
 @click.command("evaluate")
@@ -44,7 +46,15 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 160
-    evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
+    with sample_progress("grade", console, transient=True) as progress:
+        task = progress.add_task("grade", total=None, rate="")
+
+        def on_graded(done: int, total: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s")
+
+        started = time.perf_counter()
+        evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed, on_graded=on_graded)
     for warning in evaluation.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})

@@ -157,8 +157,13 @@ class Evaluation:
 
 
 def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir: Path | None, seed: int = 0,
-             extract: Callable[[str, str], str | None] | None = None) -> Evaluation:
-    """Grade every run in ``run_dirs`` and compute all metrics; grades are cached in ``output_dir``."""
+             extract: Callable[[str, str], str | None] | None = None,
+             on_graded: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Grade every run in ``run_dirs`` and compute all metrics; grades are cached in ``output_dir``.
+
+    ``on_graded(done, total)``: called as samples are graded, with the samples graded so far and
+    the number to grade (progress display).
+    """
     if not run_dirs:
         raise ThinkfastError("no runs to evaluate: pass --runs DIR (one per model) or set evaluate.runs")
     unique_dirs, repeated = unique_run_dirs(run_dirs)
@@ -168,10 +173,20 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     aggregators = instantiate_aggregators(section.aggregators)
     grader_extract = extract or registry_extractor(section.dataset)
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
+    to_grade = sum(len(p.texts) for run in runs for p in run.problems)
+    done = 0
+
+    def count(samples: int) -> None:
+        nonlocal done
+        done += samples
+        if on_graded is not None:
+            on_graded(done, to_grade)
+
+    count(0)
     start = time.perf_counter()
     graded: dict[str, list[GradedProblem]] = {}
     with EquivalencePool(section.workers, section.grading_timeout) as pool:
-        grader = Grader(grader_extract, pool, cache)
+        grader = Grader(grader_extract, pool, cache, on_graded=count)
         for run in runs:
             graded[run.label] = grader.grade(run.problems)
         killed = pool.killed
