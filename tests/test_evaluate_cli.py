@@ -281,3 +281,32 @@ def test_plots_against_seconds_under_one_decade_read_cleanly(metric, check_figur
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
     assert "0.5" in labels and "1" in labels
     check_figure_readable(fig)
+
+
+def test_grades_file_lists_every_answer_even_when_none_needs_math_verify(tmp_path):
+    """GSM8K answers are plain numbers, all decided without math-verify: grades.jsonl is written anyway,
+    one line per pair of answers compared, with its verdict, and a rerun adds no line."""
+    from thinkfast.evaluate.grading import quick_equal
+    from thinkfast.registry import get_registry
+
+    out = tmp_path / "out"
+    args = ["--runs", str(FIXTURES / "teacher"), "--runs", str(FIXTURES / "student"), "-o", str(out),
+            "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"]
+    assert _run(args).exit_code == 0
+    text = (out / "grades.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    gsm8k = get_registry().get("datasets", "gsm8k")()
+    expected = set()
+    for run in ("teacher", "student"):
+        for line in (FIXTURES / run / "samples.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            answer = gsm8k.extract_answer(record["text"])
+            if answer:
+                expected.add(("gsm8k", record["answer"], answer, quick_equal(record["answer"], answer), "quick"))
+    recorded = {(r["dataset"], r["gold"], r["pred"], r["equal"], r["status"]) for r in lines}
+    assert expected <= recorded and len(recorded) == len(lines)  # every answer against its reference, once
+    # the rest compare two wrong answers of a problem (are they one class?)
+    assert all(r["equal"] == quick_equal(r["gold"], r["pred"]) and r["status"] == "quick" for r in lines)
+    assert any(r["equal"] for r in lines) and not all(r["equal"] for r in lines)
+    assert _run(args).exit_code == 0
+    assert (out / "grades.jsonl").read_text() == text

@@ -10,7 +10,8 @@ For every problem:
    (so ``0.5``, ``1/2`` and ``\\frac{1}{2}`` vote together even when the reference is ``3``).
 
 Every verdict is appended to ``grades.jsonl`` in the output directory, keyed by dataset, the two
-answers and their order; a rerun reads it back and only checks what is new.
+answers and their order (those of step 2's fast path too, so the file exists and lists every
+answer graded); a rerun reads it back and only checks what is new.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def quick_equal(gold: str, pred: str) -> bool | None:
 
 
 class GradeCache:
-    """Append-only JSONL cache of equivalence verdicts: ``{"dataset", "gold", "pred", "equal", "status"}``."""
+    """Append-only JSONL cache of equivalence verdicts: ``{"dataset", "gold", "pred", "equal", "status"}``.
+
+    ``status`` is ``quick`` for a verdict of :func:`quick_equal` (kept so that the file lists every
+    answer graded, math-verify needed or not), else the pool's (``ok``, ``timeout``, ``error``).
+    """
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -73,9 +78,9 @@ class GradeCache:
         return self.verdicts.get(key)
 
     def add(self, items: dict[tuple[str, str, str], Check]) -> None:
-        """Remember ``items`` and append them to the file."""
+        """Remember ``items`` and append them to the file (created even when there is nothing to add)."""
         self.verdicts.update(items)
-        if self.path is None or not items:
+        if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
@@ -151,13 +156,15 @@ class Grader:
             quick = quick_equal(key[1], key[2])
             cached = self.cache.get(key)
             if quick is not None:
-                out[key] = Check(quick)
+                out[key] = Check(quick, "quick")
                 self.counts["quick"] += 1
             elif cached is not None:
                 out[key] = cached
                 self.counts["cached"] += 1
             else:
                 todo.append(key)
+        self.cache.add({key: check for key, check in out.items() if check.status == "quick" and key not in
+                        self.cache.verdicts})  # recorded once, though never read back: quick_equal is cheaper
         for key, check in out.items():
             on_answer(key, check)
         todo.sort()
