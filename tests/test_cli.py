@@ -164,3 +164,13 @@ def test_ctrl_c_while_grading_prints_one_line_and_no_worker_traceback(tmp_path):
     assert stderr.strip() == "interrupted; anything already written is kept"
     assert "Traceback" not in stdout and not (out / "report.json").exists()
     assert (out / "grades.jsonl").read_text().count("\n") > 0
+
+
+def test_plugin_table_cuts_nothing_at_80_columns():
+    """Piped, the table is 80 columns wide: long module names wrap instead of ending in an ellipsis."""
+    result = thinkfast("plugins", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    modules = {p["module"] for p in json.loads(thinkfast("plugins", "--json").stdout)["plugins"]}
+    column = "".join(line.split("│")[5].strip() for line in result.stdout.splitlines() if line.startswith("│"))
+    assert all(module in column for module in modules)
