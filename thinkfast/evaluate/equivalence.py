@@ -125,7 +125,9 @@ class EquivalencePool:
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._ctx = mp.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["math_verify", "thinkfast.evaluate.equivalence"])
+            # ignore_sigint first: a Ctrl-C during the slow imports after it cannot kill the server
+            self._ctx.set_forkserver_preload(["thinkfast.evaluate.ignore_sigint", "math_verify",
+                                              "thinkfast.evaluate.equivalence"])
         self._slots: list[_Slot] = []
         self.killed = 0  # workers killed for overrunning the deadline (or dying)
 
