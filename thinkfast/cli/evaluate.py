@@ -46,7 +46,7 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 160
-    with sample_progress("grade", console, transient=True) as progress:
+    with sample_progress("grade", console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("grade", total=None, rate="")
 
         def on_graded(done: int, total: int) -> None:
