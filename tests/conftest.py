@@ -108,3 +108,48 @@ def gsm8k_like_texts():
         return ["".join(rng.choice(GSM8K_PIECES) for _ in range(rng.randint(1, 14))) for _ in range(count)]
 
     return texts
+
+
+@pytest.fixture
+def check_figure_readable():
+    """``check(fig)``: asserts that a matplotlib figure reads cleanly once drawn.
+
+    Every tick label shown is a plain number (no ``×10⁻¹``), labels along an axis do not run into
+    each other, no legend covers an axes (where it could hide a point), and every text, titles
+    included, lies inside the figure.
+    """
+    import re
+
+    def visible_labels(axis):
+        low, high = sorted(axis.get_view_interval())
+        labels = []
+        for locs, texts in ((axis.get_majorticklocs(), axis.get_majorticklabels()),
+                            (axis.get_minorticklocs(), axis.get_minorticklabels())):
+            labels += [t for loc, t in zip(locs, texts, strict=False) if low <= loc <= high and t.get_text()]
+        return labels
+
+    def check(fig) -> None:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        page = fig.bbox
+        for ax in fig.axes:
+            for axis, (start, end) in ((ax.xaxis, ("x0", "x1")), (ax.yaxis, ("y0", "y1"))):
+                labels = visible_labels(axis)
+                assert all(re.fullmatch(r"-?[\d,]*\.?\d+", t.get_text()) for t in labels), \
+                    [t.get_text() for t in labels]
+                boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: getattr(b, start))
+                for a, b in zip(boxes, boxes[1:], strict=False):
+                    assert getattr(a, end) <= getattr(b, start), "tick labels overlap"
+            for legend in fig.legends + ([ax.get_legend()] if ax.get_legend() else []):
+                assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
+                 if t.get_visible() and t.get_text() and t.figure is fig]
+        for t in texts:
+            box = t.get_window_extent(renderer)
+            if t in {lbl for ax in fig.axes for lbl in ax.get_xticklabels(which="both") + ax.get_yticklabels(
+                    which="both")}:
+                continue  # tick labels of ticks outside the view are never drawn
+            assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and \
+                box.y1 <= page.y1 + 1, f"{t.get_text()!r} is cut off at the figure's edge"
+
+    return check

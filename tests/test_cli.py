@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,41 @@ def test_default_output_directory(tmp_path, named, flag, expected):
     assert resolve_output_dir(loaded, Path(flag) if flag else None, "generate") == Path(expected)
     if not named:
         assert resolve_output_dir(loaded, None, "evaluate") == Path("runs/evaluate")
+
+
+def test_ctrl_c_while_grading_prints_one_line_and_no_worker_traceback(tmp_path):
+    """Ctrl-C in a terminal signals every process of the foreground group, grading workers included:
+    only the parent reports it, in one line, and the verdicts of the problems graded so far are kept."""
+    run = tmp_path / "latex"
+    run.mkdir()
+    answers = ["\\frac{1}{2}", "0.5", "\\frac{2}{4}", "\\sqrt{2}", "2^{1/2}", "x^2+2x+1", "(x+1)^2", "3\\pi"]
+    with (run / "samples.jsonl").open("w") as fh:
+        for i in range(200):  # every answer distinct per problem: all of them go through math-verify
+            for j in range(16):
+                text = f"so $\\boxed{{{answers[(i + j) % len(answers)]}+{i}}}$"
+                fh.write(json.dumps({"problem_id": f"m{i}", "sample_index": j, "text": text, "answer": f"0.5+{i}",
+                                     "dataset": "math500"}) + "\n")
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "thinkfast", "evaluate", "--runs", str(run), "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    grades, deadline = out / "grades.jsonl", time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (
+            grades.exists() and '"status": "ok"' in grades.read_text()):
+        time.sleep(0.05)  # a math-verify verdict: the workers are running, more problems to go
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert stderr.strip() == "interrupted; anything already written is kept"
+    assert "Traceback" not in stdout and not (out / "report.json").exists()
+    assert '"status": "ok"' in grades.read_text()
+
+
+def test_plugin_table_cuts_nothing_at_80_columns():
+    """Piped, the table is 80 columns wide: long module names wrap instead of ending in an ellipsis."""
+    result = thinkfast("plugins", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout and max(map(len, result.stdout.splitlines())) <= 80
+    modules = {p["module"] for p in json.loads(thinkfast("plugins", "--json").stdout)["plugins"]}
+    column = "".join(line.split("│")[5].strip() for line in result.stdout.splitlines() if line.startswith("│"))
+    assert all(module in column for module in modules)

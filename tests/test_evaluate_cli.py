@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from thinkfast.cli import cli
+from thinkfast.evaluate.config import AggregatorSpec, EvaluateSection
+from thinkfast.evaluate.engine import ModelResult, Series, evaluate
 from thinkfast.evaluate.metrics import pass_at_k
+from thinkfast.evaluate.plots import figure
+from thinkfast.evaluate.report import print_summary
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
 
@@ -78,7 +83,7 @@ def test_seconds_come_from_run_json(evaluated):
 
 def test_table_and_plots(evaluated):
     out, output = evaluated
-    assert "Llama-3.2-1B-Instruct" in output and "majority@n" in output and "pass@1" in output
+    assert "Llama-3.2-1B-Instruct" in output and "majority@k" in output and "pass@k" in output
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["gsm8k-accuracy-vs-k.png", "gsm8k-accuracy-vs-seconds.png", "gsm8k-coverage-vs-k.png",
                      "gsm8k-coverage-vs-seconds.png"]
@@ -169,3 +174,139 @@ def test_interrupted_run_is_compared_on_the_problems_every_run_completed(tmp_pat
     assert any("summed from the samples' seconds" in w for w in warnings)
     assert any(f"evaluated on the {len(ids) - 1} problems every run completed" in w for w in warnings)
     assert not any("different problems" in w for w in warnings)  # the common set resolved that
+
+
+def test_without_bootstrap_there_are_no_intervals(tmp_path):
+    """evaluate.bootstrap = 0: report.json's interval bounds are null and the table shows means only."""
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "student"), "-o", str(out), "--set", "evaluate.bootstrap=0",
+                   "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    (student,) = json.loads((out / "report.json").read_text())["results"]
+    for series in (student["coverage"], *student["accuracy"].values()):
+        assert series["low"] == series["high"] == [None] * len(series["k"])
+        assert all(0 <= m <= 1 for m in series["mean"])
+    assert "interval" not in result.output and "±" not in result.output and "[" not in result.output
+    assert f"{100 * student['coverage']['mean'][-1]:.1f}" in result.output
+
+
+def test_table_shows_both_ends_of_each_interval(evaluated):
+    """An interval need not be symmetric ([0, 18.8] around 6.2): the table gives both ends, not ± half its width."""
+    out, output = evaluated
+    report = json.loads((out / "report.json").read_text())
+    assert "95% bootstrap interval" in output and "±" not in output
+    for r in report["results"]:
+        for series, i in [(r["coverage"], 0), (r["coverage"], -1), *((s, -1) for s in r["accuracy"].values())]:
+            m, lo, hi = (100 * series[key][i] for key in ("mean", "low", "high"))
+            assert f"{m:.1f} [{lo:.1f}, {hi:.1f}]" in output
+
+
+def _render(renderable_printer, width: int) -> str:
+    console = Console(width=width, record=True, highlight=False)
+    renderable_printer(console)
+    return console.export_text()
+
+
+def test_summary_fits_80_columns_with_every_name_and_number_whole():
+    """In an 80-column terminal nothing is cut off with an ellipsis: names and numbers appear whole."""
+    section = EvaluateSection(aggregators=[AggregatorSpec("majority"), AggregatorSpec("verifier", "",
+                                                                                      {"mode": "check"})],
+                              bootstrap=200, subsets=20)
+    evaluation = evaluate(section, [FIXTURES / "teacher", FIXTURES / "student"], output_dir=None)
+    text = _render(lambda console: print_summary(evaluation, 0.95, console), 80)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for r in evaluation.results:
+        assert r.model in text and f"{r.seconds_per_sample:.3g} s/sample" in text and r.dataset in text
+        for metric, series in [("pass@k", r.coverage), *((f"{a}@k", s) for a, s in r.accuracy.items())]:
+            assert metric in text
+            for i in (0, -1):
+                assert f"{100 * series.mean[i]:.1f} [{100 * series.low[i]:.1f}, {100 * series.high[i]:.1f}]" in text
+
+
+def test_a_model_name_wider_than_its_column_folds_instead_of_being_cut():
+    section = EvaluateSection(bootstrap=50, subsets=5)
+    evaluation = evaluate(section, [FIXTURES / "student"], output_dir=None)
+    name = "runs/a-rather-long-directory-name-for-one-student/checkpoint-final"
+    evaluation.results[0].model = name
+    text = _render(lambda console: print_summary(evaluation, 0.95, console), 60)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
+    first_column = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    assert first_column.startswith(name)
+
+
+def test_runs_in_directories_of_one_name_get_distinct_labels(tmp_path):
+    """Two runs whose directories share a name are told apart by the shortest parent path that differs;
+    two runs of one model in differently named directories by the directory's name."""
+    shutil.copytree(FIXTURES / "student", tmp_path / "x" / "student")
+    for name in ("teacher-a", "teacher-b"):
+        shutil.copytree(FIXTURES / "teacher", tmp_path / name)
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "student"), "--runs", str(tmp_path / "x" / "student"),
+                   "--runs", str(tmp_path / "teacher-a"), "--runs", str(tmp_path / "teacher-b"), "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["results"]] == [
+        "evaluate/student", "x/student", "Llama-3.2-1B-Instruct (teacher-a)", "Llama-3.2-1B-Instruct (teacher-b)"]
+    assert report["grading"]["samples"] == 4 * 12 * 8  # every run graded, none hidden behind another's label
+    assert all(r["model"] in result.output for r in report["results"])
+
+
+def test_a_run_given_twice_is_evaluated_once_with_a_warning(tmp_path):
+    out = tmp_path / "out"
+    again = FIXTURES / "student" / ".." / "student"
+    result = _run(["--runs", str(FIXTURES / "student"), "--runs", str(again), "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [r["model"] for r in report["results"]] == ["student"]
+    assert report["grading"]["samples"] == 12 * 8
+    assert report["warnings"] == [f"{again}: given more than once (also as {FIXTURES / 'student'}); evaluated once"]
+    assert "given more than once" in result.output
+
+
+def _result(model: str, seconds_per_sample: float, accuracy: list[float]) -> ModelResult:
+    ks = [1, 2, 4, 8]
+    series = Series(ks, [k * seconds_per_sample for k in ks], accuracy, [max(0.0, a - 0.2) for a in accuracy],
+                    [min(1.0, a + 0.1) for a in accuracy])
+    return ModelResult(model, "gsm8k", "run", 12, 8, seconds_per_sample, 1.0, series, {"majority": series})
+
+
+@pytest.mark.parametrize("metric", ["coverage", "accuracy"])
+def test_plots_against_seconds_under_one_decade_read_cleanly(metric, check_figure_readable):
+    """0.3 to 2.4 s is less than a decade: matplotlib would label minor ticks (3×10⁻¹4×10⁻¹) on top of each
+    other; the labels are plain numbers, apart, and the legend hides no point."""
+    results = [_result("teacher", 0.3, [0.05, 0.1, 0.3, 0.9]), _result("student", 0.15, [0.9, 0.92, 0.95, 0.97])]
+    fig = figure(results, metric, True, "gsm8k")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert "0.5" in labels and "1" in labels
+    check_figure_readable(fig)
+
+
+def test_grades_file_lists_every_answer_even_when_none_needs_math_verify(tmp_path):
+    """GSM8K answers are plain numbers, all decided without math-verify: grades.jsonl is written anyway,
+    one line per pair of answers compared, with its verdict, and a rerun adds no line."""
+    from thinkfast.evaluate.grading import quick_equal
+    from thinkfast.registry import get_registry
+
+    out = tmp_path / "out"
+    args = ["--runs", str(FIXTURES / "teacher"), "--runs", str(FIXTURES / "student"), "-o", str(out),
+            "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"]
+    assert _run(args).exit_code == 0
+    text = (out / "grades.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    gsm8k = get_registry().get("datasets", "gsm8k")()
+    expected = set()
+    for run in ("teacher", "student"):
+        for line in (FIXTURES / run / "samples.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            answer = gsm8k.extract_answer(record["text"])
+            if answer:
+                expected.add(("gsm8k", record["answer"], answer, quick_equal(record["answer"], answer), "quick"))
+    recorded = {(r["dataset"], r["gold"], r["pred"], r["equal"], r["status"]) for r in lines}
+    assert expected <= recorded and len(recorded) == len(lines)  # every answer against its reference, once
+    # the rest compare two wrong answers of a problem (are they one class?)
+    assert all(r["equal"] == quick_equal(r["gold"], r["pred"]) and r["status"] == "quick" for r in lines)
+    assert any(r["equal"] for r in lines) and not all(r["equal"] for r in lines)
+    assert _run(args).exit_code == 0
+    assert (out / "grades.jsonl").read_text() == text

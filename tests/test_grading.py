@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import pytest
 
+from thinkfast.evaluate import grading
 from thinkfast.evaluate.equivalence import EquivalencePool
 from thinkfast.evaluate.grading import GradeCache, Grader, quick_equal
 from thinkfast.evaluate.runs import ProblemSamples
@@ -98,3 +101,44 @@ def test_extractor_errors_count_as_no_answer(pool):
 
     (graded,) = Grader(broken, pool).grade([_problem(["a", "b"], reference="1")])
     assert graded.classes.tolist() == [-1, -1] and not graded.correct.any()
+
+
+def test_a_worker_ignores_ctrl_c_and_keeps_answering():
+    """Ctrl-C reaches every process of the terminal's foreground group: a worker must not die of it
+    (with a traceback); the parent stops and shuts the pool down."""
+    with EquivalencePool(workers=1, timeout=5.0) as pool:
+        assert pool.check([("\\frac{1}{2}", "0.5")])[0].equal  # the worker is up
+        os.kill(pool._slots[0].process.pid, signal.SIGINT)
+        time.sleep(0.3)
+        assert pool._slots[0].process.is_alive()
+        assert [r.equal for r in pool.check([("\\sqrt{4}", "2"), ("3", "\\pi")])] == [True, False]
+        assert pool.killed == 0
+
+
+def test_progress_counts_a_problems_samples_once_its_last_check_is_answered(pool):
+    """on_graded gets each problem's sample count exactly once, after its checks; in total every sample."""
+    problems = [_problem(["\\boxed{0.5}", "\\boxed{1/2}", "\\boxed{3}", "\\boxed{4}", "none"], "7", pid="pairs"),
+                _problem(["\\boxed{\\frac{1}{2}}", "\\boxed{2}"], "0.5", pid="one wrong answer"),
+                _problem(["no answer", "at all", "here"], "1", pid="nothing to check")]
+    seen: list[int] = []
+    graded = Grader(_extract, pool, on_graded=seen.append).grade(problems)
+    assert seen == [3, 2, 5] and len(graded) == 3  # no checks; after the reference checks; after the pairs
+
+
+def test_problems_are_graded_in_chunks_with_the_same_result(pool, monkeypatch):
+    problems = [_problem([f"\\boxed{{{a}}}" for a in ("0.5", "1/2", "3", f"{i}")], "0.5", pid=f"p{i}")
+                for i in range(5)]
+    whole = Grader(_extract, pool).grade(problems)
+    monkeypatch.setattr(grading, "CHUNK", 2)
+    calls = []
+    check = pool.check
+
+    def counted(pairs, on_result=None):
+        calls.append(len(pairs))
+        return check(pairs, on_result)
+
+    monkeypatch.setattr(pool, "check", counted)
+    chunked = Grader(_extract, pool).grade(problems)
+    assert len(calls) == 2 * 3  # two rounds in each of three chunks
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.classes.tolist() == b.classes.tolist() and a.correct.tolist() == b.correct.tolist()

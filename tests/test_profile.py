@@ -12,14 +12,24 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
 
 from thinkfast.cli import cli
 from thinkfast.errors import RecipeError
 from thinkfast.profile.config import ProfileSection
 from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
-from thinkfast.profile.grid import Cell, build_grid, parse_memory, parse_size, parse_sizes, split_length
+from thinkfast.profile.grid import (
+    Cell,
+    build_grid,
+    format_bytes,
+    parse_memory,
+    parse_size,
+    parse_sizes,
+    split_length,
+)
 from thinkfast.profile.memory import MemoryCapExceeded, estimate_cell_bytes, is_out_of_memory, tensor_bytes
-from thinkfast.profile.plots import plot_decode_throughput
+from thinkfast.profile.plots import decode_throughput_figure, plot_decode_throughput
+from thinkfast.profile.report import comparison_table, detail_tables
 from thinkfast.profile.results import SCHEMA, read_result
 from thinkfast.profile.runner import plan_profile, prepare_model, run_profile
 
@@ -55,6 +65,14 @@ def test_memory_amounts_binary_and_decimal():
     assert parse_memory("1000") == parse_memory(1000) == 1000
     with pytest.raises(ValueError, match="not understood"):
         parse_memory("lots")
+
+
+@pytest.mark.parametrize("n, text", [
+    (131.29 * 2**30, "131.29 GiB"), (11 * 2**20, "0.01 GiB"), (10 * 2**20, "10.00 MiB"), (100_000, "97.66 KiB"),
+    (1024, "1.00 KiB"), (1000, "1000 bytes"), (0, "0 bytes"),
+])
+def test_memory_amounts_print_readably_however_small(n, text):
+    assert format_bytes(int(n)) == text
 
 
 def test_lengths_split_into_prompt_and_generated_tokens():
@@ -232,6 +250,43 @@ def test_plot_is_a_png_with_a_panel_per_length(sweep, tmp_path):
     assert width > 1.5 * height  # two panels side by side
 
 
+def test_tables_fit_80_columns_with_names_numbers_and_reasons_whole(sweep):
+    """In an 80-column terminal no cell is cut off with an ellipsis: model names and numbers appear whole,
+    and the reason a cell was not measured is all there (wrapped over lines)."""
+    result, _ = sweep
+    reason = "estimated 2.97 MiB (cache 2.00 MiB) > limit 1.20 MiB"
+    skipped = dataclasses.replace(result.cell("tiny-hybrid", 4, 48), status="skipped", reason=reason,
+                                  decode_tokens_per_s=None, decode_step_ms=None)
+    result = dataclasses.replace(result, cells=[c if c.model != "tiny-hybrid" or (c.batch, c.seqlen) != (4, 48)
+                                                else skipped for c in result.cells])
+    console = Console(width=80, record=True, highlight=False)
+    for table in [comparison_table(result), *detail_tables(result)]:
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for cell in result.cells:
+        assert cell.model in text
+        if cell.status == "ok":
+            assert f"{cell.decode_tokens_per_s:,.0f}" in text and f"{cell.decode_step_ms:.2f}" in text
+            assert f"{cell.prefill_tokens_per_s:,.0f}" in text and format_bytes(cell.peak_memory_bytes) in text
+    failed = text[text.index("cells not measured"):]
+    reasons = " ".join(line.split("│")[-2].strip() for line in failed.splitlines() if line.startswith("│"))
+    assert reasons == reason
+
+
+def test_a_one_panel_plot_reads_cleanly(sweep, check_figure_readable):
+    """One length, one panel: the title is not cut at the figure's edges, the legend covers no point,
+    the y labels are plain numbers; an x still marks a skipped cell."""
+    result, _ = sweep
+    cells = [c if (c.model, c.batch) != ("tiny-llama", 4) else dataclasses.replace(
+        c, status="skipped", reason="simulated", decode_tokens_per_s=None) for c in result.cells if c.seqlen == 48]
+    one = dataclasses.replace(result, cells=cells, device={**result.device, "name": "NVIDIA H100 80GB HBM3"})
+    fig = decode_throughput_figure(one)
+    assert len(fig.axes) == 1
+    assert "x" in [t.get_text() for t in fig.axes[0].texts]
+    check_figure_readable(fig)
+
+
 # --- the command line ----------------------------------------------------------------------------------
 
 def test_cli_tiny_end_to_end(tmp_path):
@@ -261,6 +316,23 @@ def test_cli_prompt_and_gen_len_alone_define_the_length():
                                       "--gen-len", "3k", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "4k" in result.output and "1024+3072" in result.output
+
+
+def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_path):
+    """A cap below every estimate: the tables and profile.json, no plot (nothing measured), exit 0."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "profile.png").write_bytes(b"an older sweep's plot")
+    result = CliRunner().invoke(cli, [
+        "profile", "--models", "tiny-llama,tiny-llamba", "--batch", "1,8", "--seqlen", "64,256", "--device", "cpu",
+        "--memory-cap", "100000", "--bandwidth", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    data = json.loads((out / "profile.json").read_text())
+    assert {c["status"] for c in data["cells"]} == {"skipped"}
+    assert all(c["reason"].endswith("> limit 97.66 KiB") and "0.00 GiB" not in c["reason"] for c in data["cells"])
+    assert "no cell was measured (all skipped or OOM): no profile.png" in result.output
+    assert not (out / "profile.png").exists()
 
 
 @pytest.mark.parametrize("args, message", [

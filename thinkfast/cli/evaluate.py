@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ from rich.console import Console
 
 from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
+from thinkfast.progress import sample_progress
 
 
 @click.command("evaluate")
@@ -44,11 +46,20 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console.width = 160
     with output_directory(resolve_output_dir(loaded, output_dir, "evaluate")) as out:
-        evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed)
+        with sample_progress("grade", console, disable=not console.is_terminal, transient=True) as progress:
+            task = progress.add_task("grade", total=None, rate="")
+
+            def on_graded(done: int, total: int) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s")
+
+            started = time.perf_counter()
+            evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed,
+                                  on_graded=on_graded)
         for warning in evaluation.warnings:
             console.print(f"[yellow]warning:[/yellow] {warning}")
         write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
-        print_summary(evaluation, section.confidence, console)
+        print_summary(evaluation, section.confidence if section.bootstrap else None, console)
         if section.plots:
             for path in write_plots(evaluation.results, out):
                 console.print(f"wrote {path}")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thinkfast.registry import get_registry
+from thinkfast.tables import text_column
 
 console = Console(highlight=False)
 
@@ -31,7 +32,7 @@ def command(as_json: bool) -> None:
         return
     table = Table(title="thinkfast plugins")
     for column in ("family", "name", "package", "version", "module"):
-        table.add_column(column)
+        text_column(table, column)
     for e in entries:
         table.add_row(e["family"], e["name"], e["package"], e["version"], e["module"])
     console.print(table)

@@ -103,7 +103,7 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     Writes profile.json and profile.png to the output directory and prints the tables.
     """
     from thinkfast.profile.plots import plot_decode_throughput
-    from thinkfast.profile.report import comparison_table, detail_table, plan_table
+    from thinkfast.profile.report import comparison_table, detail_tables, plan_table
     from thinkfast.profile.runner import plan_profile, run_profile
 
     extra: dict[str, Any] = {"profile": _flags_to_section(**flags)}
@@ -133,7 +133,12 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
                              on_cell=on_cell, on_model=on_model)
         json_path = result.write(out_dir / "profile.json")
     console.print(comparison_table(result))
-    console.print(detail_table(result))
+    for table in detail_tables(result):
+        console.print(table)
     console.print(f"wrote {json_path}")
     if section.plots:
-        console.print(f"wrote {plot_decode_throughput(result, out_dir / 'profile.png')}")
+        plot = plot_decode_throughput(result, out_dir / "profile.png")
+        if plot is None:
+            console.print("[yellow]warning:[/yellow] no cell was measured (all skipped or OOM): no profile.png")
+        else:
+            console.print(f"wrote {plot}")

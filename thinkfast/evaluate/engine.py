@@ -29,7 +29,14 @@ from thinkfast.evaluate.metrics import (
     coverage_per_problem,
     k_values,
 )
-from thinkfast.evaluate.runs import Run, read_run, restrict_to_common_problems, run_warnings
+from thinkfast.evaluate.runs import (
+    Run,
+    disambiguate_labels,
+    read_run,
+    restrict_to_common_problems,
+    run_warnings,
+    unique_run_dirs,
+)
 
 GRADES_FILE = "grades.jsonl"
 REPORT_FILE = "report.json"
@@ -52,13 +59,14 @@ def registry_extractor(override: str = "") -> Callable[[str, str], str | None]:
 
 @dataclass
 class Series:
-    """A metric at each k: ``(len(ks),)`` means and interval bounds, and the seconds each k costs."""
+    """A metric at each k: ``(len(ks),)`` means and interval bounds (None without bootstrap), and the
+    seconds each k costs."""
 
     ks: list[int]
     seconds: list[float | None]
     mean: list[float]
-    low: list[float]
-    high: list[float]
+    low: list[float | None]
+    high: list[float | None]
 
     def as_dict(self) -> dict[str, Any]:
         return {"k": self.ks, "seconds": self.seconds, "mean": self.mean, "low": self.low, "high": self.high}
@@ -149,23 +157,36 @@ class Evaluation:
 
 
 def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir: Path | None, seed: int = 0,
-             extract: Callable[[str, str], str | None] | None = None) -> Evaluation:
-    """Grade every run in ``run_dirs`` and compute all metrics; grades are cached in ``output_dir``."""
+             extract: Callable[[str, str], str | None] | None = None,
+             on_graded: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Grade every run in ``run_dirs`` and compute all metrics; grades are cached in ``output_dir``.
+
+    ``on_graded(done, total)``: called as samples are graded, with the samples graded so far and
+    the number to grade (progress display).
+    """
     if not run_dirs:
         raise ThinkfastError("no runs to evaluate: pass --runs DIR (one per model) or set evaluate.runs")
-    runs = [read_run(d) for d in run_dirs]
+    unique_dirs, repeated = unique_run_dirs(run_dirs)
+    runs = [read_run(d) for d in unique_dirs]
     restricted = restrict_to_common_problems(runs) if section.common_problems else []
-    labels = [r.label for r in runs]
-    for run in runs:
-        if labels.count(run.label) > 1:  # two runs of the same model: tell them apart by directory
-            run.label = f"{run.label} ({run.path.name})"
+    disambiguate_labels(runs)  # two runs of the same model, or two directories of one name
     aggregators = instantiate_aggregators(section.aggregators)
     grader_extract = extract or registry_extractor(section.dataset)
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
+    to_grade = sum(len(p.texts) for run in runs for p in run.problems)
+    done = 0
+
+    def count(samples: int) -> None:
+        nonlocal done
+        done += samples
+        if on_graded is not None:
+            on_graded(done, to_grade)
+
+    count(0)
     start = time.perf_counter()
     graded: dict[str, list[GradedProblem]] = {}
     with EquivalencePool(section.workers, section.grading_timeout) as pool:
-        grader = Grader(grader_extract, pool, cache)
+        grader = Grader(grader_extract, pool, cache, on_graded=count)
         for run in runs:
             graded[run.label] = grader.grade(run.problems)
         killed = pool.killed
@@ -183,7 +204,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "samples_per_second": total / grading_seconds if grading_seconds > 0 else None,
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
-    return Evaluation(results, grading, graded, restricted + run_warnings(runs))
+    return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
 
 
 def _require_questions(problems: list[GradedProblem], aggregators: dict[str, Any], run: Run) -> None:

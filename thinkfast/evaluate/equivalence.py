@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -72,7 +74,12 @@ def compare(gold: str, pred: str, timeout: float) -> Check:
 
 
 def _worker(conn: Connection, timeout: float) -> None:
-    """Worker loop: receive ``(task_id, gold, pred)``, send ``(task_id, equal, status)``; ``None`` stops."""
+    """Worker loop: receive ``(task_id, gold, pred)``, send ``(task_id, equal, status)``; ``None`` stops.
+
+    Ctrl-C in a terminal interrupts every process of the foreground group; a worker ignores it and
+    lets the parent, which stops on it, shut the pool down (no worker tracebacks).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
     while True:
         try:
@@ -118,23 +125,35 @@ class EquivalencePool:
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._ctx = mp.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(["math_verify", "thinkfast.evaluate.equivalence"])
+            # ignore_sigint first: a Ctrl-C during the slow imports after it cannot kill the server
+            self._ctx.set_forkserver_preload(["thinkfast.evaluate.ignore_sigint", "math_verify",
+                                              "thinkfast.evaluate.equivalence"])
         self._slots: list[_Slot] = []
         self.killed = 0  # workers killed for overrunning the deadline (or dying)
 
     def __enter__(self) -> EquivalencePool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(wait=exc_type is None)  # interrupted or failed: kill the workers without waiting
 
     def _ensure_started(self) -> None:
         while len(self._slots) < self.workers:
             self._slots.append(_Slot(self._ctx, self.timeout))
 
-    def check(self, pairs: list[tuple[str, str]]) -> list[Check]:
-        """Compare every ``(gold, pred)`` pair; results in input order. Never raises for bad text."""
+    def check(self, pairs: list[tuple[str, str]],
+              on_result: Callable[[int, Check], None] | None = None) -> list[Check]:
+        """Compare every ``(gold, pred)`` pair; results in input order. Never raises for bad text.
+
+        ``on_result(index, check)`` is called as each pair's result arrives (progress display).
+        """
         results: list[Check | None] = [None] * len(pairs)
+
+        def record(task: int, check: Check) -> None:
+            results[task] = check
+            if on_result is not None:
+                on_result(task, check)
+
         if not pairs:
             return []
         self._ensure_started()
@@ -149,7 +168,7 @@ class EquivalencePool:
 
         def replace(slot: _Slot, status: str) -> None:
             busy.pop(slot.conn, None)
-            results[slot.task] = Check(False, status)
+            record(slot.task, Check(False, status))
             slot.kill()
             self.killed += 1
             self._slots[self._slots.index(slot)] = fresh = _Slot(self._ctx, self.timeout)
@@ -170,7 +189,7 @@ class EquivalencePool:
                 except (EOFError, OSError):
                     replace(slot, "error")
                     continue
-                results[task] = Check(equal, status)
+                record(task, Check(equal, status))
                 del busy[conn]
                 if queue:
                     dispatch(slot)
@@ -179,14 +198,15 @@ class EquivalencePool:
                 replace(slot, "timeout")
         return [r if r is not None else Check(False, "error") for r in results]
 
-    def close(self) -> None:
-        """Stop every worker."""
+    def close(self, wait: bool = True) -> None:
+        """Stop every worker: ask each to finish its check and exit (``wait``), else kill it at once."""
         for slot in self._slots:
-            try:
-                slot.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            slot.process.join(timeout=1.0)
+            if wait:
+                try:
+                    slot.conn.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+                slot.process.join(timeout=1.0)
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join()

@@ -10,7 +10,8 @@ For every problem:
    (so ``0.5``, ``1/2`` and ``\\frac{1}{2}`` vote together even when the reference is ``3``).
 
 Every verdict is appended to ``grades.jsonl`` in the output directory, keyed by dataset, the two
-answers and their order; a rerun reads it back and only checks what is new.
+answers and their order (those of step 2's fast path too, so the file exists and lists every
+answer graded); a rerun reads it back and only checks what is new.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ def quick_equal(gold: str, pred: str) -> bool | None:
 
 
 class GradeCache:
-    """Append-only JSONL cache of equivalence verdicts: ``{"dataset", "gold", "pred", "equal", "status"}``."""
+    """Append-only JSONL cache of equivalence verdicts: ``{"dataset", "gold", "pred", "equal", "status"}``.
+
+    ``status`` is ``quick`` for a verdict of :func:`quick_equal` (kept so that the file lists every
+    answer graded, math-verify needed or not), else the pool's (``ok``, ``timeout``, ``error``).
+    """
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -73,9 +78,9 @@ class GradeCache:
         return self.verdicts.get(key)
 
     def add(self, items: dict[tuple[str, str, str], Check]) -> None:
-        """Remember ``items`` and append them to the file."""
+        """Remember ``items`` and append them to the file (created even when there is nothing to add)."""
         self.verdicts.update(items)
-        if self.path is None or not items:
+        if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
@@ -100,49 +105,112 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
-class Grader:
-    """Grades problems with an answer extractor, an :class:`EquivalencePool` and a :class:`GradeCache`."""
+Key = tuple[str, str, str]  # (dataset, gold, pred)
 
-    def __init__(self, extract: Extractor, pool: EquivalencePool, cache: GradeCache | None = None):
+#: Problems graded together: their checks run as one batch in the pool (per round).
+CHUNK = 64
+
+
+class _Countdown:
+    """Calls ``done(i)`` once every key that problem ``i`` waits on has been answered (at once if none)."""
+
+    def __init__(self, keys: dict[int, set[Key]], done: Callable[[int], None]):
+        self.left = {i: len(k) for i, k in keys.items()}
+        self.waiting: dict[Key, list[int]] = {}
+        for i, problem_keys in keys.items():
+            for key in problem_keys:
+                self.waiting.setdefault(key, []).append(i)
+        self.done = done
+        for i, left in self.left.items():
+            if not left:
+                done(i)
+
+    def answered(self, key: Key) -> None:
+        for i in self.waiting.pop(key, ()):
+            self.left[i] -= 1
+            if not self.left[i]:
+                self.done(i)
+
+
+class Grader:
+    """Grades problems with an answer extractor, an :class:`EquivalencePool` and a :class:`GradeCache`.
+
+    ``on_graded(samples)`` (optional) is called as problems' grades become final, with the number
+    of samples of those problems (progress display).
+    """
+
+    def __init__(self, extract: Extractor, pool: EquivalencePool, cache: GradeCache | None = None,
+                 on_graded: Callable[[int], None] | None = None):
         self.extract = extract
         self.pool = pool
         self.cache = cache if cache is not None else GradeCache(None)
+        self.on_graded = on_graded or (lambda samples: None)
         self.counts: Counter[str] = Counter()  # verdict sources: quick, cached, and pool statuses
 
-    def _resolve(self, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Check]:
-        """Verdicts for ``(dataset, gold, pred)`` keys: fast path, cache, then the pool."""
-        out: dict[tuple[str, str, str], Check] = {}
+    def _resolve(self, keys: set[Key], on_answer: Callable[[Key, Check], None]) -> dict[Key, Check]:
+        """Verdicts for ``(dataset, gold, pred)`` keys: fast path, cache, then the pool;
+        ``on_answer(key, verdict)`` as each arrives."""
+        out: dict[Key, Check] = {}
         todo = []
         for key in keys:
             quick = quick_equal(key[1], key[2])
             cached = self.cache.get(key)
             if quick is not None:
-                out[key] = Check(quick)
+                out[key] = Check(quick, "quick")
                 self.counts["quick"] += 1
             elif cached is not None:
                 out[key] = cached
                 self.counts["cached"] += 1
             else:
                 todo.append(key)
+        self.cache.add({key: check for key, check in out.items() if check.status == "quick" and key not in
+                        self.cache.verdicts})  # recorded once, though never read back: quick_equal is cheaper
+        for key, check in out.items():
+            on_answer(key, check)
         todo.sort()
-        fresh = dict(zip(todo, self.pool.check([(gold, pred) for _, gold, pred in todo]), strict=True))
+        checks = self.pool.check([(gold, pred) for _, gold, pred in todo],
+                                 on_result=lambda i, check: on_answer(todo[i], check))
+        fresh = dict(zip(todo, checks, strict=True))
         self.counts.update(check.status for check in fresh.values())
         self.cache.add(fresh)
         out.update(fresh)
         return out
 
     def grade(self, problems: list[ProblemSamples]) -> list[GradedProblem]:
-        """Grade every problem; two batched rounds of checks (vs reference, then wrong vs wrong)."""
+        """Grade every problem, :data:`CHUNK` problems at a time (so progress and the cache file move
+        steadily through a long run)."""
+        return [graded for start in range(0, len(problems), CHUNK)
+                for graded in self._grade_chunk(problems[start:start + CHUNK])]
+
+    def _grade_chunk(self, problems: list[ProblemSamples]) -> list[GradedProblem]:
+        """Two batched rounds of checks (vs reference, then wrong vs wrong).
+
+        A problem's samples count as graded (``on_graded``) as soon as its last check is answered:
+        after its reference checks if it has fewer than two distinct wrong answers, else after the
+        checks between those.
+        """
         extracted = [[self._safe_extract(p.dataset, t) for t in p.texts] for p in problems]
         distinct = [sorted({a for a in answers if a is not None}) for answers in extracted]
+        verdicts: dict[Key, Check] = {}
+        pair_keys: dict[int, set[Key]] = {}
 
-        ref_keys = {(p.dataset, p.reference, a) for p, answers in zip(problems, distinct, strict=True) for a in answers}
-        ref = self._resolve(ref_keys)
-        pair_keys = set()
-        for p, answers in zip(problems, distinct, strict=True):
-            wrong = [a for a in answers if not ref[(p.dataset, p.reference, a)].equal]
-            pair_keys.update((p.dataset, a, b) for i, a in enumerate(wrong) for b in wrong[i + 1:])
-        pairs = self._resolve(pair_keys)
+        def references_answered(i: int) -> None:
+            p = problems[i]
+            wrong = [a for a in distinct[i] if not verdicts[(p.dataset, p.reference, a)].equal]
+            pair_keys[i] = {(p.dataset, a, b) for j, a in enumerate(wrong) for b in wrong[j + 1:]}
+            if not pair_keys[i]:
+                self.on_graded(len(p.texts))
+
+        def reference_answer(key: Key, check: Check) -> None:
+            verdicts[key] = check
+            after_references.answered(key)
+
+        ref_keys = {i: {(p.dataset, p.reference, a) for a in distinct[i]} for i, p in enumerate(problems)}
+        after_references = _Countdown(ref_keys, references_answered)
+        ref = self._resolve(set().union(*ref_keys.values()), reference_answer)
+        after_pairs = _Countdown({i: keys for i, keys in pair_keys.items() if keys},
+                                 lambda i: self.on_graded(len(problems[i].texts)))
+        pairs = self._resolve(set().union(*pair_keys.values()), lambda key, check: after_pairs.answered(key))
         return [self._assemble(p, answers, names, ref, pairs)
                 for p, answers, names in zip(problems, extracted, distinct, strict=True)]
 

@@ -39,22 +39,22 @@ def k_values(n: int) -> list[int]:
 
 @dataclass
 class Estimate:
-    """A mean over problems with a percentile-bootstrap confidence interval."""
+    """A mean over problems with a percentile-bootstrap confidence interval (None, None: no interval)."""
 
     mean: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         return {"mean": self.mean, "low": self.low, "high": self.high}
 
 
 def bootstrap(values: np.ndarray, resamples: int, confidence: float, rng: np.random.Generator) -> Estimate:
-    """Mean of per-problem ``values (P,)`` and its bootstrap interval (``resamples`` 0: no interval)."""
+    """Mean of per-problem ``values (P,)`` and its bootstrap interval (``resamples`` 0 or no values: none)."""
     values = np.asarray(values, dtype=np.float64)
     mean = float(values.mean()) if values.size else float("nan")
     if resamples == 0 or values.size == 0:
-        return Estimate(mean, mean, mean)
+        return Estimate(mean, None, None)
     idx = rng.integers(0, values.size, size=(resamples, values.size))
     means = values[idx].mean(axis=1)
     alpha = (1.0 - confidence) / 2

@@ -1,6 +1,7 @@
 """PNG plots of coverage and accuracy against samples (k) and against wall-clock seconds.
 
-One line per model, a shaded band for its bootstrap interval. Per dataset four files:
+One line per model, a shaded band for its bootstrap interval (none with ``evaluate.bootstrap = 0``).
+Per dataset four files:
 ``<dataset>-coverage-vs-k.png``, ``<dataset>-accuracy-vs-k.png`` (one panel per aggregator),
 ``<dataset>-coverage-vs-seconds.png`` and ``<dataset>-accuracy-vs-seconds.png`` (log x).
 """
@@ -13,9 +14,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from thinkfast.evaluate.engine import ModelResult, Series  # noqa: E402
+from thinkfast.plotting import plain_log_ticks  # noqa: E402
 
 
 def _safe(name: str) -> str:
@@ -29,8 +32,9 @@ def _draw(ax, series: Series, label: str, color, by_seconds: bool) -> bool:
         return False
     ys = [100 * v for v in series.mean]
     ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.6, color=color, label=label)
-    ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color, alpha=0.18,
-                    linewidth=0)
+    if all(v is not None for v in (*series.low, *series.high)):  # no band without bootstrap intervals
+        ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color,
+                        alpha=0.18, linewidth=0)
     return True
 
 
@@ -38,6 +42,7 @@ def _axes_style(ax, by_seconds: bool, ylabel: str, title: str) -> None:
     if by_seconds:
         ax.set_xscale("log")
         ax.set_xlabel("wall-clock seconds per problem (log scale)")
+        plain_log_ticks(ax.xaxis)
     else:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("samples per problem, k")
@@ -48,13 +53,15 @@ def _axes_style(ax, by_seconds: bool, ylabel: str, title: str) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _figure(results: list[ModelResult], metric: str, by_seconds: bool, path: Path, dataset: str) -> Path | None:
+def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: str) -> Figure | None:
+    """The plot of ``metric`` (``coverage`` or ``accuracy``) against k or seconds; None with nothing to draw."""
     import matplotlib.pyplot as plt
 
     panels = ["coverage"] if metric == "coverage" else list(dict.fromkeys(a for r in results for a in r.accuracy))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False, sharey=True,
+                             layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn_any = False
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -67,23 +74,30 @@ def _figure(results: list[ModelResult], metric: str, by_seconds: bool, path: Pat
     if not drawn_any:
         plt.close(fig)
         return None
-    axes[0][0].legend(frameon=False, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    entries: dict = {}  # label -> line, over every panel
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    # under the panels, where it hides no point or band
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=min(len(entries), 3),
+               frameon=False, fontsize=9)
+    return fig
 
 
 def write_plots(results: list[ModelResult], out_dir: Path) -> list[Path]:
     """Write every plot for every dataset in ``results``; returns the files written."""
+    import matplotlib.pyplot as plt
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset in dict.fromkeys(r.dataset for r in results):
         group = [r for r in results if r.dataset == dataset]
         for metric in ("coverage", "accuracy"):
             for by_seconds in (False, True):
-                name = f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png"
-                path = _figure(group, metric, by_seconds, out_dir / name, dataset)
-                if path is not None:
-                    written.append(path)
+                fig = figure(group, metric, by_seconds, dataset)
+                if fig is None:
+                    continue
+                written.append(out_dir / f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png")
+                fig.savefig(written[-1], dpi=150)
+                plt.close(fig)
     return written

@@ -9,8 +9,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from thinkfast.evaluate.engine import Evaluation, Series
+from thinkfast.tables import number_column, text_column
 
 
 def write_report(evaluation: Evaluation, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -23,32 +25,48 @@ def write_report(evaluation: Evaluation, path: Path, extra: dict[str, Any] | Non
 
 
 def _cell(series: Series, index: int) -> str:
-    """``mean ±half-width`` of the interval, in percent."""
+    """``mean [low, high]`` in percent (the interval's ends, which need not be symmetric); the mean alone
+    without an interval."""
     m, lo, hi = series.mean[index], series.low[index], series.high[index]
-    return f"{100 * m:.1f} ±{50 * (hi - lo):.1f}"
+    if lo is None or hi is None:
+        return f"{100 * m:.1f}"
+    return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def summary_table(evaluation: Evaluation, confidence: float) -> Table:
-    """One row per (model, dataset): coverage and each aggregator's accuracy at k = 1 and k = n (%)."""
-    labels = list(dict.fromkeys(a for r in evaluation.results for a in r.accuracy))
-    table = Table(title=f"accuracy in % (± half the {100 * confidence:.0f}% bootstrap interval)", title_justify="left")
-    for column in ("model", "dataset", "problems×n", "s/sample", "pass@1", "pass@n"):
-        table.add_column(column, justify="left" if column in ("model", "dataset") else "right", no_wrap=True)
-    for label in labels:
-        table.add_column(f"{label}@n", justify="right", no_wrap=True)
-    for r in evaluation.results:
-        seconds = "-" if r.seconds_per_sample is None else f"{r.seconds_per_sample:.3g}"
-        row = [r.model, r.dataset, f"{r.problems}×{r.n_samples}", seconds, _cell(r.coverage, 0),
-               _cell(r.coverage, -1)]
-        row += [_cell(r.accuracy[label], -1) if label in r.accuracy else "-" for label in labels]
-        table.add_row(*row)
-    return table
+def summary_tables(evaluation: Evaluation, confidence: float | None) -> list[Table]:
+    """One table per dataset, a few rows per model: coverage (pass@k) and each aggregator's accuracy
+    (``<label>@k``) at k = 1 and k = n, in %.
+
+    Metrics are rows rather than columns, so the table has four columns however many aggregators
+    there are and fits an 80-column terminal. ``confidence``: the level of the bootstrap intervals
+    shown in brackets; None: no intervals.
+    """
+    interval = "" if confidence is None else f" [{100 * confidence:g}% bootstrap interval]"
+    tables = []
+    for dataset in dict.fromkeys(r.dataset for r in evaluation.results):
+        table = Table(title=f"{dataset}: % correct{interval}", title_justify="left")
+        text_column(table, "model")
+        text_column(table, "metric")
+        number_column(table, "k = 1")
+        number_column(table, "k = n")
+        for r in (r for r in evaluation.results if r.dataset == dataset):
+            rows = [("pass@k", r.coverage), *((f"{label}@k", s) for label, s in r.accuracy.items())]
+            seconds = "unknown" if r.seconds_per_sample is None else f"{r.seconds_per_sample:.3g}"
+            about = [r.model, f"{r.problems} problems, n = {r.n_samples}", f"{seconds} s/sample"]
+            # the model's name and numbers go down the first column, one line per row while rows last
+            about = [*about[:len(rows) - 1], "\n".join(about[len(rows) - 1:])]
+            for i, (metric, series) in enumerate(rows):
+                table.add_row(Text(about[i] if i < len(about) else ""), Text(metric), _cell(series, 0),
+                              _cell(series, -1), end_section=i == len(rows) - 1)  # Text: labels are not markup
+        tables.append(table)
+    return tables
 
 
-def print_summary(evaluation: Evaluation, confidence: float, console: Console | None = None) -> None:
-    """Print the table and one line on grading throughput."""
+def print_summary(evaluation: Evaluation, confidence: float | None, console: Console | None = None) -> None:
+    """Print the tables and one line on grading throughput."""
     console = console or Console(highlight=False)
-    console.print(summary_table(evaluation, confidence))
+    for table in summary_tables(evaluation, confidence):
+        console.print(table)
     g = evaluation.grading
     rate = g["samples_per_second"]
     console.print(f"graded {g['samples']} samples in {g['seconds']:.1f} s"

@@ -63,6 +63,42 @@ def _label(meta: dict[str, Any], run_dir: Path) -> str:
     return run_dir.resolve().name
 
 
+def unique_run_dirs(run_dirs: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """``run_dirs`` with each directory once (the same directory however it is written) and one
+    warning per directory given more than once."""
+    kept: dict[Path, Path] = {}
+    warnings = []
+    for run_dir in map(Path, run_dirs):
+        first = kept.setdefault(run_dir.resolve(), run_dir)
+        if first is not run_dir:
+            also = f" (also as {first})" if str(first) != str(run_dir) else ""
+            warnings.append(f"{run_dir}: given more than once{also}; evaluated once")
+    return list(kept.values()), warnings
+
+
+def disambiguate_labels(runs: list[Run]) -> None:
+    """Tell apart runs that share a label by the shortest tail of their directories' paths that differs.
+
+    Runs labelled by their directory names, ``runs/a/student`` and ``/tmp/b/student``, become
+    ``a/student`` and ``b/student``; runs of one model, ``Llama-3.2-1B-Instruct`` in
+    ``runs/teacher-gsm8k`` and ``runs/teacher-math``, become ``Llama-3.2-1B-Instruct (teacher-gsm8k)``
+    and ``Llama-3.2-1B-Instruct (teacher-math)``. The directories must differ (:func:`unique_run_dirs`).
+    """
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+    for label, group in groups.items():
+        if len(group) < 2:
+            continue
+        paths = [run.path.resolve() for run in group]
+        for depth in range(1, max(len(p.parts) for p in paths) + 1):
+            tails = [str(p) if depth >= len(p.parts) else "/".join(p.parts[-depth:]) for p in paths]
+            if len(set(tails)) == len(tails):
+                break
+        for run, path, tail in zip(group, paths, tails, strict=True):
+            run.label = tail if label == path.name else f"{label} ({tail})"
+
+
 def read_samples(path: Path) -> list[ProblemSamples]:
     """Group ``samples.jsonl`` by problem; :class:`DataError` names the file and line of a bad record."""
     groups: dict[str, dict[str, Any]] = {}

@@ -38,6 +38,7 @@ from thinkfast.generate.output import (
 from thinkfast.generate.sampling import SamplingParams, problem_key
 from thinkfast.generate.stops import CUT_REASONS, StopChecker
 from thinkfast.models import pointwise
+from thinkfast.progress import sample_progress
 
 
 @dataclass
@@ -122,14 +123,6 @@ def render_prompts(work: list[tuple[Any, tuple[int, ...]]], plugin: Any, tokeniz
     return [PendingProblem(problem, prompt_ids(problem, tokenizer, data.template, few_shot, instruction,
                                                answer_format=plugin.answer_format), missing)
             for problem, missing in work]
-
-
-def _progress(console: Any, disable: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                    console=console, disable=disable, transient=False)
 
 
 def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, Any]:
@@ -242,7 +235,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
     eos = set(settings.eos_ids)
     tokens_seen = 0
     started = time.perf_counter()
-    with SampleWriter(path) as writer, _progress(console, disable=not env.is_main) as progress:
+    with SampleWriter(path) as writer, sample_progress("generate", console, disable=not env.is_main) as progress:
         task = progress.add_task("generate", total=total, rate="")
 
         def on_progress(tokens: int) -> None:

@@ -61,6 +61,16 @@ def parse_memory(text: str | int | float) -> int:
     return int(float(number) * base ** _MEMORY_PREFIX[prefix.lower()])
 
 
+def format_bytes(n: int) -> str:
+    """Bytes for a reader: ``12.34 GiB`` from 0.01 GiB up, below that MiB, KiB or bytes (never ``0.00 GiB``)."""
+    if n >= 0.01 * 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} bytes"
+
+
 @dataclass(frozen=True)
 class Cell:
     """One point of the grid: ``batch`` sequences of ``prompt_len + gen_len = seqlen`` tokens each."""

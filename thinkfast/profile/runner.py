@@ -28,7 +28,7 @@ from thinkfast.kernels import select_kernels
 from thinkfast.models import pointwise
 from thinkfast.profile.config import ProfileSection
 from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
-from thinkfast.profile.grid import Cell, build_grid, parse_memory
+from thinkfast.profile.grid import Cell, build_grid, format_bytes, parse_memory
 from thinkfast.profile.memory import (
     CacheFootprint,
     apply_cap,
@@ -106,10 +106,6 @@ def prepare_model(spec: str, device: torch.device, dtype: torch.dtype, state_dty
     return ProfiledModel(info, model, footprint)
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 def _bytes_per_step(pm: ProfiledModel, batch: int, position: int) -> int:
     """Bytes a step at ``position`` must move: weights, every slot's state read+written, KV read up to it + written."""
     fp = pm.footprint
@@ -126,7 +122,8 @@ def estimate_cell(pm: ProfiledModel, cell: Cell, limit_bytes: int) -> CellResult
     if estimated > limit_bytes:
         result.status = "skipped"
         cache = cell.batch * pm.footprint.slot_bytes(cell.seqlen)
-        result.reason = f"estimated {_gib(estimated)} (cache {_gib(cache)}) > limit {_gib(limit_bytes)}"
+        result.reason = (f"estimated {format_bytes(estimated)} (cache {format_bytes(cache)}) > limit "
+                         f"{format_bytes(limit_bytes)}")
     return result
 
 
