@@ -177,6 +177,28 @@ def test_a_cell_over_the_memory_cap_is_recorded_and_the_sweep_goes_on(skip_estim
     assert result.settings["memory_cap_bytes"] == cap
 
 
+def test_a_model_that_does_not_fit_is_recorded_and_the_sweep_goes_on(monkeypatch):
+    from thinkfast.profile import runner
+
+    build = runner.prepare_model
+
+    def out_of_memory_on_the_device(spec, device, *args, **kwargs):
+        if spec == "tiny-llama" and device.type != "meta":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 MiB")
+        return build(spec, device, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "prepare_model", out_of_memory_on_the_device)
+    section = ProfileSection(models=["tiny-llama", "tiny-hybrid"], batch=[1, 2], seqlen=[16], memory_cap="1G", **FAST)
+    result = run_profile(section, "cpu", "float32")
+    assert [m.name for m in result.models] == ["tiny-llama", "tiny-hybrid"]
+    assert result.models[0].num_params > 0  # described from a build on the meta device
+    statuses = {(c.model, c.batch): c.status for c in result.cells}
+    assert statuses == {("tiny-llama", 1): "oom", ("tiny-llama", 2): "oom",
+                        ("tiny-hybrid", 1): "ok", ("tiny-hybrid", 2): "ok"}
+    reason = result.cell("tiny-llama", 1, 16).reason
+    assert "the model itself" in reason and "did not fit under 1.00 GiB" in reason and "OutOfMemoryError" in reason
+
+
 def test_out_of_memory_errors_are_recognised():
     assert is_out_of_memory(MemoryCapExceeded("x"))
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))

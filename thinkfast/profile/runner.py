@@ -212,6 +212,7 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
         bandwidth, bandwidth_source = section.bandwidth * 1e9, "given"
     else:
         bandwidth, bandwidth_source = measure_bandwidth(device), "measured"
+    free_memory(device)  # blocks cached by earlier work in this process must not count against the cap
     apply_cap(device, cap)  # after the bandwidth copy, whose buffers a small cap would not hold
     settings = CellSettings(
         warmup=section.warmup, repeats=section.repeats, decode_points=section.decode_points,
@@ -230,23 +231,58 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     )
     torch.manual_seed(0)
     for spec in section.models:
-        pm = prepare_model(spec, device, dtype, settings.state_dtype, kernels_section)
-        pm.model.compile_pointwise(settings.compile and device.type == "cuda")  # as generate runs its prefills
-        if any(info.name == pm.info.name for info in result.models):
-            pm.info.name = spec
-        result.models.append(pm.info)
+        pm: ProfiledModel | None = None
+        unloaded: UnloadedModel | None = None
+        try:
+            pm = prepare_model(spec, device, dtype, settings.state_dtype, kernels_section)
+        except Exception as exc:  # a model that does not fit (under the cap) is a result, like a cell's OOM
+            if not is_out_of_memory(exc):
+                raise
+            free_memory(device)
+            unloaded = _unloaded_model(spec, dtype, settings, exc)
+        info = pm.info if pm is not None else unloaded.info
+        if any(other.name == info.name for other in result.models):
+            info.name = spec
+        result.models.append(info)
         if on_model is not None:
-            on_model(pm.info)
+            on_model(info)
+        if pm is not None:
+            pm.model.compile_pointwise(settings.compile and device.type == "cuda")  # as generate runs its prefills
         for cell in cells:
-            cell_result = profile_cell(pm, cell, device, settings)
+            cell_result = profile_cell(pm, cell, device, settings) if pm is not None else unloaded.cell(cell)
             result.cells.append(cell_result)
             if on_cell is not None:
                 on_cell(cell_result)
-        del pm
+        del pm, unloaded
         gc.collect()
         free_memory(device)
     result.baseline = _baseline(section, result.models)
     return result
+
+
+@dataclass
+class UnloadedModel:
+    """A model that ran out of memory while it was being built: its description, from a build on the
+    ``meta`` device (built-in shapes) or the CPU, and every cell marked ``oom`` with why."""
+
+    info: ModelInfo
+    estimate: ProfiledModel
+    reason: str
+
+    def cell(self, cell: Cell) -> CellResult:
+        result = estimate_cell(self.estimate, cell, 2**62)  # the estimate, with no limit to report
+        result.status, result.reason = "oom", self.reason
+        return result
+
+
+def _unloaded_model(spec: str, dtype: torch.dtype, settings: CellSettings, exc: BaseException) -> UnloadedModel:
+    """:class:`UnloadedModel` for ``spec``, whose build on the device raised ``exc`` (out of memory)."""
+    build_on = torch.device("meta" if spec_kind(spec) == "shape" else "cpu")
+    estimate = prepare_model(spec, build_on, dtype, settings.state_dtype)
+    limit = format_bytes(settings.cap_bytes) if settings.cap_bytes else "the device's memory"
+    reason = (f"the model itself ({format_bytes(estimate.info.weight_bytes)} of weights) did not fit under "
+              f"{limit}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    return UnloadedModel(estimate.info, estimate, reason)
 
 
 def plan_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: str = "auto") -> list[CellResult]:
