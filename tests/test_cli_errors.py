@@ -208,3 +208,13 @@ def test_generate_with_no_problems_removes_only_the_directory_it_made(student_di
     (tmp_path / "mine").mkdir()
     assert_one_error(_generate(student_dir, tmp_path / "mine", *args), "generate.data: no problems")
     assert (tmp_path / "mine").is_dir()  # made before this call: kept
+
+
+def test_a_path_through_dotdot_leaves_no_directory_behind(tmp_path, monkeypatch):
+    from thinkfast.cli.options import output_directory
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError), output_directory(Path("a/../b")):
+        assert (tmp_path / "b").is_dir()
+        raise RuntimeError("the command failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither b nor a stays

@@ -150,6 +150,10 @@ def test_overrides_reach_into_lists_of_tables(tmp_path):
             load_recipe(path, [item])
 
 
+def test_a_key_of_other_digits_is_a_key_not_an_index():
+    assert parse_overrides(["data.options.\u00b2=1"]) == {"data": {"options": {"\u00b2": 1}}}
+
+
 def test_overrides_beat_the_file_and_are_validated(tmp_path):
     path = write(tmp_path, "r.toml", "[generate]\nn_samples = 4\n")
     assert load_recipe(path, ["generate.n_samples=32"]).generate.n_samples == 32

@@ -110,6 +110,27 @@ def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path
     assert [r["loss"] for r in records] == _losses(tmp_path / "full")
 
 
+def test_resume_needs_only_the_data_of_the_stages_left(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    first = tmp_path / "stage0.jsonl"
+    first.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:20]))
+
+    def recipe():
+        loaded = _recipe(tiny_llama_dir, gsm8k_train_path,
+                         [_stage("hidden", steps=1, train=["mixers"], seq_len=32, batch_size=1),
+                          _stage("kd", steps=2, checkpoint_every=1, seq_len=128, batch_size=1)])
+        loaded.distill.stages[0].data.path = str(first)
+        return loaded
+
+    def interrupt(position):
+        if position.stage_index == 1 and position.step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(recipe(), tmp_path / "run", on_step=interrupt)
+    first.unlink()  # the finished stage's data is gone: resuming does not need it
+    assert (run_distill(recipe(), tmp_path / "run", resume=True) / "model.safetensors").is_file()
+
+
 def test_packed_documents_do_not_influence_each_other(tiny_llama_dir, smollm_tokenizer):
     from thinkfast.data.packing import pack
     from thinkfast.models import build_student, load_teacher

@@ -111,6 +111,7 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     assert marker["status"] == "running" and "problem_seconds" not in marker
     assert marker["previous_summary"] == finished  # the earlier summary is kept whole
     assert marker["total_wall_seconds"] == finished["total_wall_seconds"]
+    assert marker["model"] == finished["model"]  # evaluate still labels the run by its model
     assert any("did not finish" in w for w in run_warnings([read_run(out)]))
 
     assert thinkfast(*more).returncode == 0

@@ -199,6 +199,25 @@ def test_a_model_that_does_not_fit_is_recorded_and_the_sweep_goes_on(monkeypatch
     assert "the model itself" in reason and "did not fit under 1.00 GiB" in reason and "OutOfMemoryError" in reason
 
 
+def test_a_model_directory_that_does_not_fit_is_not_loaded_again(monkeypatch, tmp_path):
+    from thinkfast.profile import runner
+
+    calls = []
+
+    def out_of_memory(spec, device, *args, **kwargs):
+        calls.append(device.type)
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(runner, "prepare_model", out_of_memory)
+    monkeypatch.setattr(runner, "check_spec", lambda spec: None)
+    monkeypatch.setattr(runner, "spec_kind", lambda spec: "directory")
+    section = ProfileSection(models=[str(tmp_path / "big-model")], batch=[1], seqlen=[16], **FAST)
+    result = run_profile(section, "cpu", "float32")
+    assert calls == ["cpu"]  # one try on the device, no second load to describe it
+    assert result.models[0].name == "big-model"
+    assert [c.status for c in result.cells] == ["oom"] and "did not fit" in result.cells[0].reason
+
+
 def test_out_of_memory_errors_are_recognised():
     assert is_out_of_memory(MemoryCapExceeded("x"))
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))

@@ -63,13 +63,14 @@ def make_output_dir(path: Path) -> list[Path]:
     """``mkdir -p path`` and check that a file can be written in it; returns the directories it created
     (deepest first). Raises :class:`OutputDirError` naming ``path`` and the reason."""
     missing: list[Path] = []
-    parent = Path(os.path.abspath(path))
+    absolute = Path(os.path.abspath(path))  # "a/../b" creates only b, as the list below says
+    parent = absolute
     while not parent.exists() and parent.parent != parent:
         missing.append(parent)
         parent = parent.parent
     doing = "create"
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        absolute.mkdir(parents=True, exist_ok=True)
         doing = "write to"
         fd, name = tempfile.mkstemp(prefix=".thinkfast-write-check-", dir=path)
         os.close(fd)

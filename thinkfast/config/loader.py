@@ -79,7 +79,7 @@ def _override_path(item: str, key: str) -> list[str | int]:
                                f"[N] or .N, e.g. --set distill.stages[0].lr=3e-4"])
         name = match.group("name")
         if name:
-            path.append(int(name) if name.isdigit() else name)
+            path.append(int(name) if name.isascii() and name.isdigit() else name)
         path.extend(int(i) for i in re.findall(r"\[(\d+)\]", part))
     if not path:
         raise RecipeError([f"--set {item!r}: the key is empty"])

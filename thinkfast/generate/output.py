@@ -191,6 +191,8 @@ def mark_running(out_dir: Path, settings: dict[str, Any], work_left: bool) -> No
     marker: dict[str, Any] = {"status": "running", "settings": settings}
     if previous:
         marker["total_wall_seconds"] = float(previous.get("total_wall_seconds", 0.0))
+        # what names the run in evaluate's tables stays what it was
+        marker.update({key: previous[key] for key in ("model", "student", "label") if key in previous})
         marker["previous_summary"] = previous
     write_json(out_dir / RUN, marker)
 

@@ -55,7 +55,8 @@ def decode_throughput_figure(result: ProfileResult) -> Figure | None:
     batches = sorted({c.batch for c in result.cells})
     fig, axes = plt.subplots(1, len(seqlens), figsize=(4.2 * len(seqlens) + 0.8, 4.2), squeeze=False,
                              sharey=True, layout="constrained")
-    band = 0.03 + 0.05 * len(result.models)  # axes fraction at the bottom that holds the x markers
+    band = min(0.03 + 0.05 * len(result.models), 0.3)  # axes fraction at the bottom that holds the x markers
+    row = (band - 0.03) / max(len(result.models), 1)  # each model's row of markers in it
     for ax, seqlen in zip(axes[0], seqlens, strict=True):
         prompt_len, gen_len = next((c.prompt_len, c.gen_len) for c in result.cells if c.seqlen == seqlen)
         for i, model in enumerate(result.models):
@@ -66,7 +67,7 @@ def decode_throughput_figure(result: ProfileResult) -> Figure | None:
             missing = [c.batch for c in result.cells
                        if c.model == model.name and c.seqlen == seqlen and c.status != "ok"]
             for batch in missing:
-                ax.annotate("x", (batch, 0.01 + 0.05 * i), xycoords=("data", "axes fraction"), color=f"C{i}",
+                ax.annotate("x", (batch, 0.01 + row * i), xycoords=("data", "axes fraction"), color=f"C{i}",
                             ha="center", va="bottom", fontsize=9, fontweight="bold")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -18,6 +18,7 @@ import datetime as dt
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -233,13 +234,16 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
     for spec in section.models:
         pm: ProfiledModel | None = None
         unloaded: UnloadedModel | None = None
+        error: str | None = None
         try:
             pm = prepare_model(spec, device, dtype, settings.state_dtype, kernels_section)
         except Exception as exc:  # a model that does not fit (under the cap) is a result, like a cell's OOM
             if not is_out_of_memory(exc):
                 raise
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        if error is not None:  # outside the except block: the traceback's frames (the partial model) are gone
             free_memory(device)
-            unloaded = _unloaded_model(spec, dtype, settings, exc)
+            unloaded = _unloaded_model(spec, dtype, settings, error)
         info = pm.info if pm is not None else unloaded.info
         if any(other.name == info.name for other in result.models):
             info.name = spec
@@ -262,27 +266,38 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
 
 @dataclass
 class UnloadedModel:
-    """A model that ran out of memory while it was being built: its description, from a build on the
-    ``meta`` device (built-in shapes) or the CPU, and every cell marked ``oom`` with why."""
+    """A model that ran out of memory while it was being built, and every cell marked ``oom`` with why.
+
+    A built-in shape is described from a build on the ``meta`` device (free), with each cell's memory
+    estimate; a model directory or recipe is not loaded again (on the CPU it could exhaust host memory
+    too), so only its name is known.
+    """
 
     info: ModelInfo
-    estimate: ProfiledModel
+    estimate: ProfiledModel | None
     reason: str
 
     def cell(self, cell: Cell) -> CellResult:
-        result = estimate_cell(self.estimate, cell, 2**62)  # the estimate, with no limit to report
+        if self.estimate is not None:
+            result = estimate_cell(self.estimate, cell, 2**62)  # the estimate, with no limit to report
+        else:
+            result = CellResult(model=self.info.name, batch=cell.batch, seqlen=cell.seqlen,
+                                prompt_len=cell.prompt_len, gen_len=cell.gen_len, status="oom")
         result.status, result.reason = "oom", self.reason
         return result
 
 
-def _unloaded_model(spec: str, dtype: torch.dtype, settings: CellSettings, exc: BaseException) -> UnloadedModel:
-    """:class:`UnloadedModel` for ``spec``, whose build on the device raised ``exc`` (out of memory)."""
-    build_on = torch.device("meta" if spec_kind(spec) == "shape" else "cpu")
-    estimate = prepare_model(spec, build_on, dtype, settings.state_dtype)
+def _unloaded_model(spec: str, dtype: torch.dtype, settings: CellSettings, error: str) -> UnloadedModel:
+    """:class:`UnloadedModel` for ``spec``, whose build on the device failed with ``error`` (out of memory)."""
     limit = format_bytes(settings.cap_bytes) if settings.cap_bytes else "the device's memory"
-    reason = (f"the model itself ({format_bytes(estimate.info.weight_bytes)} of weights) did not fit under "
-              f"{limit}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-    return UnloadedModel(estimate.info, estimate, reason)
+    if spec_kind(spec) == "shape":
+        estimate = prepare_model(spec, torch.device("meta"), dtype, settings.state_dtype)
+        reason = (f"the model itself ({format_bytes(estimate.info.weight_bytes)} of weights) did not fit under "
+                  f"{limit}: {error}")
+        return UnloadedModel(estimate.info, estimate, reason)
+    info = ModelInfo(name=Path(spec).name or spec, source=spec_kind(spec), spec=spec, student="", num_params=0,
+                     weight_bytes=0, mixers={}, cache_fixed_bytes=0, cache_bytes_per_token=0)
+    return UnloadedModel(info, None, f"the model itself did not fit under {limit}: {error}")
 
 
 def plan_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: str = "auto") -> list[CellResult]:
