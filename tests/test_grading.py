@@ -142,3 +142,16 @@ def test_problems_are_graded_in_chunks_with_the_same_result(pool, monkeypatch):
     assert len(calls) == 2 * 3  # two rounds in each of three chunks
     for a, b in zip(whole, chunked, strict=True):
         assert a.classes.tolist() == b.classes.tolist() and a.correct.tolist() == b.correct.tolist()
+
+
+def test_a_dead_worker_is_an_error_verdict_and_is_replaced():
+    """A worker that died before its task was sent (its pipe broken) gives that task an "error" verdict,
+    not a BrokenPipeError; a new worker takes the rest."""
+    with EquivalencePool(workers=1, timeout=5.0) as pool:
+        assert pool.check([("1", "1")])[0].equal  # the worker is up
+        dead = pool._slots[0]
+        dead.process.kill()
+        dead.process.join()
+        checks = pool.check([("\\sqrt{4}", "2"), ("3", "3")])
+        assert checks[0].status == "error" and not checks[0].equal
+        assert checks[1].equal and pool.killed == 1

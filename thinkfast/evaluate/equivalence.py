@@ -163,7 +163,10 @@ class EquivalencePool:
         def dispatch(slot: _Slot) -> None:
             task = queue.popleft()
             slot.task, slot.started = task, time.monotonic()
-            slot.conn.send((task, *pairs[task]))
+            try:
+                slot.conn.send((task, *pairs[task]))
+            except OSError:  # the worker died (at start-up, say): its pipe reads as closed, and the loop
+                pass  # below records the task as "error" and starts a new worker
             busy[slot.conn] = slot
 
         def replace(slot: _Slot, status: str) -> None:
