@@ -91,13 +91,15 @@ class DataSpec:
         be written by an earlier step): ``recipe validate`` and the subcommand that reads them check it
         (:func:`thinkfast.config.validate.check_input_files`).
         """
+        def absent(name: str) -> str:
+            where = "" if Path(name).is_absolute() else " (relative to the current directory)"
+            return f"{name} does not exist{where}"
+
         out = []
-        where = " (relative to the current directory)"
         if self.path and not Path(self.path).expanduser().exists():
-            out.append(("path", f"{self.path} does not exist{'' if Path(self.path).is_absolute() else where}; "
-                                f"point it at a .jsonl, .json or .parquet file or a directory of them"))
+            out.append(("path", f"{absent(self.path)}; point it at a .jsonl, .json or .parquet file or a "
+                                f"directory of them"))
         if self.responses and not Path(self.responses).expanduser().is_file():
-            out.append(("responses", f"{self.responses} does not exist"
-                                     f"{'' if Path(self.responses).is_absolute() else where}; point it at the "
-                                     f"samples.jsonl that `thinkfast generate` wrote"))
+            out.append(("responses", f"{absent(self.responses)}; point it at the samples.jsonl that "
+                                     f"`thinkfast generate` wrote"))
         return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any, Literal, Union, get_args, get_origin
 
 from thinkfast.errors import RecipeError
@@ -227,19 +228,26 @@ def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = 
     return obj
 
 
-def _validate_all_plugin_options(obj: Any, path: str, problems: Problems) -> None:
-    """Check every plugin ``options`` table in the built tree and fill in its defaults, whether the section
-    came from the file or from defaults."""
+def _config_nodes(obj: Any, path: str) -> Iterator[tuple[Any, str]]:
+    """Every dataclass in the built tree under ``obj`` (lists included) with its key path, parents first;
+    plugin ``options`` tables are not entered."""
     if isinstance(obj, list):
         for i, item in enumerate(obj):
-            _validate_all_plugin_options(item, _join(path, i), problems)
+            yield from _config_nodes(item, _join(path, i))
         return
     if not dataclasses.is_dataclass(obj):
         return
-    _validate_plugin_options(obj, path, problems)
+    yield obj, path
     for f in dataclasses.fields(obj):
         if f.name != "options":
-            _validate_all_plugin_options(getattr(obj, f.name), _join(path, f.name), problems)
+            yield from _config_nodes(getattr(obj, f.name), _join(path, f.name))
+
+
+def _validate_all_plugin_options(obj: Any, path: str, problems: Problems) -> None:
+    """Check every plugin ``options`` table in the built tree and fill in its defaults, whether the section
+    came from the file or from defaults."""
+    for node, node_path in _config_nodes(obj, path):
+        _validate_plugin_options(node, node_path, problems)
 
 
 def check_input_files(obj: Any, *, source: str = "", path: str = "") -> None:
@@ -247,23 +255,12 @@ def check_input_files(obj: Any, *, source: str = "", path: str = "") -> None:
     names and that does not exist: each dataclass in the tree with a ``missing_files()`` method (such as
     :class:`~thinkfast.config.common.DataSpec`) reports its own."""
     problems = Problems(source)
-    _collect_missing_files(obj, path, problems)
+    for node, node_path in _config_nodes(obj, path):
+        missing = getattr(node, "missing_files", None)
+        if callable(missing):
+            for key, message in missing():
+                problems.add(_join(node_path, key), message)
     problems.raise_if_any()
-
-
-def _collect_missing_files(obj: Any, path: str, problems: Problems) -> None:
-    if isinstance(obj, list):
-        for i, item in enumerate(obj):
-            _collect_missing_files(item, _join(path, i), problems)
-        return
-    if not dataclasses.is_dataclass(obj):
-        return
-    missing = getattr(obj, "missing_files", None)
-    if callable(missing):
-        for key, message in missing():
-            problems.add(_join(path, key), message)
-    for f in dataclasses.fields(obj):
-        _collect_missing_files(getattr(obj, f.name), _join(path, f.name), problems)
 
 
 def to_dict(obj: Any) -> Any:

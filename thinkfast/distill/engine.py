@@ -74,9 +74,10 @@ def stage_loader(stage: StageSection, tokenizer: Any, ctx: DistContext, seed: in
 
     ``data``: the stages' training data from :func:`read_stage_data` (read here when missing).
     """
-    key = repr((data_key(stage), stage.loss_on))
+    read = data_key(stage)
+    key = repr((read, stage.loss_on))
     if key not in cache:
-        examples = training_examples(stage.data, tokenizer, data=(data or {}).get(data_key(stage)))
+        examples = training_examples(stage.data, tokenizer, data=(data or {}).get(read))
         if stage.loss_on == "all":
             examples = [(ids, [True] * len(ids)) for ids, _ in examples]
         cache[key] = TokenizedCorpus(examples)
@@ -126,8 +127,9 @@ def check_model_files(recipe: Any) -> None:
     from thinkfast.models.io import check_local_model
 
     for spec in (recipe.teacher.model, recipe.student.checkpoint):
-        if spec and Path(spec).expanduser().is_dir():
-            check_local_model(Path(spec).expanduser())
+        path = Path(spec).expanduser() if spec else None
+        if path is not None and path.is_dir():
+            check_local_model(path)
 
 
 def _unwrapped_copy(student: nn.Module, strategy: str, ctx: DistContext) -> nn.Module | None:
