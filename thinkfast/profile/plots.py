@@ -78,8 +78,9 @@ def decode_throughput_figure(result: ProfileResult) -> Figure | None:
         ax.set_title(f"length {format_length(seqlen)} (prompt {prompt_len} + gen {gen_len})", fontsize=10)
         ax.grid(True, which="major", alpha=0.35)
         ax.grid(True, which="minor", alpha=0.12)
+    unmeasured = any(c.status != "ok" for c in result.cells)
     low, high = axes[0][0].get_ylim()  # shared by every panel
-    if any(c.status != "ok" for c in result.cells):  # lower the axis so that no point sits in the x band
+    if unmeasured:  # lower the axis so that no point sits in the x band
         low = low / (high / low) ** (band / (1 - band))
         axes[0][0].set_ylim(low, high)
     plain_log_ticks(axes[0][0].yaxis)
@@ -88,7 +89,7 @@ def decode_throughput_figure(result: ProfileResult) -> Figure | None:
     handles = [Line2D([], [], marker=_MARKERS[i % len(_MARKERS)], linewidth=1.6, markersize=5, color=f"C{i}",
                       label=model.name if model.name in measured else f"{model.name} (no cell measured)")
                for i, model in enumerate(result.models)]
-    if any(c.status != "ok" for c in result.cells):
+    if unmeasured:
         handles.append(Line2D([], [], linestyle="none", marker="$x$", color="0.3", label="OOM or skipped"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2 * len(seqlens) + 1),
                fontsize=8, frameon=False)

@@ -128,6 +128,11 @@ def estimate_cell(pm: ProfiledModel, cell: Cell, limit_bytes: int) -> CellResult
     return result
 
 
+def _error_line(exc: BaseException, width: int) -> str:
+    """``Type: first line of the message`` (at most ``width`` characters of it): an OOM as a reason."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:width]}"
+
+
 def profile_cell(pm: ProfiledModel, cell: Cell, device: torch.device, settings: CellSettings) -> CellResult:
     """Measure one model at one cell; OOM and over-limit estimates become the cell's status."""
     result = estimate_cell(pm, cell, settings.limit_bytes)
@@ -140,7 +145,7 @@ def profile_cell(pm: ProfiledModel, cell: Cell, device: torch.device, settings: 
     except Exception as exc:  # only out-of-memory errors are a result; anything else is a bug
         if not is_out_of_memory(exc):
             raise
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        error = _error_line(exc, 200)
     if error is not None:
         result.status, result.reason = "oom", error
         for name in ("prefill_seconds", "prefill_tokens_per_s", "decode_step_ms", "decode_tokens_per_s",
@@ -240,7 +245,7 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
         except Exception as exc:  # a model that does not fit (under the cap) is a result, like a cell's OOM
             if not is_out_of_memory(exc):
                 raise
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+            error = _error_line(exc, 160)
         if error is not None:  # outside the except block: the traceback's frames (the partial model) are gone
             free_memory(device)
             unloaded = _unloaded_model(spec, dtype, settings, error)
