@@ -63,6 +63,7 @@ from thinkfast.kernels import select_kernels
 from thinkfast.models import pointwise
 from thinkfast.models.cache import AttentionCache, SSMCache
 from thinkfast.profile.shapes import build_shape
+from thinkfast.profile.timing import median_time
 
 
 @dataclass
@@ -283,16 +284,7 @@ def replayed_step_ms(engine: Engine, device: torch.device, replays: int = 8) -> 
     if not engine.uses_cuda_graph:
         return None
     steps = engine.settings.check_every
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        engine.decode(steps)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / steps)
-    sync(device)
-    return sorted(times)[len(times) // 2]
+    return 1e3 * median_time(lambda: engine.decode(steps), device, warmup=0, repeats=replays) / steps
 
 
 def engine_record(engine: Engine, model: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:

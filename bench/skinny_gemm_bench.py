@@ -34,6 +34,7 @@ import triton.language as tl
 from cuda_timing import graph_replay_ms
 
 from thinkfast.profile.shapes import build_shape
+from thinkfast.profile.timing import measure_bandwidth
 
 L2_DEFEAT_BYTES = 256 * 2**20
 
@@ -93,15 +94,16 @@ def step_gemm_shapes(model: nn.Module) -> Counter:
     return counts
 
 
-def copy_bandwidth(device: torch.device, nbytes: int = 2**30) -> float:
-    """Device-to-device copy GB/s (bytes read + written), after a second of copies brings the clocks up
-    (measured cold, as the first work of the process, an H100 read 2,417 instead of about 3,000)."""
-    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+def copy_bandwidth(device: torch.device) -> float:
+    """Device-to-device copy GB/s (:func:`~thinkfast.profile.timing.measure_bandwidth`), after a second of
+    copies brings the clocks up (measured cold, as the first work of the process, an H100 read 2,417
+    instead of about 3,000)."""
+    src = torch.empty(2**30, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     for _ in range(1000):
         dst.copy_(src)
-    ms = graph_replay_ms(lambda: dst.copy_(src), replays=50)
-    return 2 * nbytes / ms / 1e6
+    del src, dst
+    return measure_bandwidth(device) / 1e9
 
 
 def time_shape(n: int, k: int, m: int, device: torch.device, configs: list[tuple]) -> dict:
