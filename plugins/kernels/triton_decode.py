@@ -15,9 +15,12 @@ from __future__ import annotations
 import functools
 
 import torch
+from thinkfast_plugins.kernels.lazy_triton import define, lazy_kernel
 from thinkfast_plugins.kernels.mamba import MambaSsmKernels
 from thinkfast_plugins.kernels.sdpa import SdpaKernels
 from thinkfast_plugins.kernels.triton_ssm import (
+    conv_kernel,
+    ssd_kernel,
     supports_conv_step,
     supports_ssd_step,
     triton_conv_step,
@@ -35,8 +38,7 @@ NUM_WARPS = 4  # per program
 NUM_STAGES = 3  # software-pipelined key blocks in flight (Triton's default)
 
 
-@functools.lru_cache(maxsize=1)
-def _partial_kernel():
+def _define_partial_kernel():
     """Compile-on-first-use Triton kernel: one (row, KV head, sequence slice) per program."""
     import triton
     import triton.language as tl
@@ -87,6 +89,11 @@ def _partial_kernel():
     return attention_decode_partial
 
 
+def partial_kernel():
+    """The split-K attention kernel, defined on first use (see ``lazy_triton``)."""
+    return lazy_kernel("attention_decode_partial", _define_partial_kernel)
+
+
 def num_splits(batch: int, num_kv_heads: int, max_len: int, target_programs: int = TARGET_PROGRAMS,
                min_split: int = MIN_SPLIT) -> int:
     """Sequence slices per (row, KV head): about ``target_programs`` programs, slices of ``min_split`` keys or more."""
@@ -111,7 +118,7 @@ def triton_attention_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     partial = torch.empty(batch, heads, splits, head_dim, dtype=torch.float32, device=q.device)
     lse = torch.empty(batch, heads, splits, dtype=torch.float32, device=q.device)
     q = q.contiguous()
-    _partial_kernel()[(batch * kv_heads, splits)](
+    partial_kernel()[(batch * kv_heads, splits)](
         q, k_cache, v_cache, lengths, partial, lse, scale, kv_heads,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -137,7 +144,10 @@ class TritonDecodeKernels(SdpaKernels):
 
     @classmethod
     def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
-        return cuda_module_unavailable(device, "triton")
+        reason = cuda_module_unavailable(device, "triton")
+        if reason is None:  # defined now, outside any torch.compile trace of a step that launches them
+            define(partial_kernel, conv_kernel, ssd_kernel)
+        return reason
 
     @classmethod
     def priority(cls, operation: str, device: torch.device) -> int:

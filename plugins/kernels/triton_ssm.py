@@ -13,21 +13,24 @@ in-projection's output, not copies), so the step moves the state bytes and littl
 Semantics are those of :func:`thinkfast.kernels.reference.causal_conv1d_step` and
 :func:`thinkfast.kernels.reference.ssd_step` (float32 arithmetic, outputs in the input dtype, the state
 stored in its own dtype). Triton is imported lazily.
+
+Both launches run outside ``torch.compile`` graphs on purpose (``torch.compiler.disable``: the compiled
+decode step breaks around them). Captured inside the graph, as the ``triton`` plugin's attention kernel
+is, they made a compiled Llamba-1B step 1-4% slower on an H100 (inductor's copies and layout choices
+around them; docs/performance.md, "Triton kernels inside the compiled step").
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
+from thinkfast_plugins.kernels.lazy_triton import lazy_kernel
 
 CONV_BLOCK_D = 256  # channels per conv program
 SSD_BLOCK_P = 64  # head dims per SSD program at most (one program per head at head_dim 64)
 SSD_NUM_WARPS = 4  # block_p and warps measured best on an H200 (bench/decode_kernels_bench.py)
 
 
-@functools.lru_cache(maxsize=1)
-def _conv_kernel():
+def _define_conv_kernel():
     import triton
     import triton.language as tl
 
@@ -57,6 +60,12 @@ def _conv_kernel():
     return conv_step
 
 
+def conv_kernel():
+    """The conv-step kernel (defined on first use, :func:`~thinkfast_plugins.kernels.lazy_triton.lazy_kernel`)."""
+    return lazy_kernel("conv_step", _define_conv_kernel)
+
+
+@torch.compiler.disable  # see the module docstring
 def triton_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
                      bias: torch.Tensor | None = None, *, activation: str | None = None,
                      block_d: int = CONV_BLOCK_D) -> torch.Tensor:
@@ -68,7 +77,7 @@ def triton_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Te
 
     batch, dim = x.shape
     out = torch.empty(batch, dim, dtype=x.dtype, device=x.device)
-    _conv_kernel()[(batch, triton.cdiv(dim, block_d))](
+    conv_kernel()[(batch, triton.cdiv(dim, block_d))](
         x, conv_state, weight, bias if bias is not None else weight, out, dim,
         x.stride(0), conv_state.stride(0), conv_state.stride(1), conv_state.stride(2), weight.stride(0),
         weight.stride(1), out.stride(0), WIDTH=weight.shape[1], HAS_BIAS=bias is not None,
@@ -77,8 +86,7 @@ def triton_conv_step(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Te
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _ssd_kernel():
+def _define_ssd_kernel():
     import triton
     import triton.language as tl
 
@@ -118,6 +126,12 @@ def _ssd_kernel():
     return ssd_step
 
 
+def ssd_kernel():
+    """The SSD-step kernel (defined on first use, :func:`~thinkfast_plugins.kernels.lazy_triton.lazy_kernel`)."""
+    return lazy_kernel("ssd_step", _define_ssd_kernel)
+
+
+@torch.compiler.disable  # see the module docstring
 def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                     C: torch.Tensor, *, D: torch.Tensor | None = None, dt_bias: torch.Tensor | None = None,
                     block_p: int = SSD_BLOCK_P, num_warps: int = SSD_NUM_WARPS) -> torch.Tensor:
@@ -134,7 +148,7 @@ def triton_ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: t
     A = A.float().contiguous()
     D = D.contiguous() if D is not None else None
     dt_bias = dt_bias.contiguous() if dt_bias is not None else None
-    _ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, block_p))](
+    ssd_kernel()[(batch * nheads, triton.cdiv(head_dim, block_p))](
         state, x, dt, A, B, C, D if D is not None else A, dt_bias if dt_bias is not None else A, y,
         nheads, head_dim, dstate, nheads // groups,
         state.stride(0), state.stride(1), state.stride(2), x.stride(0), x.stride(1), dt.stride(0),

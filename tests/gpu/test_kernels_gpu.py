@@ -287,3 +287,34 @@ def test_compiled_engine_matches_eager_engine_on_gpu(shape):
         assert engine.compile_error is None
         results[compiled] = sorted((f.request, f.sample_index, tuple(f.tokens)) for f in engine.generate(requests))
     assert results[True] == results[False]
+
+
+def test_a_decode_step_with_the_triton_attention_kernel_compiles_to_one_graph():
+    """The triton plugin's decode-attention kernel is captured inside the compiled step (no graph break
+    around its launch, which would split the step and stop inductor fusing across it), and the compiled
+    step gives the eager step's logits. Its SSD and conv steps are left out of the graph on purpose (see
+    ``plugins/kernels/triton_ssm.py``)."""
+    from thinkfast.profile.shapes import build_shape
+
+    model = build_shape("smollm2-135m", DEVICE, torch.bfloat16).eval()  # head dim 64: the triton kernel runs
+    kernels = select_kernels(None, DEVICE)
+    assert kernels.attention.name == "triton"
+    model.set_kernels(kernels)
+    cache = model.allocate_cache(4, 64, dtype=torch.bfloat16)
+    for layer in cache.layers:  # cached keys and values to attend to
+        for t in vars(layer).values():
+            if isinstance(t, torch.Tensor):
+                t.normal_()
+    tokens = torch.tensor([3, 4, 5, 6], device=DEVICE)
+    positions = torch.tensor([0, 5, 9, 2], device=DEVICE)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            explanation = torch._dynamo.explain(model.step)(tokens, positions, cache)
+            eager = model.step(tokens, positions, cache)  # rewrites the same keys and values: repeatable
+            compiled = torch.compile(model.step, dynamic=False)(tokens, positions, cache)
+    finally:
+        torch._dynamo.reset()
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+    print(f"compiled vs eager step with the triton attention: rel err {rel_err(compiled, eager):.2e}")
+    assert rel_err(compiled, eager) < BF16_TOL
