@@ -152,11 +152,12 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), *,
-                extra: dict[str, Any] | None = None):
+                extra: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None):
     """Read, merge and validate a recipe into a :class:`~thinkfast.config.schema.Recipe`.
 
-    ``path`` None builds a recipe from defaults, ``extra`` (CLI flags as a nested dict) and
-    ``overrides``, in that order of increasing precedence. Every problem is reported at once, one at a
+    ``path`` None builds a recipe from defaults, ``defaults`` (values a command derives from its flags,
+    as a nested dict), the file, ``extra`` (CLI flags as a nested dict) and ``overrides``, in that order of
+    increasing precedence. Every problem is reported at once, one at a
     key that an override set against that ``--set`` item (which the recipe keeps in ``override_spans``).
     """
     from thinkfast.config.schema import Recipe
@@ -168,6 +169,8 @@ def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
         path = Path(path)
         data = read_with_includes(path)
         source = str(path)
+    if defaults:
+        data = deep_merge(defaults, data)
     if extra:
         data = deep_merge(data, extra)
     spans: list[OverrideSpan] = []
