@@ -63,7 +63,7 @@ from thinkfast.kernels import select_kernels
 from thinkfast.models import pointwise
 from thinkfast.models.cache import AttentionCache, SSMCache
 from thinkfast.profile.shapes import build_shape
-from thinkfast.profile.timing import median_time
+from thinkfast.profile.timing import measure_bandwidth, median_time
 
 
 @dataclass
@@ -115,24 +115,6 @@ def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def measure_bandwidth(device: torch.device, nbytes: int) -> float:
-    """Bytes/s of a device-to-device copy of ``nbytes`` (read + write counted)."""
-    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    sync(device)
-    reps = 20
-    start = time.perf_counter()
-    for _ in range(reps):
-        dst.copy_(src)
-    sync(device)
-    seconds = time.perf_counter() - start
-    del src, dst
-    free_memory(device)
-    return 2 * nbytes * reps / seconds
 
 
 def param_bytes(model: torch.nn.Module) -> int:
@@ -521,7 +503,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.exit(f"--cases: unknown {sorted(unknown)}; choose from mamba, hf, student-teacher, long, workload")
     student_shape, teacher_shape = ("tiny-llamba", "tiny-llama") if args.tiny else ("llamba-1b", "llama-3.2-1b")
     dtype = DTYPES[args.dtype]
-    bandwidth = measure_bandwidth(device, (1 << 22) if args.tiny else (2 << 30))
+    # bytes/s of a device-to-device copy, read + write counted: the median of 20 copies
+    bandwidth = measure_bandwidth(device, (1 << 22) if args.tiny else (2 << 30), repeats=20)
+    free_memory(device)  # the copy's buffers go back to the device before the models load
     P, N = args.prompt_len, args.new_tokens
     rows: list[Row] = []
 

@@ -157,14 +157,22 @@ def test_default_output_directory(tmp_path, named, flag, expected):
         assert resolve_output_dir(loaded, None, "evaluate") == Path("runs/evaluate")
 
 
-def test_ctrl_c_while_grading_prints_one_line_and_no_worker_traceback(tmp_path):
+def test_ctrl_c_while_grading_prints_one_line_and_keeps_finished_chunks(tmp_path):
     """Ctrl-C in a terminal signals every process of the foreground group, grading workers included:
-    only the parent reports it, in one line, and the verdicts of the problems graded so far are kept."""
+    only the parent reports it, in one line, and the verdicts of every grading chunk finished before the
+    interrupt stay in grades.jsonl, so that grading those problems again asks the pool nothing."""
+    from thinkfast.evaluate.engine import registry_extractor
+    from thinkfast.evaluate.equivalence import Check
+    from thinkfast.evaluate.grading import CHUNK, GradeCache, Grader
+    from thinkfast.evaluate.runs import read_run
+
     run = tmp_path / "latex"
     run.mkdir()
     answers = ["\\frac{1}{2}", "0.5", "\\frac{2}{4}", "\\sqrt{2}", "2^{1/2}", "x^2+2x+1", "(x+1)^2", "3\\pi"]
+    problems = 200
+    assert problems > 3 * CHUNK  # chunks left to grade after the first one: the run is still going at the signal
     with (run / "samples.jsonl").open("w") as fh:
-        for i in range(200):  # every answer distinct per problem: all of them go through math-verify
+        for i in range(problems):  # every answer distinct per problem: all of them go through math-verify
             for j in range(16):
                 text = f"so $\\boxed{{{answers[(i + j) % len(answers)]}+{i}}}$"
                 fh.write(json.dumps({"problem_id": f"m{i}", "sample_index": j, "text": text, "answer": f"0.5+{i}",
@@ -173,16 +181,38 @@ def test_ctrl_c_while_grading_prints_one_line_and_no_worker_traceback(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "thinkfast", "evaluate", "--runs", str(run), "-o", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    # the second chunk's first verdict (its reference read as an answer, written before its pool checks):
+    # the first chunk, both rounds of checks, is finished and recorded
+    second_chunk_started = f'"gold": "0.5+{CHUNK}"'
     grades, deadline = out / "grades.jsonl", time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline and not (
-            grades.exists() and '"status": "ok"' in grades.read_text()):
-        time.sleep(0.05)  # a math-verify verdict: the workers are running, more problems to go
+            grades.exists() and second_chunk_started in grades.read_text()):
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stdout + stderr
     assert stderr.strip() == "interrupted; anything already written is kept"
     assert "Traceback" not in stdout and not (out / "report.json").exists()
-    assert '"status": "ok"' in grades.read_text()
+
+    lines = grades.read_text().splitlines()
+    assert all(isinstance(json.loads(line), dict) for line in lines)  # no line cut short
+    assert any(json.loads(line)["status"] == "ok" for line in lines)  # math-verify verdicts among them
+
+    class NoPool:
+        """A pool that records what it is asked; every verdict must come from grades.jsonl."""
+
+        def __init__(self):
+            self.asked: list[tuple[str, str]] = []
+
+        def check(self, pairs, on_result=None):
+            self.asked.extend(pairs)
+            return [Check(False, "error")] * len(pairs)
+
+    first_chunk = read_run(run).problems[:CHUNK]
+    assert [p.problem_id for p in first_chunk] == [f"m{i}" for i in range(CHUNK)]
+    pool = NoPool()
+    graded = Grader(registry_extractor(), pool, GradeCache(grades)).grade(first_chunk)
+    assert pool.asked == [] and len(graded) == CHUNK
 
 
 def test_plugin_table_cuts_nothing_at_80_columns():

@@ -218,3 +218,27 @@ def test_a_path_through_dotdot_leaves_no_directory_behind(tmp_path, monkeypatch)
         assert (tmp_path / "b").is_dir()
         raise RuntimeError("the command failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither b nor a stays
+
+
+# --- recipe overrides --------------------------------------------------------------------------------
+
+def test_a_bad_set_value_is_one_line_naming_the_override(tmp_path, monkeypatch):
+    """A --set value that does not parse as the key's type, fails its range or names a missing file is
+    reported against the override (key and value), not against the recipe file."""
+    monkeypatch.setattr("thinkfast.generate.runner.run_generate", _refuse("generate"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[generate]\nn_samples = 4\n")
+    for args, message in [
+        (("recipe", "validate", str(recipe), "--set", "generate.temperature=abc"),
+         "error: --set 'generate.temperature=abc': expected a number, got 'abc'"),
+        (("generate", str(recipe), "--set", "generate.n_samples=0", "-o", str(tmp_path / "out")),
+         "error: --set 'generate.n_samples=0': 0 is below the minimum 1"),
+        (("generate", "--set", "run.device=gpu", "-o", str(tmp_path / "out")),
+         "error: --set 'run.device=gpu': 'gpu' is not 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        (("recipe", "validate", str(recipe), "--set", "generate.data.path=gone.jsonl"),
+         "error: --set 'generate.data.path=gone.jsonl': gone.jsonl does not exist (relative to the current "
+         "directory)"),
+    ]:
+        line = assert_one_error(thinkfast(*args), message)
+        assert line.startswith(message) and str(recipe) not in line
+    assert not (tmp_path / "out").exists()

@@ -158,7 +158,33 @@ def test_overrides_beat_the_file_and_are_validated(tmp_path):
     path = write(tmp_path, "r.toml", "[generate]\nn_samples = 4\n")
     assert load_recipe(path, ["generate.n_samples=32"]).generate.n_samples == 32
     (msg,) = problems_of(path, ["generate.n_samples=0"])
-    assert "generate.n_samples: 0 is below the minimum 1" in msg
+    assert msg == "--set 'generate.n_samples=0': 0 is below the minimum 1"
+
+
+def test_a_bad_override_names_the_override_not_the_file(tmp_path):
+    """A --set value that is not valid is reported against the override (its key and value), while the
+    file's own problems still name the file."""
+    path = write(tmp_path, "r.toml", "[generate]\ntemperature = -1\n[[distill.stages]]\nname = \"a\"\nsteps = 3\n")
+    problems = problems_of(path, ["generate.n_samples=abc", "generate.top_p=2", "generate.temprature=1",
+                                  "generate.data={ limit = -1 }", "distill.stages.0.lr=abc",
+                                  "generate.data.options.hub_id=3"])
+    unknown = [p for p in problems if "unknown key" in p]
+    assert len(unknown) == 1 and unknown[0].startswith(
+        "--set 'generate.temprature=1': unknown key (did you mean 'temperature'?); valid keys here: model, ")
+    assert sorted(p for p in problems if "unknown key" not in p) == sorted([
+        "--set 'generate.n_samples=abc': expected an integer, got 'abc'",
+        "--set 'generate.top_p=2': 2 is above the maximum 1.0",
+        "--set 'generate.data={ limit = -1 }': generate.data.limit: -1 is below the minimum 0",
+        "--set 'distill.stages.0.lr=abc': expected a number, got 'abc'",
+        "--set 'generate.data.options.hub_id=3': expected a string, got 3",
+        f"{path}: generate.temperature: -1 is below the minimum 0.0",
+    ])
+    # without a file, and with the same key set twice: the override that is in effect is named
+    (msg,) = problems_of(None, ["generate.n_samples=4", "generate.n_samples=0"])
+    assert msg == "--set 'generate.n_samples=0': 0 is below the minimum 1"
+    # a table override names only the keys it sets; a key set by a later override is that one's
+    (msg,) = problems_of(None, ["generate.data.limit=-2", "generate.data={ split = 'train' }"])
+    assert msg == "--set 'generate.data.limit=-2': -2 is below the minimum 0"
 
 
 def test_shown_recipe_reloads_to_the_same_config(tmp_path):

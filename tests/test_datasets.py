@@ -81,6 +81,18 @@ def test_gsm8k_hub_layout_directory_parquet_and_json(gsm8k_train_path, tmp_path)
         load_problems(spec(dataset="gsm8k", path=str(tmp_path), split="validation"))
 
 
+def test_a_data_files_split_is_the_split_word_in_its_name_else_its_stem(tmp_path):
+    from thinkfast.data.files import split_of_file
+
+    names = {"gsm8k_train.jsonl": "train", "test.jsonl": "test", "train-00000-of-00001.parquet": "train",
+             "my-validation.json": "validation", "x.val.jsonl": "val", "problems.jsonl": "problems",
+             "train_1M.jsonl": "train_1M", "train-test.jsonl": "train-test"}
+    for name in names:
+        (tmp_path / name).write_text("")
+    assert {name: split_of_file(tmp_path / name) for name in names} == names
+    assert split_of_file(tmp_path) is None and split_of_file(tmp_path / "absent_train.jsonl") is None
+
+
 def test_malformed_line_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q1", "answer": "x\\n#### 1"}\n\n{"question": "q2", "answer": \n')

@@ -36,6 +36,22 @@ def test_tiny_bench_writes_rows_ratios_and_bounds(tmp_path):
     assert result["bandwidth_GBps"] > 0 and result["card"].startswith("cpu")
 
 
+def test_bench_bandwidth_is_the_library_copy_bandwidth(monkeypatch):
+    """The HBM bound's bandwidth is thinkfast.profile.timing.measure_bandwidth's (bytes/s), not a copy of it."""
+    import thinkfast.profile.timing as timing
+
+    calls = []
+
+    def fake(device, nbytes=None, repeats=5):
+        calls.append((device.type, nbytes, repeats))
+        return 123e9
+
+    monkeypatch.setattr(timing, "measure_bandwidth", fake)
+    bench = _bench()
+    result = bench.main(["--tiny", "--cases", "", "--device", "cpu"])
+    assert calls == [("cpu", 1 << 22, 20)] and result["bandwidth_GBps"] == 123.0 and result["rows"] == []
+
+
 def test_step_bytes_count_weights_state_and_kv():
     bench = _bench()
     step = bench.StepBytes(weights=1000, state=10, kv_per_token=2)

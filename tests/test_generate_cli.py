@@ -136,6 +136,53 @@ def test_resume_with_other_settings_is_refused(first_run, tiny_llama_dir, gsm8k_
     assert "seed: 0 -> 5" in result.stderr and "--output-dir" in result.stderr
 
 
+def test_resume_with_another_split_says_which_split_continues_it(first_run, tiny_llama_dir, gsm8k_train_path):
+    args = _args(tiny_llama_dir, gsm8k_train_path, first_run)
+    args[args.index("--split") + 1] = "test"
+    result = thinkfast(*args)
+    assert result.returncode == 2
+    assert "split: 'train' -> 'test'); pass --split train to continue it;" in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("recipe_split, flags, split", [
+    (None, (), "train"),                                    # the word in gsm8k_train.jsonl
+    (None, ("--split", "test"), "test"),
+    ("test", (), "test"),                                   # a split the recipe sets wins
+    (None, ("--set", "generate.data.split=dev"), "dev"),
+])
+def test_data_path_to_a_file_without_a_split_reads_the_split_its_name_says(recipe_split, flags, split, tmp_path,
+                                                                           monkeypatch):
+    seen = []
+    monkeypatch.setattr("thinkfast.generate.runner.run_generate", lambda recipe, *a, **k: seen.append(recipe))
+    data = tmp_path / "gsm8k_train.jsonl"
+    data.write_text("")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[generate.data]\nsplit = "{recipe_split}"\n' if recipe_split else "")
+    result = thinkfast("generate", str(recipe), "--data-path", str(data), *flags, "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert seen[0].generate.data.split == split
+
+
+def test_data_path_split_changes_nothing_without_a_file(tmp_path, monkeypatch):
+    """No --data-path, or a directory (searched for the split's files): the default split, test."""
+    seen = []
+    monkeypatch.setattr("thinkfast.generate.runner.run_generate", lambda recipe, *a, **k: seen.append(recipe))
+    for flags in ((), ("--data-path", str(tmp_path))):
+        assert thinkfast("generate", *flags, "-o", str(tmp_path / "out")).returncode == 0
+    assert [r.generate.data.split for r in seen] == ["test", "test"]
+
+
+def test_problem_ids_from_a_train_file_without_split_say_train(first_run, tiny_llama_dir, gsm8k_train_path,
+                                                               tmp_path):
+    """The ids match those of the same file read with --split train (as distill's data.responses joins them)."""
+    assert gsm8k_train_path.name == "gsm8k_train.jsonl"
+    args = _args(tiny_llama_dir, gsm8k_train_path, tmp_path / "out")
+    del args[args.index("--split"):args.index("--split") + 2]
+    assert thinkfast(*args).returncode == 0
+    assert set(_samples(tmp_path / "out")) == set(_samples(first_run))
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["settings"]["split"] == "train"
+
+
 @pytest.fixture(scope="module")
 def special_token_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
     """The tiny Llama rewired to always (greedily) sample ``<|im_start|>``, a special token that is not its EOS.

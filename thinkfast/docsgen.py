@@ -115,7 +115,8 @@ def recipe_reference() -> str:
         "work starts. `include = [\"base.toml\"]` merges base recipes under this one (tables merge key by key).",
         "On the command line, `--set key.path=value` overrides any key (the value is TOML; a bare word is a string); "
         "an entry of a list of tables is selected by its index: `--set distill.stages[1].lr=3e-4` (or "
-        "`distill.stages.1.lr=3e-4`).",
+        "`distill.stages.1.lr=3e-4`). A problem with a value given by `--set` (a wrong type, a value out of "
+        "range, a missing file) names that override, as `--set 'key.path=value': ...`, instead of the recipe file.",
         "A list of tables such as `distill.stages` is written as `[[distill.stages]]` blocks; its items are",
         "documented under `[distill.stages]` below.",
         "",

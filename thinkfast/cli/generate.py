@@ -51,13 +51,29 @@ def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
+    """Recipe values the flags imply unless the recipe sets them: ``--data-path`` naming a file, without
+    ``--split``, reads that file as the split its name stands for (:func:`~thinkfast.data.files.split_of_file`),
+    so problem ids say ``train`` for ``gsm8k_train.jsonl``, not the default split ``test``. A split set by
+    the recipe, ``--split`` or ``--set`` wins; ids of runs made that way, or from a directory or the
+    dataset's own source, are unchanged."""
+    from thinkfast.data.files import split_of_file
+
+    if not flags.get("data_path") or flags.get("split") is not None:
+        return None
+    split = split_of_file(flags["data_path"])
+    return {"generate": {"data": {"split": split}}} if split else None
+
+
 @click.command("generate")
 @click.argument("recipe", type=click.Path(path_type=Path), required=False)
 @click.option("--model", help="Model directory written by `distill`, or a teacher (hub id, HF directory, .gguf). "
                               "Default: generate.model, else [teacher].model.")
 @click.option("--dataset", help="Dataset plugin name (see `thinkfast plugins`). Default: gsm8k.")
 @click.option("--data-path", help="Local file or directory to read problems from instead of the plugin's source.")
-@click.option("--split", help="Dataset split. Default: test.")
+@click.option("--split", help="Dataset split. Default: test; with --data-path naming a file (and no split in the "
+                             "recipe), the split in the file's name (train, test, validation, dev, val), else "
+                             "its stem.")
 @click.option("--limit", type=click.IntRange(min=0), help="Use the first N problems (0: all).")
 @click.option("--template", type=click.Choice(["auto", "chat", "plain"]),
               help="Prompt rendering: chat template, plain text, or auto (chat when the tokenizer has one).")
@@ -97,7 +113,7 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     from thinkfast.cli import err_console
     from thinkfast.generate.runner import run_generate
 
-    loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags))
+    loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags), defaults=derived_defaults(flags))
     with output_directory(resolve_output_dir(loaded, output_dir, "generate")) as out_dir:
         summary = run_generate(loaded, out_dir, console=err_console)
     if summary:

@@ -30,7 +30,7 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     Exits 0 when it is valid and 2 with one message per problem otherwise.
     """
     loaded = load_recipe(recipe, overrides)
-    check_input_files(loaded, source=loaded.source)
+    check_input_files(loaded, source=loaded.source, overrides=loaded.override_spans)
     console.print(f"{recipe}: valid")
 
 

@@ -13,6 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+from thinkfast.config.validate import OverrideSpan
 from thinkfast.errors import RecipeError
 
 
@@ -90,12 +91,24 @@ def _dotted(path: list[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def apply_overrides(data: dict[str, Any], items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def _set_spans(item: str, key: str, path: str, value: Any) -> list[OverrideSpan]:
+    """The key paths ``item`` sets by giving ``path`` the ``value``: every key of a table value, recursively."""
+    if not isinstance(value, dict):
+        return [OverrideSpan(item, key, path, subtree=True)]
+    spans = [OverrideSpan(item, key, path, subtree=False)]
+    for name, sub in value.items():
+        spans += _set_spans(item, key, f"{path}.{name}", sub)
+    return spans
+
+
+def apply_overrides(data: dict[str, Any], items: tuple[str, ...] | list[str],
+                    spans: list[OverrideSpan] | None = None) -> dict[str, Any]:
     """``data`` with each ``KEY.PATH=VALUE`` of ``items`` set (values are TOML, bare words strings).
 
     A key part that is a number, or ends in ``[N]``, selects entry N of a list of tables (``--set
     distill.stages[1].lr=3e-4`` or ``distill.stages.1.lr=3e-4``); the entry must exist. A table value
-    merges into the table it replaces. ``data`` is not modified.
+    merges into the table it replaces. ``data`` is not modified. ``spans`` (optional) gets the key paths
+    each item set, in order, for validation to word a problem there against the item.
     """
     out = copy.deepcopy(data)
     for item in items:
@@ -103,6 +116,7 @@ def apply_overrides(data: dict[str, Any], items: tuple[str, ...] | list[str]) ->
             raise RecipeError([f"--set {item!r}: expected KEY.PATH=VALUE, e.g. --set generate.n_samples=16"])
         key, raw = item.split("=", 1)
         path = _override_path(item, key)
+        dotted = _dotted(path)
         node: Any = out
         for depth, part in enumerate(path):
             last = depth == len(path) - 1
@@ -121,9 +135,13 @@ def apply_overrides(data: dict[str, Any], items: tuple[str, ...] | list[str]) ->
                 current = node[part] if isinstance(node, list) else node.get(part)
                 both_tables = isinstance(current, dict) and isinstance(value, dict)
                 node[part] = deep_merge(current, value) if both_tables else value
+                if spans is not None:
+                    spans += _set_spans(item, dotted, dotted, value)
             else:
                 if isinstance(node, dict) and not isinstance(node.get(part), (dict, list)):
                     node[part] = {}  # a missing key (or a value in the way) becomes a table
+                    if spans is not None:
+                        spans.append(OverrideSpan(item, dotted, _dotted(path[:depth + 1]), subtree=False))
                 node = node[part]
     return out
 
@@ -134,11 +152,13 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), *,
-                extra: dict[str, Any] | None = None):
+                extra: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None):
     """Read, merge and validate a recipe into a :class:`~thinkfast.config.schema.Recipe`.
 
-    ``path`` None builds a recipe from defaults, ``extra`` (CLI flags as a nested dict) and
-    ``overrides``, in that order of increasing precedence. Every problem is reported at once.
+    ``path`` None builds a recipe from defaults, ``defaults`` (values a command derives from its flags,
+    as a nested dict), the file, ``extra`` (CLI flags as a nested dict) and ``overrides``, in that order of
+    increasing precedence. Every problem is reported at once, one at a
+    key that an override set against that ``--set`` item (which the recipe keeps in ``override_spans``).
     """
     from thinkfast.config.schema import Recipe
     from thinkfast.config.validate import from_dict
@@ -149,11 +169,15 @@ def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
         path = Path(path)
         data = read_with_includes(path)
         source = str(path)
+    if defaults:
+        data = deep_merge(defaults, data)
     if extra:
         data = deep_merge(data, extra)
+    spans: list[OverrideSpan] = []
     if overrides:
-        data = apply_overrides(data, overrides)
+        data = apply_overrides(data, overrides, spans)
     data.pop("include", None)
-    recipe = from_dict(Recipe, data, source=source)
+    recipe = from_dict(Recipe, data, source=source, overrides=spans)
     recipe.source = source
+    recipe.override_spans = tuple(spans)
     return recipe

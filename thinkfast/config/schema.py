@@ -11,6 +11,7 @@ from typing import ClassVar
 
 from thinkfast.config.common import KernelsSection, ModelSpec, RunSection, StudentSection
 from thinkfast.config.fields import option
+from thinkfast.config.validate import OverrideSpan
 from thinkfast.distill.config import DistillSection
 from thinkfast.evaluate.config import EvaluateSection
 from thinkfast.generate.config import GenerateSection
@@ -33,3 +34,5 @@ class Recipe:
 
     #: The file the recipe came from (set by the loader; not a recipe key).
     source: ClassVar[str] = "<defaults>"
+    #: The key paths that ``--set`` items set (by the loader): problems found there later name the item.
+    override_spans: ClassVar[tuple[OverrideSpan, ...]] = ()

@@ -2,7 +2,7 @@
 
 :func:`from_dict` walks a dataclass's fields, checks types, ranges, choices and plugin names,
 and reports *all* problems at once as a :class:`~thinkfast.errors.RecipeError`, each naming the
-file, the key path, the bad value and a fix.
+file (or the ``--set`` item that gave the key its value), the key path, the bad value and a fix.
 
 A dataclass that names a plugin and carries that plugin's options declares two class variables,
 ``plugin_family`` and ``plugin_field`` (the field holding the plugin's name), plus an
@@ -15,21 +15,47 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
 from thinkfast.errors import RecipeError
 from thinkfast.suggest import did_you_mean
 
 
-class Problems:
-    """Collects problems found while validating one file."""
+@dataclasses.dataclass(frozen=True)
+class OverrideSpan:
+    """A key path that one ``--set`` item gave its value, so that a problem found there names the item
+    (its key and value as given) instead of the recipe file.
 
-    def __init__(self, source: str):
+    ``key`` is the item's own key path and ``path`` one it set: the key itself, a key of a table value
+    (``--set 'generate.data={ limit = 5 }'`` sets ``generate.data.limit``) or a table the item created on
+    its way. ``subtree``: every key under ``path`` too (its value is not a table: it replaced them all).
+    """
+
+    item: str
+    key: str
+    path: str
+    subtree: bool
+
+    def covers(self, path: str) -> bool:
+        return path == self.path or (self.subtree and path.startswith((f"{self.path}.", f"{self.path}[")))
+
+
+class Problems:
+    """Collects problems found while validating one file; those at a key set by a ``--set`` item (one of
+    ``overrides``, in command-line order: the last one covering a key set it) name that item instead."""
+
+    def __init__(self, source: str, overrides: Sequence[OverrideSpan] = ()):
         self.source = source
+        self.overrides = tuple(overrides)
         self.items: list[str] = []
 
     def add(self, path: str, message: str) -> None:
+        span = next((s for s in reversed(self.overrides) if s.covers(path)), None)
+        if span is not None:
+            where = "" if path == span.key else f"{path}: "
+            self.items.append(f"--set {span.item!r}: {where}{message}")
+            return
         where = f"{self.source}: " if self.source else ""
         self.items.append(f"{where}{path or '<top level>'}: {message}")
 
@@ -73,7 +99,7 @@ def _convert(value: Any, tp: Any, path: str, problems: Problems, meta: dict[str,
         for arg in args:
             if arg is type(None):
                 continue
-            trial = Problems(problems.source)
+            trial = Problems(problems.source, problems.overrides)
             converted = _convert(value, arg, path, trial, meta)
             if not trial.items:
                 return converted
@@ -215,12 +241,14 @@ def _validate_plugin_options(obj: Any, path: str, problems: Problems) -> None:
         obj.options = to_dict(built)
 
 
-def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = "") -> Any:
+def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = "",
+              overrides: Sequence[OverrideSpan] = ()) -> Any:
     """Build ``cls`` from ``data``; raise :class:`RecipeError` listing every problem.
 
-    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules.
+    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules. A problem
+    at a key that ``overrides`` set names the ``--set`` item instead of ``source``.
     """
-    problems = Problems(source)
+    problems = Problems(source, overrides)
     obj = _build(cls, data, path, problems)
     if obj is not None:
         _validate_all_plugin_options(obj, path, problems)
@@ -250,11 +278,13 @@ def _validate_all_plugin_options(obj: Any, path: str, problems: Problems) -> Non
         _validate_plugin_options(node, node_path, problems)
 
 
-def check_input_files(obj: Any, *, source: str = "", path: str = "") -> None:
+def check_input_files(obj: Any, *, source: str = "", path: str = "",
+                      overrides: Sequence[OverrideSpan] = ()) -> None:
     """Raise :class:`RecipeError` listing every input file that ``obj`` (a recipe or one of its sections)
     names and that does not exist: each dataclass in the tree with a ``missing_files()`` method (such as
-    :class:`~thinkfast.config.common.DataSpec`) reports its own."""
-    problems = Problems(source)
+    :class:`~thinkfast.config.common.DataSpec`) reports its own. A file named by a ``--set`` item
+    (``overrides``, a recipe's ``override_spans``) is reported against that item."""
+    problems = Problems(source, overrides)
     for node, node_path in _config_nodes(obj, path):
         missing = getattr(node, "missing_files", None)
         if callable(missing):

@@ -26,6 +26,21 @@ def _matches_split(path: Path, split: str) -> bool:
     return re.search(rf"(^|[-_./]){re.escape(split)}($|[-.])", path.name[: -len(path.suffix)]) is not None
 
 
+#: Split names that :func:`split_of_file` recognises in a file name.
+SPLIT_WORDS = ("train", "test", "validation", "dev", "val")
+
+
+def split_of_file(path: str | Path) -> str | None:
+    """The split a data file's name stands for: the one word of :data:`SPLIT_WORDS` it carries as a
+    separate word (``gsm8k_train.jsonl``, ``train-00000-of-00001.parquet``: ``train``), else its stem
+    (``problems.jsonl``: ``problems``). None when ``path`` is not a file (a directory is searched by split)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return None
+    named = [word for word in SPLIT_WORDS if _matches_split(p, word)]
+    return named[0] if len(named) == 1 else p.stem
+
+
 def resolve_files(path: str | Path, split: str) -> list[Path]:
     """The files to read for ``split`` under ``path`` (a file, or a directory searched recursively)."""
     p = Path(path).expanduser()

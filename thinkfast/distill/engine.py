@@ -220,7 +220,8 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     # the inputs, checked before the models load (seconds to minutes) and before anything is written
     stages = [(i, s) for i, s in enumerate(section.stages) if position is None or i >= position.stage_index]
     for i, stage in stages:  # the stages still to run: a finished stage's data may be gone on --resume
-        check_input_files(stage, source=recipe.source, path=f"distill.stages[{i}]")
+        check_input_files(stage, source=recipe.source, path=f"distill.stages[{i}]",
+                          overrides=recipe.override_spans)
     check_model_files(recipe)
     stage_data = read_stage_data([s for _, s in stages])
 

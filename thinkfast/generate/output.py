@@ -160,8 +160,10 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
     if changed:
         details = ", ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        # e.g. a run made with --data-path FILE and no --split before such a run took its split from the file name
+        hint = f"; pass --split {previous['split']} to continue it" if changed == ["split"] else ""
         raise ThinkfastError(
-            f"{path}: this output directory holds samples generated with other settings ({details}); "
+            f"{path}: this output directory holds samples generated with other settings ({details}){hint}; "
             f"use another --output-dir, or delete {out_dir} to start over"
         )
 
