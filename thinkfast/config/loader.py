@@ -157,8 +157,8 @@ def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
 
     ``path`` None builds a recipe from defaults, ``defaults`` (values a command derives from its flags,
     as a nested dict), the file, ``extra`` (CLI flags as a nested dict) and ``overrides``, in that order of
-    increasing precedence. Every problem is reported at once, one at a
-    key that an override set against that ``--set`` item (which the recipe keeps in ``override_spans``).
+    increasing precedence. Every problem is reported at once; one at a key that a ``--set`` item set
+    names that item (the recipe keeps them in ``override_spans``).
     """
     from thinkfast.config.schema import Recipe
     from thinkfast.config.validate import from_dict
