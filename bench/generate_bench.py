@@ -51,6 +51,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,29 @@ def fill(row: Row, seconds: float, bytes_per_step: float, bandwidth: float) -> R
     return row
 
 
+def median_run(repeats: int, once: Callable[[], tuple[float, Any]]) -> tuple[float, Any, list[float]]:
+    """Call ``once`` (which times one run and returns ``(seconds, what the run made)``) ``repeats`` times;
+    return the median run's seconds and product (the lower middle one for an even count) and every
+    run's seconds, in order. Each baseline and each of our rows takes the same number of runs."""
+    runs = [once() for _ in range(max(1, repeats))]
+    ranked = sorted(range(len(runs)), key=lambda i: runs[i][0])
+    seconds, product = runs[ranked[(len(runs) - 1) // 2]]
+    return seconds, product, [r[0] for r in runs]
+
+
+@torch.no_grad()
+def timed_generate(model: torch.nn.Module, kwargs: dict[str, Any], length: int,
+                   device: torch.device) -> tuple[float, torch.Tensor]:
+    """Seconds of one baseline ``model.generate(**kwargs)`` call, and its output (``length`` tokens a row)."""
+    sync(device)
+    start = time.perf_counter()
+    out = model.generate(**kwargs)
+    sync(device)
+    seconds = time.perf_counter() - start
+    assert out.shape[1] == length, out.shape
+    return seconds, out
+
+
 # ---------------------------------------------------------------------------------------- our engine
 
 
@@ -179,25 +203,33 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
         pass
     del warm
     free_memory(device)
-    engine = Engine(model, settings(new_tokens))
-    sync(device)
-    start = time.perf_counter()
-    count = sum(1 for _ in engine.generate(requests))
-    sync(device)
-    seconds = time.perf_counter() - start
-    assert count == batch, (count, batch)
+
+    def once() -> tuple[float, dict[str, Any]]:
+        """One timed run; what the row needs from its engine is taken before the engine (and its caches) goes."""
+        engine = Engine(model, settings(new_tokens))
+        sync(device)
+        start = time.perf_counter()
+        count = sum(1 for _ in engine.generate(requests))
+        sync(device)
+        seconds = time.perf_counter() - start
+        assert count == batch, (count, batch)
+        st = engine.stats
+        found = {"decode_seconds": st.decode_seconds, "decode_steps": st.decode_steps,
+                 "record": {**engine_record(engine, model, args), "graph_step_ms": replayed_step_ms(engine, device)}}
+        del engine
+        free_memory(device)
+        return seconds, found
+
+    seconds, found, all_seconds = median_run(args.repeats, once)
     step = ours_step_bytes(model, dtype, state_dtype)
     per_step = step.average(batch, prompt_len, new_tokens)
     row = fill(Row(case, "thinkfast", shape, batch, prompt_len, new_tokens, params=sum(
         p.numel() for p in model.parameters())), seconds, per_step, bandwidth)
-    st = engine.stats
-    decode_ms = 1e3 * st.decode_seconds / max(st.decode_steps, 1)
-    row.decode_tokens_per_s = batch * st.decode_steps / st.decode_seconds if st.decode_seconds else None
+    decode_seconds, decode_steps = found["decode_seconds"], found["decode_steps"]
+    decode_ms = 1e3 * decode_seconds / max(decode_steps, 1)
+    row.decode_tokens_per_s = batch * decode_steps / decode_seconds if decode_seconds else None
     row.decode_frac_of_bound = row.bound_ms_per_step / decode_ms if decode_ms else None
-    row.extra = {**engine_record(engine, model, args), "samples_per_prompt": spp,
-                 "graph_step_ms": replayed_step_ms(engine, device)}
-    del engine
-    free_memory(device)
+    row.extra = {**found["record"], "samples_per_prompt": spp, "repeat_seconds": all_seconds}
     return row
 
 
@@ -314,7 +346,7 @@ def mamba_config_for(model: torch.nn.Module):
 
 
 def run_mamba(shape: str, ours_model: torch.nn.Module, batch: int, prompt_len: int, new_tokens: int,
-              device: torch.device, bandwidth: float) -> Row:
+              device: torch.device, bandwidth: float, repeats: int = 1) -> Row:
     """mamba_ssm ``MambaLMHeadModel.generate(cg=True)``, temperature 1, plain sampling (top_k=0, top_p=0)."""
     row = Row("mamba", "mamba_ssm", shape, batch, prompt_len, new_tokens)
     try:
@@ -330,24 +362,20 @@ def run_mamba(shape: str, ours_model: torch.nn.Module, batch: int, prompt_len: i
     kwargs = {"input_ids": prompts, "max_length": max_length, "cg": True, "temperature": 1.0, "top_k": 0,
               "top_p": 0.0, "return_dict_in_generate": False}
     model.generate(**kwargs)  # captures its graphs and warms up
-    sync(device)
-    start = time.perf_counter()
-    out = model.generate(**kwargs)
-    sync(device)
-    seconds = time.perf_counter() - start
-    assert out.shape[1] == max_length, out.shape
+    seconds, out, all_seconds = median_run(repeats, partial(timed_generate, model, kwargs, max_length, device))
     cache = model.allocate_inference_cache(1, max_length, dtype=torch.bfloat16)
     state = sum(t.nbytes for conv, ssm in cache.values() for t in (conv, ssm))
     step = StepBytes(param_bytes(model), state, 0)
     row.params = sum(p.numel() for p in model.parameters())
-    row.extra = {"mamba_config": asdict(config) if hasattr(config, "__dataclass_fields__") else str(config)}
+    row.extra = {"mamba_config": asdict(config) if hasattr(config, "__dataclass_fields__") else str(config),
+                 "repeat_seconds": all_seconds}
     del model, cache, out
     free_memory(device)
     return fill(row, seconds, step.average(batch, prompt_len, new_tokens), bandwidth)
 
 
 def run_hf(ours_model: torch.nn.Module, shape: str, batch: int, prompt_len: int, new_tokens: int,
-           device: torch.device, bandwidth: float, compile_: bool) -> Row:
+           device: torch.device, bandwidth: float, compile_: bool, repeats: int = 1) -> Row:
     """transformers ``generate`` of the same Llama shape: static cache (auto-compiled), sampling at temperature 1."""
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -372,16 +400,13 @@ def run_hf(ours_model: torch.nn.Module, shape: str, batch: int, prompt_len: int,
               "cache_implementation": "static", "disable_compile": not compile_}
     with torch.no_grad():
         model.generate(**kwargs)  # compiles
-        sync(device)
-        start = time.perf_counter()
-        out = model.generate(**kwargs)
-        sync(device)
-    seconds = time.perf_counter() - start
-    assert out.shape[1] == prompt_len + new_tokens, out.shape
+    seconds, out, all_seconds = median_run(repeats, partial(timed_generate, model, kwargs, prompt_len + new_tokens,
+                                                            device))
     kv = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 2
     row = Row("hf", "transformers", shape, batch, prompt_len, new_tokens,
               params=sum(p.numel() for p in model.parameters()),
-              note=f"static cache, {'compiled' if compile_ else 'eager'}, transformers {transformers.__version__}")
+              note=f"static cache, {'compiled' if compile_ else 'eager'}, transformers {transformers.__version__}",
+              extra={"repeat_seconds": all_seconds})
     del model, out
     free_memory(device)
     return fill(row, seconds, StepBytes(param_bytes(ours_model), 0, kv).average(batch, prompt_len, new_tokens),
@@ -464,6 +489,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="`workload`: start a prompt's samples before all of them fit the free slots.")
     p.add_argument("--tokenizer", default=None,
                    help="`workload`: tokenizer (directory or hub id) whose decode the caller runs per sample.")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="Timed runs per row (ours and the baselines alike); a row reports the median run.")
     p.add_argument("--samples-per-prompt", type=int, default=1,
                    help="Our engine: samples sharing one prompt (one prefill). 1 matches the baselines' work.")
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
@@ -518,7 +545,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "mamba" in cases:
             for batch in (int(b) for b in args.batches.split(",")):
                 record(lambda b=batch: run_ours("mamba", student_shape, b, P, N, args, device, bandwidth, student))
-                record(lambda b=batch: run_mamba(student_shape, student, b, P, N, device, bandwidth))
+                record(lambda b=batch: run_mamba(student_shape, student, b, P, N, device, bandwidth, args.repeats))
         if "student-teacher" in cases:
             record(lambda: run_ours("student-teacher", student_shape, args.st_batch, P, N, args, device, bandwidth,
                                     student))
@@ -532,7 +559,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "hf" in cases:
             record(lambda: run_ours("hf", teacher_shape, args.hf_batch, P, N, args, device, bandwidth, teacher))
             record(lambda: run_hf(teacher, teacher_shape, args.hf_batch, P, N, device, bandwidth,
-                                  not args.no_hf_compile))
+                                  not args.no_hf_compile, args.repeats))
         if "student-teacher" in cases:
             record(lambda: run_ours("student-teacher", teacher_shape, args.st_batch, P, N, args, device, bandwidth,
                                     teacher))

@@ -36,6 +36,25 @@ def test_tiny_bench_writes_rows_ratios_and_bounds(tmp_path):
     assert result["bandwidth_GBps"] > 0 and result["card"].startswith("cpu")
 
 
+def test_repeats_time_every_row_as_often_and_report_the_median_run(tmp_path):
+    bench = _bench()
+    result = bench.main(["--tiny", "--cases", "hf", "--repeats", "3", "--device", "cpu"])
+    assert [(r["impl"], len(r["extra"]["repeat_seconds"])) for r in result["rows"]] == [
+        ("thinkfast", 3), ("transformers", 3)]
+    for row in result["rows"]:
+        assert row["seconds"] == sorted(row["extra"]["repeat_seconds"])[1]
+
+
+def test_median_run_keeps_the_median_runs_product():
+    bench = _bench()
+    times = iter([3.0, 1.0, 2.0, 5.0])
+    seconds, product, every = bench.median_run(3, lambda: (t := next(times), f"run at {t}"))
+    assert (seconds, product, every) == (2.0, "run at 2.0", [3.0, 1.0, 2.0])
+    assert bench.median_run(0, lambda: (7.0, "once"))[1:] == ("once", [7.0])  # at least one run
+    times = iter([4.0, 1.0])
+    assert bench.median_run(2, lambda: (next(times), None))[0] == 1.0  # even count: the lower middle
+
+
 def test_bench_bandwidth_is_the_library_copy_bandwidth(monkeypatch):
     """The HBM bound's bandwidth is thinkfast.profile.timing.measure_bandwidth's (bytes/s), not a copy of it."""
     import thinkfast.profile.timing as timing
