@@ -146,7 +146,7 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
             manager.register(module)
             for family in FAMILIES:
                 hook = getattr(manager.hook, f"register_{family}")
-                hook(register=_register_into(registry, family, package, version, module_name))
+                hook(register=_register_into(registry, family, label, package, version, module_name))
         except PluginConflictError:
             raise
         except Exception as exc:
@@ -156,10 +156,22 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
     return registry
 
 
-def _register_into(registry: Registry, family: str, package: str, version: str, module: str):
-    """The ``register(name, component)`` callback handed to one plugin module's hook for ``family``."""
+def _register_into(registry: Registry, family: str, label: str, package: str, version: str, module: str):
+    """The ``register(name, component)`` callback handed to one plugin module's hook for ``family``.
+
+    A third-party name that a built-in already has is not registered: the built-in keeps it (built-ins
+    always load and cannot be uninstalled) and the clash becomes a :class:`LoadError` of that plugin, so
+    everything else keeps working and ``thinkfast plugins`` shows it.
+    """
 
     def register(name: str, component: Any) -> None:
+        existing = registry.entries[family].get(name)
+        if existing is not None and existing.package == BUILTIN_DISTRIBUTION != package:
+            registry.load_errors.append(LoadError(
+                label, package, version,
+                f"PluginConflictError: {module} registers the {family} name '{name}', which is a built-in of "
+                f"thinkfast ({existing.module}); the built-in is used: rename the plugin's component", ""))
+            return
         registry.add(family, name, component, package, version, module)
 
     return register

@@ -23,6 +23,7 @@ from thinkfast.evaluate.config import AggregatorSpec, EvaluateSection
 from thinkfast.evaluate.equivalence import EquivalencePool
 from thinkfast.evaluate.graded import GradedProblem
 from thinkfast.evaluate.grading import GradeCache, Grader
+from thinkfast.evaluate.guard import GuardedAggregator
 from thinkfast.evaluate.metrics import (
     accuracy_per_problem,
     bootstrap,
@@ -111,11 +112,13 @@ def _series(per_k: dict[int, np.ndarray], seconds_per_k: Callable[[int], float |
                   [estimates[k].low for k in ks], [estimates[k].high for k in ks])
 
 
-def instantiate_aggregators(specs: list[AggregatorSpec]) -> dict[str, Any]:
-    """``{label: aggregator instance}`` built through the registry."""
+def instantiate_aggregators(specs: list[AggregatorSpec]) -> dict[str, GuardedAggregator]:
+    """``{label: aggregator instance}`` built through the registry, each guarded (:mod:`thinkfast.evaluate.guard`)."""
     from thinkfast.registry import get_registry
 
-    return {spec.display: get_registry().get("aggregators", spec.name)(spec.options) for spec in specs}
+    registry = get_registry()
+    return {spec.display: GuardedAggregator.create(spec.display, registry.entry("aggregators", spec.name), spec.options)
+            for spec in specs}
 
 
 def evaluate_problems(run: Run, dataset: str, problems: list[GradedProblem], aggregators: dict[str, Any],
