@@ -166,10 +166,11 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    found = len(problems.items)
     for key, value in data.items():
         if key not in fields:
-            problems.add(_join(path, key), f"unknown key{did_you_mean(key, fields)}; "
-                         f"valid keys here: {', '.join(fields)}")
+            valid = f"valid keys here: {', '.join(fields)}" if fields else "this table takes no keys"
+            problems.add(_join(path, key), f"unknown key{did_you_mean(key, fields)}; {valid}")
             continue
         f = fields[key]
         meta = dict(f.metadata)
@@ -190,7 +191,7 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
         problems.add(path, str(exc))
         return None
     check = getattr(obj, "check", None)
-    if callable(check):
+    if callable(check) and len(problems.items) == found:  # cross-field rules see only values of the right type
         for key, message in check() or []:
             problems.add(_join(path, key), message)
     return obj
@@ -218,7 +219,8 @@ def _validate_plugin_options(obj: Any, path: str, problems: Problems) -> None:
 def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = "") -> Any:
     """Build ``cls`` from ``data``; raise :class:`RecipeError` listing every problem.
 
-    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules.
+    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules; it runs
+    only when the table's own keys passed their checks, so it never sees a value of the wrong type.
     """
     problems = Problems(source)
     obj = _build(cls, data, path, problems)
