@@ -136,14 +136,16 @@ def _check_range(value: float, path: str, problems: Problems, meta: dict[str, An
         problems.add(path, f"{value!r} is above the maximum {hi}")
 
 
-def _check_plugin(value: Any, family: str, path: str, problems: Problems) -> None:
+def _check_plugin(value: Any, family: str, path: str, problems: Problems, optional: bool = False) -> None:
+    """Each name in ``value`` must be registered in ``family`` (``auto`` always passes; ``""`` too when the
+    field is ``optional``, i.e. its default is the empty string)."""
     from thinkfast.registry import get_registry
 
     registry = get_registry()
     names = registry.names(family)
     items = value if isinstance(value, list) else [value]
     for i, item in enumerate(items):
-        if not isinstance(item, str) or item == "auto":
+        if not isinstance(item, str) or item == "auto" or (optional and item == ""):
             continue
         if item not in names:
             where = _join(path, i) if isinstance(value, list) else path
@@ -177,7 +179,7 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
         value = _over_default_section(f, value)
         converted = _convert(value, hints[key], _join(path, key), problems, meta)
         if meta.get("plugin"):
-            _check_plugin(value, meta["plugin"], _join(path, key), problems)
+            _check_plugin(value, meta["plugin"], _join(path, key), problems, optional=f.default == "")
         kwargs[key] = converted
     missing = [name for name, f in fields.items() if name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

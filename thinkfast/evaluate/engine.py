@@ -174,6 +174,8 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     restricted = restrict_to_common_problems(runs) if section.common_problems else []
     disambiguate_labels(runs)  # two runs of the same model, or two directories of one name
     aggregators = instantiate_aggregators(section.aggregators)
+    if extract is None and not section.dataset:
+        _require_dataset_plugins(runs)
     grader_extract = extract or registry_extractor(section.dataset)
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
     to_grade = sum(len(p.texts) for run in runs for p in run.problems)
@@ -208,6 +210,22 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
     return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
+
+
+def _require_dataset_plugins(runs: list[Run]) -> None:
+    """Every dataset the samples name has an installed plugin (else each extraction would fail: 0 % accuracy)."""
+    from thinkfast.errors import PluginNotFoundError
+    from thinkfast.registry import get_registry
+
+    registry = get_registry()
+    for run in runs:
+        for name in sorted({p.dataset for p in run.problems}):
+            try:
+                registry.entry("datasets", name)
+            except PluginNotFoundError as exc:
+                raise DataError(f"{run.path / 'samples.jsonl'}: the samples are of dataset {name!r}, whose answers "
+                                f"its plugin extracts, but {exc}; install that plugin or set evaluate.dataset to "
+                                f"one that reads these answers") from None
 
 
 def _require_questions(problems: list[GradedProblem], aggregators: dict[str, Any], run: Run) -> None:
