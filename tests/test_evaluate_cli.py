@@ -334,3 +334,22 @@ def test_an_unknown_dataset_plugin_is_an_error_not_zero_accuracy(tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out),
                                       "--set", "evaluate.dataset=gsm8k"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_last_line_cut_short_by_a_killed_generate_is_left_out_with_a_warning(tmp_path):
+    """generate drops such a line when it resumes; evaluate refused the whole run over it."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "teacher", run)
+    with (run / "samples.jsonl").open("a") as fh:
+        fh.write('{"problem_id": "gsm8k-train-11", "sample_index": 8, "te')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{run / 'samples.jsonl'}:97: the last line was cut short" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["n_samples"] == 8 and any("cut short" in w for w in report["warnings"])
+    # a damaged line that is not the last one (or ends in a newline) is still an error
+    with (run / "samples.jsonl").open("a") as fh:
+        fh.write("\n")
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out)])
+    assert result.exit_code == 2 and "samples.jsonl:97: not valid JSON" in result.output

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,14 @@ def resolve_files(path: str | Path, split: str) -> list[Path]:
     return chosen
 
 
-def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = None
+                       ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``("file:line", object)`` for every non-blank line of a JSONL file; a line that is not a JSON
-    object is a :class:`DataError` naming the file and line."""
+    object is a :class:`DataError` naming the file and line.
+
+    ``on_cut_end(where)``: when given, a last line that is not valid JSON and has no newline (a writer
+    killed mid-line) is passed to it and skipped instead.
+    """
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -56,6 +61,9 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             try:
                 record = json.loads(line.rstrip("\r\n"))  # without the newline an error's column is on this line
             except json.JSONDecodeError as exc:
+                if on_cut_end is not None and not line.endswith("\n"):
+                    on_cut_end(where)
+                    return
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
                                 f"one JSON object") from None
             if not isinstance(record, dict):
