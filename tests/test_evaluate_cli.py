@@ -334,6 +334,10 @@ def test_an_unknown_dataset_plugin_is_an_error_not_zero_accuracy(tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out),
                                       "--set", "evaluate.dataset=gsm8k"])
     assert result.exit_code == 0, result.output
+    from thinkfast.errors import ThinkfastError  # the Python API, without the recipe's check
+
+    with pytest.raises(ThinkfastError, match="evaluate.dataset: no datasets plugin named 'gsm8kk'"):
+        evaluate(EvaluateSection(dataset="gsm8kk"), [FIXTURES / "teacher"], output_dir=None)
 
 
 def test_a_last_line_cut_short_by_a_killed_generate_is_left_out_with_a_warning(tmp_path):

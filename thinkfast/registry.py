@@ -57,7 +57,8 @@ class LoadError:
         """One sentence for the terminal (a problem with ``THINKFAST_PLUGINS`` itself has no package)."""
         if not self.package:
             return f"{self.entry_point}: {self.error}"
-        return f"plugin {self.entry_point} from {self.package} {self.version} failed to load: {self.error}"
+        source = f"{self.package} {self.version}".strip()
+        return f"plugin {self.entry_point} from {source} failed to load: {self.error}"
 
 
 @dataclass

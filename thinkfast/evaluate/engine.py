@@ -174,8 +174,8 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     restricted = restrict_to_common_problems(runs) if section.common_problems else []
     disambiguate_labels(runs)  # two runs of the same model, or two directories of one name
     aggregators = instantiate_aggregators(section.aggregators)
-    if extract is None and not section.dataset:
-        _require_dataset_plugins(runs)
+    if extract is None:
+        _require_dataset_plugins(runs, section.dataset)
     grader_extract = extract or registry_extractor(section.dataset)
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
     to_grade = sum(len(p.texts) for run in runs for p in run.problems)
@@ -212,12 +212,19 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
 
 
-def _require_dataset_plugins(runs: list[Run]) -> None:
-    """Every dataset the samples name has an installed plugin (else each extraction would fail: 0 % accuracy)."""
+def _require_dataset_plugins(runs: list[Run], override: str = "") -> None:
+    """The dataset plugin that extracts answers (``override``, else each one the samples name) is installed;
+    otherwise every extraction would fail and each model would score 0 %."""
     from thinkfast.errors import PluginNotFoundError
     from thinkfast.registry import get_registry
 
     registry = get_registry()
+    if override:
+        try:
+            registry.entry("datasets", override)
+        except PluginNotFoundError as exc:
+            raise ThinkfastError(f"evaluate.dataset: {exc}") from None
+        return
     for run in runs:
         for name in sorted({p.dataset for p in run.problems}):
             try:
