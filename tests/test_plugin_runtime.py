@@ -81,15 +81,18 @@ def _module(**components) -> types.ModuleType:
 
 
 @pytest.fixture
-def use_plugins(monkeypatch):
+def use_plugins():
     """Make ``components`` (name -> class) registered aggregators of this process, as a plugin would."""
+    before: list = []
 
     def install(**components):
         registry = registry_module.load_registry(extra_modules=[_module(**components)])
-        monkeypatch.setattr(registry_module, "_REGISTRY", registry)
+        before.append(registry_module.set_registry(registry))
         return registry
 
-    return install
+    yield install
+    if before:
+        registry_module.set_registry(before[0])
 
 
 def _evaluate(tmp_path: Path, *aggregators: str, extra: str = "") -> tuple:

@@ -93,3 +93,10 @@ def test_allow_list_entry_that_matches_nothing_is_reported(third_party):
     (error,) = registry.load_errors
     assert error.entry_point == "THINKFAST_PLUGINS" and "'thinkfast-exmaple'" in error.error
     assert "no installed plugin" in error.error and "thinkfast-example" in error.error
+
+
+def test_an_extra_module_that_an_entry_point_already_loaded_registers_once(third_party):
+    """A plugin's own tests pass its module to load_registry while its source tree (egg-info) or an install
+    also declares it: that was a PluginConflictError with itself."""
+    registry = load_registry(extra_modules=[sys.modules["fake_thinkfast_plugin"]])
+    assert registry.entry("aggregators", "fake").package == "thinkfast-example" and not registry.load_errors

@@ -42,6 +42,11 @@ class PluginEntry:
     version: str
     module: str
 
+    @property
+    def source(self) -> str:
+        """The providing package and its version, for messages."""
+        return _source(self.package, self.version)
+
 
 @dataclass(frozen=True)
 class LoadError:
@@ -57,8 +62,7 @@ class LoadError:
         """One sentence for the terminal (a problem with ``THINKFAST_PLUGINS`` itself has no package)."""
         if not self.package:
             return f"{self.entry_point}: {self.error}"
-        source = f"{self.package} {self.version}".strip()
-        return f"plugin {self.entry_point} from {source} failed to load: {self.error}"
+        return f"plugin {self.entry_point} from {_source(self.package, self.version)} failed to load: {self.error}"
 
 
 @dataclass
@@ -97,10 +101,15 @@ class Registry:
         if existing is not None:
             raise PluginConflictError(
                 f"two plugins register the {family} name '{name}': "
-                f"{existing.package} {existing.version} ({existing.module}) and {package} {version} ({module}); "
-                f"uninstall one of them or restrict THINKFAST_PLUGINS"
+                f"{existing.source} ({existing.module}) and "
+                f"{_source(package, version)} ({module}); uninstall one of them or restrict THINKFAST_PLUGINS"
             )
         self.entries[family][name] = PluginEntry(family, name, component, package, version, module)
+
+
+def _source(package: str, version: str) -> str:
+    """``thinkfast-example 0.2.0``, or ``<local>`` for a module registered at runtime (no version)."""
+    return f"{package} {version}".strip()
 
 
 def _normalized(name: str) -> str:
@@ -168,6 +177,8 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
             continue
         sources.append((f"{ep.name} = {ep.value}", dist_name, version, module))
     for module in extra_modules or []:
+        if any(module is loaded for *_, loaded in sources):
+            continue  # its entry point (an install, or the egg-info of its source tree) already loaded it
         sources.append((getattr(module, "__name__", repr(module)), "<local>", "", module))
 
     for label, package, version, module in sources:
@@ -220,6 +231,17 @@ def get_registry() -> Registry:
         for err in _REGISTRY.load_errors:
             print(f"warning: {err.describe()}", file=sys.stderr)
     return _REGISTRY
+
+
+def set_registry(registry: Registry | None) -> Registry | None:
+    """Make ``registry`` the process-wide one (None: load it afresh on next use) and return the one before.
+
+    With :func:`load_registry`'s ``extra_modules`` this runs plugins that are not installed: tests of a
+    plugin, or an application that embeds thinkfast.
+    """
+    global _REGISTRY
+    previous, _REGISTRY = _REGISTRY, registry
+    return previous
 
 
 def reset_registry() -> None:

@@ -113,8 +113,7 @@ class GuardedAggregator:
     def error(self, what: str) -> AggregatorError:
         entry = self.entry
         plugin = "" if entry.name == self.label else f" (plugin {entry.name!r})"
-        package = f"{entry.package} {entry.version}".strip()
-        return AggregatorError(f"aggregator {self.label!r}{plugin} from {package} ({entry.module}): {what}; "
+        return AggregatorError(f"aggregator {self.label!r}{plugin} from {entry.source} ({entry.module}): {what}; "
                                f"fix the plugin or leave it out of evaluate.aggregators")
 
     def exception(self, exc: BaseException) -> str:
