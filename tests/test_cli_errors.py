@@ -179,6 +179,8 @@ def test_distill_names_a_truncated_teacher(student_dir, tmp_path):
                                       "existing model directory or .gguf file, or a hub id (those look like org/name)"),
     ("random file", "weights.bin", "model 'weights.bin' is a file, not a model directory or a .gguf file"),
     ("empty dir", "empty", "model 'empty' is a directory without config.json, so not a model directory"),
+    ("distill output", "distilled", "model 'distilled' is a directory without config.json, so not a model "
+                                    "directory; it holds distill's outputs: give its student, distilled/student"),
     ("broken gguf", "broken.gguf", "cannot load model 'broken.gguf': "),
 ])
 def test_generate_names_a_bad_model_path_and_leaves_no_output_directory(kind, spec, message, tmp_path,
@@ -187,6 +189,8 @@ def test_generate_names_a_bad_model_path_and_leaves_no_output_directory(kind, sp
     (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "broken.gguf").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "distilled" / "student").mkdir(parents=True)
+    (tmp_path / "distilled" / "student" / "config.json").write_text("{}")
     line = assert_one_error(_generate(spec, tmp_path / "out" / "run"), message)
     assert "teacher" not in line and "config file" not in line and ".." not in line.replace("./no", "")
     assert not (tmp_path / "out").exists()  # the output directory (and its parent) this call made are gone

@@ -214,3 +214,29 @@ def test_bad_device_names_are_clean_errors():
     with pytest.raises(ThinkfastError, match="'gpu' is not a device name"):
         resolve_device("gpu")
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: d, "is a directory, not a recipe file"),
+    (lambda d: (d / "r.toml").write_bytes(b"\xff\xfe[run]\n") and d / "r.toml", "not UTF-8 text"),
+], ids=["directory", "not-utf8"])
+def test_a_recipe_that_cannot_be_read_as_text_names_the_file(tmp_path, make, expected):
+    path = make(tmp_path)
+    (msg,) = problems_of(path)
+    assert msg.startswith(f"{path}: ") and expected in msg
+    include = write(tmp_path, "inc.toml", f'include = "{path}"\n')
+    (msg,) = problems_of(include)
+    assert str(path) in msg and expected in msg
+
+
+def test_cross_field_checks_skip_values_that_failed_their_type_check(tmp_path):
+    """``profile.check`` compares sizes with 1; a string among them was a TypeError traceback."""
+    path = write(tmp_path, "p.toml", '[profile]\nseqlen = ["8q"]\nbatch = 0\n')
+    assert sorted(problems_of(path)) == [f"{path}: profile.batch: expected list of int, got 0",
+                                         f"{path}: profile.seqlen[0]: expected an integer, got '8q'"]
+
+
+def test_options_of_a_plugin_without_options_say_so(tmp_path):
+    path = write(tmp_path, "r.toml", '[[evaluate.aggregators]]\nname = "majority"\noptions = { foo = 1 }\n')
+    assert problems_of(path) == [f"{path}: evaluate.aggregators[0].options.foo: unknown key; "
+                                 f"this table takes no keys"]

@@ -109,6 +109,23 @@ def test_malformed_line_names_file_and_line(tmp_path):
         load_problems(spec(dataset="gsm8k", path=str(bad)))
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_encoding_a_bom_is_read_and_bytes_that_are_not_utf8_are_named(tmp_path, suffix):
+    """A byte-order mark (Windows editors write one) was 'not valid JSON'; Latin-1 text was a
+    UnicodeDecodeError traceback in distill, generate and evaluate."""
+    record = '{"question": "Caf\u00e9 q", "answer": "x\\n#### 1"}'
+    text = record + "\n" if suffix == ".jsonl" else f"[{record}]"
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (problem,) = load_problems(spec(dataset="gsm8k", path=str(path)))[1]
+    assert problem.question == "Caf\u00e9 q"
+    path.write_bytes(('{"question": "ok", "answer": "x\\n#### 1"}\n' if suffix == ".jsonl" else "").encode()
+                     + text.encode("latin-1"))
+    where = f"{path}:2" if suffix == ".jsonl" else str(path)
+    with pytest.raises(DataError, match=rf"^{re.escape(where)}: not UTF-8 text \(byte 0xe9\); save the file as UTF-8$"):
+        load_problems(spec(dataset="gsm8k", path=str(path)))
+
+
 def test_missing_file_and_wrong_suffix(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_problems(spec(dataset="gsm8k", path=str(tmp_path / "nope.jsonl")))

@@ -293,3 +293,20 @@ def test_a_run_that_fails_to_start_writes_nothing(tiny_llama_dir, tmp_path, prev
         assert result.exit_code == 2 and "cannot render" in result.stderr
     assert _unchanged(previous_run)
     assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"], ids=["empty", "blank-lines"])
+def test_a_data_file_without_records_names_the_stage_key_and_file(tiny_llama_dir, tmp_path, previous_run,
+                                                                   monkeypatch, content):
+    from thinkfast.cli import cli
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(content)
+    monkeypatch.setattr("thinkfast.distill.engine.load_models", _refuse_models)
+    result = CliRunner().invoke(cli, ["distill", str(_two_stage_recipe(tmp_path, tiny_llama_dir, str(data))),
+                                      "-o", str(previous_run)], catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: distill.stages[1].data: no problems in dataset 'gsm8k'")
+    assert f"{data} has no records" in line
+    assert _unchanged(previous_run)

@@ -186,3 +186,25 @@ def test_metrics_log_truncates_to_the_resumed_step(tmp_path):
     records = read_metrics(path)
     assert [r["global_step"] for r in records] == [1, 2, 3, 4]
     assert records[-1]["loss"] == 0.0 and "time" in records[-1]
+
+
+def test_metrics_log_resumes_past_a_line_cut_short(tmp_path):
+    """A run killed while writing a line (SIGKILL, a full disk) left half a JSON object: --resume crashed on it
+    with a JSONDecodeError traceback after loading the teacher."""
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    for step in range(1, 4):
+        log.write({"global_step": step, "loss": 1.0})
+    with path.open("a") as fh:
+        fh.write('{"global_step": 4, "lo')
+    MetricsLog(path, resume_global_step=3).write({"global_step": 4, "loss": 0.5})
+    assert [r["global_step"] for r in read_metrics(path)] == [1, 2, 3, 4]
+
+
+def test_metrics_log_names_a_damaged_line_before_the_last(tmp_path):
+    from thinkfast.errors import DataError
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"global_step": 1}\nnot json\n{"global_step": 2}\n')
+    with pytest.raises(DataError, match=rf"{path}:2: not valid JSON.*start a new --output-dir"):
+        MetricsLog(path, resume_global_step=2)

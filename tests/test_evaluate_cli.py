@@ -310,3 +310,50 @@ def test_grades_file_lists_every_answer_even_when_none_needs_math_verify(tmp_pat
     assert any(r["equal"] for r in lines) and not all(r["equal"] for r in lines)
     assert _run(args).exit_code == 0
     assert (out / "grades.jsonl").read_text() == text
+
+
+def test_an_unknown_dataset_plugin_is_an_error_not_zero_accuracy(tmp_path):
+    """A misspelled evaluate.dataset, or samples of a dataset whose plugin is not installed, made every
+    extraction fail quietly: 0 % accuracy and exit 0."""
+    from test_cli_errors import assert_one_error
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "teacher"), "-o", str(out),
+                                      "--set", "evaluate.dataset=gsm8kk"])
+    assert_one_error(result, "evaluate.dataset: no datasets plugin named 'gsm8kk' (did you mean 'gsm8k'?)")
+    assert not out.exists()
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "teacher", run)
+    samples = run / "samples.jsonl"
+    samples.write_text(samples.read_text().replace('"dataset": "gsm8k"', '"dataset": "gsm8k-local"'))
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out)])
+    assert_one_error(result, f"{samples}: the samples are of dataset 'gsm8k-local'",
+                     "no datasets plugin named 'gsm8k-local'", "set evaluate.dataset")
+    assert not (out / "report.json").exists()
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out),
+                                      "--set", "evaluate.dataset=gsm8k"])
+    assert result.exit_code == 0, result.output
+    from thinkfast.errors import ThinkfastError  # the Python API, without the recipe's check
+
+    with pytest.raises(ThinkfastError, match="evaluate.dataset: no datasets plugin named 'gsm8kk'"):
+        evaluate(EvaluateSection(dataset="gsm8kk"), [FIXTURES / "teacher"], output_dir=None)
+
+
+def test_a_last_line_cut_short_by_a_killed_generate_is_left_out_with_a_warning(tmp_path):
+    """generate drops such a line when it resumes; evaluate refused the whole run over it."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "teacher", run)
+    with (run / "samples.jsonl").open("a") as fh:
+        fh.write('{"problem_id": "gsm8k-train-11", "sample_index": 8, "te')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{run / 'samples.jsonl'}:97: the last line was cut short" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["n_samples"] == 8 and any("cut short" in w for w in report["warnings"])
+    # a damaged line that is not the last one (or ends in a newline) is still an error
+    with (run / "samples.jsonl").open("a") as fh:
+        fh.write("\n")
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out)])
+    assert result.exit_code == 2 and "samples.jsonl:97: not valid JSON" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 
 import pytest
@@ -61,3 +62,41 @@ def test_plugin_raising_during_registration_is_reported_not_fatal():
     registry = load_registry(extra_modules=[broken, good])
     assert "fine" in registry.names("aggregators")
     assert any("boom" in err.error for err in registry.load_errors)
+
+
+@pytest.fixture
+def third_party(monkeypatch):
+    """One third-party entry point, ``example = fake_thinkfast_plugin`` of distribution ``thinkfast-example``."""
+    from importlib import metadata
+
+    from thinkfast import registry as registry_module
+
+    monkeypatch.setitem(sys.modules, "fake_thinkfast_plugin", _module(
+        "fake_thinkfast_plugin", register_aggregators=lambda register: register("fake", object)))
+    builtins = registry_module._entry_points()
+    ep = metadata.EntryPoint("example", "fake_thinkfast_plugin", "thinkfast")
+    monkeypatch.setattr(registry_module, "_entry_points", lambda: [*builtins, (ep, "thinkfast-example", "1.0")])
+    return monkeypatch
+
+
+@pytest.mark.parametrize("allowed", ["example", "thinkfast-example", "thinkfast_example", "Thinkfast.Example"])
+def test_allow_list_matches_distribution_names_as_pip_does(third_party, allowed):
+    third_party.setenv("THINKFAST_PLUGINS", allowed)
+    registry = load_registry()
+    assert "fake" in registry.names("aggregators") and not registry.load_errors
+
+
+def test_allow_list_entry_that_matches_nothing_is_reported(third_party):
+    third_party.setenv("THINKFAST_PLUGINS", "example,thinkfast-exmaple")
+    registry = load_registry()
+    assert "fake" in registry.names("aggregators")
+    (error,) = registry.load_errors
+    assert error.entry_point == "THINKFAST_PLUGINS" and "'thinkfast-exmaple'" in error.error
+    assert "no installed plugin" in error.error and "thinkfast-example" in error.error
+
+
+def test_an_extra_module_that_an_entry_point_already_loaded_registers_once(third_party):
+    """A plugin's own tests pass its module to load_registry while its source tree (egg-info) or an install
+    also declares it: that was a PluginConflictError with itself."""
+    registry = load_registry(extra_modules=[sys.modules["fake_thinkfast_plugin"]])
+    assert registry.entry("aggregators", "fake").package == "thinkfast-example" and not registry.load_errors

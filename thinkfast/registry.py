@@ -4,13 +4,15 @@ Plugins come from the ``thinkfast`` entry-point group. The built-in ones (in thi
 ``plugins/`` folder, imported as ``thinkfast_plugins``) register through that group too, exactly
 as a third-party package does. ``THINKFAST_PLUGINS`` (comma-separated entry-point or
 distribution names) restricts which third-party entry points load; set but empty, only the
-built-ins load. A plugin that fails on import or registration becomes a :class:`LoadError`,
+built-ins load; distribution names compare as pip compares them, and a name that matches
+nothing is reported. A plugin that fails on import or registration becomes a :class:`LoadError`,
 shown as a warning and by ``thinkfast plugins``; the rest keep working.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -40,6 +42,11 @@ class PluginEntry:
     version: str
     module: str
 
+    @property
+    def source(self) -> str:
+        """The providing package and its version, for messages."""
+        return _source(self.package, self.version)
+
 
 @dataclass(frozen=True)
 class LoadError:
@@ -50,6 +57,12 @@ class LoadError:
     version: str
     error: str
     detail: str
+
+    def describe(self) -> str:
+        """One sentence for the terminal (a problem with ``THINKFAST_PLUGINS`` itself has no package)."""
+        if not self.package:
+            return f"{self.entry_point}: {self.error}"
+        return f"plugin {self.entry_point} from {_source(self.package, self.version)} failed to load: {self.error}"
 
 
 @dataclass
@@ -88,20 +101,45 @@ class Registry:
         if existing is not None:
             raise PluginConflictError(
                 f"two plugins register the {family} name '{name}': "
-                f"{existing.package} {existing.version} ({existing.module}) and {package} {version} ({module}); "
-                f"uninstall one of them or restrict THINKFAST_PLUGINS"
+                f"{existing.source} ({existing.module}) and "
+                f"{_source(package, version)} ({module}); uninstall one of them or restrict THINKFAST_PLUGINS"
             )
         self.entries[family][name] = PluginEntry(family, name, component, package, version, module)
 
 
-def _allowed(ep: metadata.EntryPoint, dist_name: str) -> bool:
-    if dist_name == BUILTIN_DISTRIBUTION:
-        return True
+def _source(package: str, version: str) -> str:
+    """``thinkfast-example 0.2.0``, or ``<local>`` for a module registered at runtime (no version)."""
+    return f"{package} {version}".strip()
+
+
+def _normalized(name: str) -> str:
+    """A distribution name as pip compares them: ``Thinkfast_Example`` = ``thinkfast-example`` (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _allow_list() -> list[str] | None:
+    """The names in ``THINKFAST_PLUGINS`` (None when it is not set)."""
     raw = os.environ.get(ALLOW_LIST_ENV)
-    if raw is None:
+    return None if raw is None else [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _allowed(ep: metadata.EntryPoint, dist_name: str, allow: list[str] | None) -> bool:
+    if dist_name == BUILTIN_DISTRIBUTION or allow is None:
         return True
-    allowed = {item.strip() for item in raw.split(",") if item.strip()}
-    return ep.name in allowed or dist_name in allowed
+    return ep.name in allow or _normalized(dist_name) in {_normalized(a) for a in allow}
+
+
+def _unmatched(allow: list[str] | None, found: list[tuple[metadata.EntryPoint, str, str]]) -> LoadError | None:
+    """A :class:`LoadError` for allow-list names that no third-party entry point or distribution has (a typo
+    there would otherwise hide the plugin without a word)."""
+    third_party = [(ep.name, dist) for ep, dist, _ in found if dist != BUILTIN_DISTRIBUTION]
+    known = {name for name, _ in third_party} | {_normalized(dist) for _, dist in third_party}
+    missing = [a for a in allow or [] if a not in known and _normalized(a) not in known]
+    if not missing:
+        return None
+    installed = ", ".join(sorted({dist for _, dist in third_party})) or "none"
+    return LoadError(ALLOW_LIST_ENV, "", "", f"{', '.join(map(repr, missing))}: no installed plugin has that "
+                     f"entry-point or distribution name (third-party distributions: {installed})", "")
 
 
 def _entry_points() -> list[tuple[metadata.EntryPoint, str, str]]:
@@ -123,8 +161,11 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
     """
     registry = Registry()
     sources: list[tuple[str, str, str, Any]] = []  # (label, package, version, module object)
-    for ep, dist_name, version in _entry_points():
-        if not _allowed(ep, dist_name):
+    found, allow = _entry_points(), _allow_list()
+    if (unmatched := _unmatched(allow, found)) is not None:
+        registry.load_errors.append(unmatched)
+    for ep, dist_name, version in found:
+        if not _allowed(ep, dist_name, allow):
             continue
         try:
             module = ep.load()
@@ -136,6 +177,8 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
             continue
         sources.append((f"{ep.name} = {ep.value}", dist_name, version, module))
     for module in extra_modules or []:
+        if any(module is loaded for *_, loaded in sources):
+            continue  # its entry point (an install, or the egg-info of its source tree) already loaded it
         sources.append((getattr(module, "__name__", repr(module)), "<local>", "", module))
 
     for label, package, version, module in sources:
@@ -146,7 +189,7 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
             manager.register(module)
             for family in FAMILIES:
                 hook = getattr(manager.hook, f"register_{family}")
-                hook(register=_register_into(registry, family, package, version, module_name))
+                hook(register=_register_into(registry, family, label, package, version, module_name))
         except PluginConflictError:
             raise
         except Exception as exc:
@@ -156,10 +199,22 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
     return registry
 
 
-def _register_into(registry: Registry, family: str, package: str, version: str, module: str):
-    """The ``register(name, component)`` callback handed to one plugin module's hook for ``family``."""
+def _register_into(registry: Registry, family: str, label: str, package: str, version: str, module: str):
+    """The ``register(name, component)`` callback handed to one plugin module's hook for ``family``.
+
+    A third-party name that a built-in already has is not registered: the built-in keeps it (built-ins
+    always load and cannot be uninstalled) and the clash becomes a :class:`LoadError` of that plugin, so
+    everything else keeps working and ``thinkfast plugins`` shows it.
+    """
 
     def register(name: str, component: Any) -> None:
+        existing = registry.entries[family].get(name)
+        if existing is not None and existing.package == BUILTIN_DISTRIBUTION != package:
+            registry.load_errors.append(LoadError(
+                label, package, version,
+                f"PluginConflictError: {module} registers the {family} name '{name}', which is a built-in of "
+                f"thinkfast ({existing.module}); the built-in is used: rename the plugin's component", ""))
+            return
         registry.add(family, name, component, package, version, module)
 
     return register
@@ -174,9 +229,19 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = load_registry()
         for err in _REGISTRY.load_errors:
-            print(f"warning: plugin {err.entry_point} from {err.package} failed to load: {err.error}",
-                  file=sys.stderr)
+            print(f"warning: {err.describe()}", file=sys.stderr)
     return _REGISTRY
+
+
+def set_registry(registry: Registry | None) -> Registry | None:
+    """Make ``registry`` the process-wide one (None: load it afresh on next use) and return the one before.
+
+    With :func:`load_registry`'s ``extra_modules`` this runs plugins that are not installed: tests of a
+    plugin, or an application that embeds thinkfast.
+    """
+    global _REGISTRY
+    previous, _REGISTRY = _REGISTRY, registry
+    return previous
 
 
 def reset_registry() -> None:

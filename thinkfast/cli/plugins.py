@@ -36,6 +36,6 @@ def command(as_json: bool) -> None:
     for e in entries:
         table.add_row(e["family"], e["name"], e["package"], e["version"], e["module"])
     console.print(table)
-    for e in errors:
-        console.print(f"[yellow]failed to load[/yellow] {e['entry_point']} ({e['package']} {e['version']}): "
-                      f"{e['error']}")
+    for e in registry.load_errors:
+        console.print("[yellow]warning:[/yellow] ", end="")
+        console.print(e.describe(), markup=False)

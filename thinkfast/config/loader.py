@@ -18,12 +18,19 @@ from thinkfast.errors import RecipeError
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; a syntax error names the file and line."""
+    """Parse one TOML file; a syntax error names the file and line, a file that cannot be read says why."""
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise RecipeError([f"{path}: recipe file not found"]) from None
+    except IsADirectoryError:
+        raise RecipeError([f"{path}: is a directory, not a recipe file; give the path of a .toml file"]) from None
+    except OSError as exc:
+        raise RecipeError([f"{path}: cannot read the recipe: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError([f"{path}: not UTF-8 text (byte {exc.start}), so not a TOML recipe; save it as "
+                           f"UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError([f"{path}: not valid TOML: {exc}"]) from None
 

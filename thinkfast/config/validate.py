@@ -162,14 +162,16 @@ def _check_range(value: float, path: str, problems: Problems, meta: dict[str, An
         problems.add(path, f"{value!r} is above the maximum {hi}")
 
 
-def _check_plugin(value: Any, family: str, path: str, problems: Problems) -> None:
+def _check_plugin(value: Any, family: str, path: str, problems: Problems, optional: bool = False) -> None:
+    """Each name in ``value`` must be registered in ``family`` (``auto`` always passes; ``""`` too when the
+    field is ``optional``, i.e. its default is the empty string)."""
     from thinkfast.registry import get_registry
 
     registry = get_registry()
     names = registry.names(family)
     items = value if isinstance(value, list) else [value]
     for i, item in enumerate(items):
-        if not isinstance(item, str) or item == "auto":
+        if not isinstance(item, str) or item == "auto" or (optional and item == ""):
             continue
         if item not in names:
             where = _join(path, i) if isinstance(value, list) else path
@@ -192,17 +194,18 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
+    found = len(problems.items)
     for key, value in data.items():
         if key not in fields:
-            problems.add(_join(path, key), f"unknown key{did_you_mean(key, fields)}; "
-                         f"valid keys here: {', '.join(fields)}")
+            valid = f"valid keys here: {', '.join(fields)}" if fields else "this table takes no keys"
+            problems.add(_join(path, key), f"unknown key{did_you_mean(key, fields)}; {valid}")
             continue
         f = fields[key]
         meta = dict(f.metadata)
         value = _over_default_section(f, value)
         converted = _convert(value, hints[key], _join(path, key), problems, meta)
         if meta.get("plugin"):
-            _check_plugin(value, meta["plugin"], _join(path, key), problems)
+            _check_plugin(value, meta["plugin"], _join(path, key), problems, optional=f.default == "")
         kwargs[key] = converted
     missing = [name for name, f in fields.items() if name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -216,7 +219,7 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
         problems.add(path, str(exc))
         return None
     check = getattr(obj, "check", None)
-    if callable(check):
+    if callable(check) and len(problems.items) == found:  # cross-field rules see only values of the right type
         for key, message in check() or []:
             problems.add(_join(path, key), message)
     return obj
@@ -245,8 +248,9 @@ def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = 
               overrides: Sequence[OverrideSpan] = ()) -> Any:
     """Build ``cls`` from ``data``; raise :class:`RecipeError` listing every problem.
 
-    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules. A problem
-    at a key that ``overrides`` set names the ``--set`` item instead of ``source``.
+    A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules; it runs
+    only when the table's own keys passed their checks, so it never sees a value of the wrong type. A
+    problem at a key that ``overrides`` set names the ``--set`` item instead of ``source``.
     """
     problems = Problems(source, overrides)
     obj = _build(cls, data, path, problems)

@@ -15,11 +15,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from thinkfast.data.base import DatasetPlugin, Problem
+from thinkfast.errors import DataError
 
 if TYPE_CHECKING:
     from thinkfast.config.common import DataSpec
 
-__all__ = ["DatasetPlugin", "Problem", "get_plugin", "load_problems"]
+__all__ = ["DatasetPlugin", "Problem", "get_plugin", "load_problems", "no_problems_error"]
 
 
 def get_plugin(spec: DataSpec) -> DatasetPlugin:
@@ -34,3 +35,19 @@ def load_problems(spec: DataSpec) -> tuple[DatasetPlugin, list[Problem]]:
     """The plugin named by ``spec`` and the problems it selects (path, split, offset, limit)."""
     plugin = get_plugin(spec)
     return plugin, plugin.load(spec)
+
+
+def no_problems_error(key: str, spec: DataSpec) -> DataError:
+    """The error for a data table (recipe key ``key``) that selects no problem: what was read, and what to fix."""
+    from thinkfast.data.files import iter_records
+
+    fix = "check those keys"
+    if spec.path:
+        try:
+            empty = next(iter_records(spec.path, spec.split), None) is None
+        except DataError:
+            empty = False
+        if empty:
+            fix = f"{spec.path} has no records; point {key}.path at a file with one JSON object per line"
+    return DataError(f"{key}: no problems in dataset {spec.dataset!r} (path {spec.path or 'default'!r}, split "
+                     f"{spec.split!r}, offset {spec.offset}, limit {spec.limit}); {fix}")

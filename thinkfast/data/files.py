@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +60,26 @@ def resolve_files(path: str | Path, split: str) -> list[Path]:
     return chosen
 
 
-def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = None
+                       ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``("file:line", object)`` for every non-blank line of a JSONL file; a line that is not a JSON
-    object is a :class:`DataError` naming the file and line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    object is a :class:`DataError` naming the file and line.
+
+    ``on_cut_end(where)``: when given, a last line that is not valid JSON and has no newline (a writer
+    killed mid-line) is passed to it and skipped instead.
+    """
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            line = _decode(raw[3:] if lineno == 1 and raw.startswith(BOM) else raw, where)
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 record = json.loads(line.rstrip("\r\n"))  # without the newline an error's column is on this line
             except json.JSONDecodeError as exc:
+                if on_cut_end is not None and not line.endswith("\n"):
+                    on_cut_end(where)
+                    return
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
                                 f"one JSON object") from None
             if not isinstance(record, dict):
@@ -78,9 +87,21 @@ def iter_jsonl_objects(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield where, record
 
 
-def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark that some editors put at the start of a file
+
+
+def _decode(raw: bytes, where: str) -> str:
+    """UTF-8 text; anything else is a :class:`DataError` naming ``where`` and the first bad byte."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+
+
+def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    raw = path.read_bytes()
+    try:
+        data = json.loads(_decode(raw[3:] if raw.startswith(BOM) else raw, str(path)))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):

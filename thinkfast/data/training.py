@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkfast.config.common import DataSpec
-from thinkfast.data import load_problems
+from thinkfast.data import load_problems, no_problems_error
 from thinkfast.data.answers import answers_equal
 from thinkfast.data.base import DatasetPlugin, Problem
 from thinkfast.data.files import field, iter_file
@@ -70,16 +70,16 @@ class TrainingData:
     pairs: list[tuple[Problem, str]]
 
 
-def training_data(spec: DataSpec) -> TrainingData:
+def training_data(spec: DataSpec, key: str = "data") -> TrainingData:
     """Read everything ``spec`` selects (problems, few-shot examples, responses); no tokenizer needed.
 
     ``distill`` calls this for every stage before it loads the teacher, so a missing file, a bad line
-    or an empty selection stops it before any work. Raises :class:`DataError` naming the file or key.
+    or an empty selection stops it before any work. Raises :class:`DataError` naming the file or the
+    recipe key (``key``, e.g. ``distill.stages[1].data``).
     """
     plugin, problems = load_problems(spec)
     if not problems:
-        raise DataError(f"dataset {spec.dataset!r} split {spec.split!r} gave no problems "
-                        f"(offset {spec.offset}, limit {spec.limit})")
+        raise no_problems_error(key, spec)
     return TrainingData(plugin, plugin.few_shot_problems(spec), response_pairs(plugin, problems, spec))
 
 

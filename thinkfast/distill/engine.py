@@ -54,17 +54,19 @@ def data_key(stage: StageSection) -> str:
     return repr(to_dict(stage.data))
 
 
-def read_stage_data(stages: list[StageSection]) -> dict[str, TrainingData]:
-    """Everything ``stages`` train on, read (and checked) without a tokenizer, keyed by :func:`data_key`.
+def read_stage_data(stages: list[tuple[int, StageSection]]) -> dict[str, TrainingData]:
+    """Everything ``stages`` (``(index, stage)`` pairs) train on, read (and checked) without a tokenizer,
+    keyed by :func:`data_key`.
 
     Runs before the teacher is loaded: a missing data file, a malformed line or an empty selection
-    stops ``distill`` before any work, with a :class:`~thinkfast.errors.DataError` naming the file.
+    stops ``distill`` before any work, with a :class:`~thinkfast.errors.DataError` naming the file or
+    the stage's ``data`` key.
     """
     data: dict[str, TrainingData] = {}
-    for stage in stages:
+    for index, stage in stages:
         key = data_key(stage)
         if key not in data:
-            data[key] = training_data(stage.data)
+            data[key] = training_data(stage.data, key=f"distill.stages[{index}].data")
     return data
 
 
@@ -223,7 +225,7 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
         check_input_files(stage, source=recipe.source, path=f"distill.stages[{i}]",
                           overrides=recipe.override_spans)
     check_model_files(recipe)
-    stage_data = read_stage_data([s for _, s in stages])
+    stage_data = read_stage_data(stages)
 
     torch.manual_seed(recipe.run.seed)
     teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)

@@ -29,13 +29,31 @@ class MetricsLog:
         if resume_global_step is None:
             path.write_text("")
         elif path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("global_step", 0) <= resume_global_step]
+            kept = [line for line, record in _records(path) if record.get("global_step", 0) <= resume_global_step]
             path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as fh:
             fh.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+
+
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` for each line of a metrics file being resumed. A last line cut short (the process
+    was killed while writing it) is dropped; a damaged line before it is a :class:`DataError`."""
+    from thinkfast.errors import DataError
+
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    out = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise DataError(f"{path}:{n}: not valid JSON, so the metrics of this run cannot be resumed; remove "
+                            f"the line or start a new --output-dir") from None
+        out.append((line, record if isinstance(record, dict) else {}))
+    return out
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -58,15 +58,26 @@ class Aggregator:
     def aggregate(self, problem: GradedProblem, subsets: np.ndarray, scores: np.ndarray | None,
                   rng: np.random.Generator) -> np.ndarray:
         """``(S,)`` chosen classes for ``subsets (S, k)`` of sample indices; loops over :meth:`choose`."""
-        return np.array([self.choose(problem, row, scores, rng) for row in subsets], dtype=np.int64)
+        return choose_each(self, problem, subsets, scores, rng)
+
+
+def choose_each(aggregator: Any, problem: GradedProblem, subsets: np.ndarray, scores: np.ndarray | None,
+                rng: np.random.Generator) -> np.ndarray:
+    """``aggregator.choose`` for each row of ``subsets``, as an array of what it returned (int64 for ints).
+
+    Nothing is converted, so that :mod:`thinkfast.evaluate.guard` sees a float or a string as what it is.
+    """
+    chosen = [aggregator.choose(problem, row, scores, rng) for row in subsets]
+    return np.array(chosen) if chosen else np.empty(0, dtype=np.int64)
 
 
 def aggregate_subsets(aggregator: Any, problem: GradedProblem, subsets: np.ndarray, scores: np.ndarray | None,
                       rng: np.random.Generator) -> np.ndarray:
-    """Call ``aggregate`` if the aggregator has one, else ``choose`` per subset: ``(S,)`` class ids."""
+    """Call ``aggregate`` if the aggregator has one, else ``choose`` per subset: ``(S,)`` class ids as the
+    aggregator returned them (``evaluate`` checks them, :class:`thinkfast.evaluate.guard.GuardedAggregator`)."""
     if hasattr(aggregator, "aggregate"):
-        return np.asarray(aggregator.aggregate(problem, subsets, scores, rng), dtype=np.int64)
-    return np.array([aggregator.choose(problem, row, scores, rng) for row in subsets], dtype=np.int64)
+        return np.asarray(aggregator.aggregate(problem, subsets, scores, rng))
+    return choose_each(aggregator, problem, subsets, scores, rng)
 
 
 def argmax_random_ties(values: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -33,7 +33,7 @@ class EvaluateSection:
     aggregators: list[AggregatorSpec] = option(
         default_factory=lambda: [AggregatorSpec()], help="Aggregators to score (`[[evaluate.aggregators]]`).")
     dataset: str = option("", "Dataset plugin whose answer format grades every sample; empty means the "
-                          "`dataset` field of each sample.")
+                          "`dataset` field of each sample.", plugin="datasets")
     common_problems: bool = option(False, "Evaluate every run on the problems that all runs completed (each "
                                    "with its run's n samples): interrupted or partial runs compared on equal "
                                    "problems. The report's warnings say how many each run lost.")

@@ -23,6 +23,7 @@ from thinkfast.evaluate.config import AggregatorSpec, EvaluateSection
 from thinkfast.evaluate.equivalence import EquivalencePool
 from thinkfast.evaluate.graded import GradedProblem
 from thinkfast.evaluate.grading import GradeCache, Grader
+from thinkfast.evaluate.guard import GuardedAggregator
 from thinkfast.evaluate.metrics import (
     accuracy_per_problem,
     bootstrap,
@@ -111,11 +112,13 @@ def _series(per_k: dict[int, np.ndarray], seconds_per_k: Callable[[int], float |
                   [estimates[k].low for k in ks], [estimates[k].high for k in ks])
 
 
-def instantiate_aggregators(specs: list[AggregatorSpec]) -> dict[str, Any]:
-    """``{label: aggregator instance}`` built through the registry."""
+def instantiate_aggregators(specs: list[AggregatorSpec]) -> dict[str, GuardedAggregator]:
+    """``{label: aggregator instance}`` built through the registry, each guarded (:mod:`thinkfast.evaluate.guard`)."""
     from thinkfast.registry import get_registry
 
-    return {spec.display: get_registry().get("aggregators", spec.name)(spec.options) for spec in specs}
+    registry = get_registry()
+    return {spec.display: GuardedAggregator.create(spec.display, registry.entry("aggregators", spec.name), spec.options)
+            for spec in specs}
 
 
 def evaluate_problems(run: Run, dataset: str, problems: list[GradedProblem], aggregators: dict[str, Any],
@@ -171,6 +174,8 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     restricted = restrict_to_common_problems(runs) if section.common_problems else []
     disambiguate_labels(runs)  # two runs of the same model, or two directories of one name
     aggregators = instantiate_aggregators(section.aggregators)
+    if extract is None:
+        _require_dataset_plugins(runs, section.dataset)
     grader_extract = extract or registry_extractor(section.dataset)
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
     to_grade = sum(len(p.texts) for run in runs for p in run.problems)
@@ -205,6 +210,29 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
     return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
+
+
+def _require_dataset_plugins(runs: list[Run], override: str = "") -> None:
+    """The dataset plugin that extracts answers (``override``, else each one the samples name) is installed;
+    otherwise every extraction would fail and each model would score 0 %."""
+    from thinkfast.errors import PluginNotFoundError
+    from thinkfast.registry import get_registry
+
+    registry = get_registry()
+    if override:
+        try:
+            registry.entry("datasets", override)
+        except PluginNotFoundError as exc:
+            raise ThinkfastError(f"evaluate.dataset: {exc}") from None
+        return
+    for run in runs:
+        for name in sorted({p.dataset for p in run.problems}):
+            try:
+                registry.entry("datasets", name)
+            except PluginNotFoundError as exc:
+                raise DataError(f"{run.path / 'samples.jsonl'}: the samples are of dataset {name!r}, whose answers "
+                                f"its plugin extracts, but {exc}; install that plugin or set evaluate.dataset to "
+                                f"one that reads these answers") from None
 
 
 def _require_questions(problems: list[GradedProblem], aggregators: dict[str, Any], run: Run) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,14 @@ def disambiguate_labels(runs: list[Run]) -> None:
             run.label = tail if label == path.name else f"{label} ({tail})"
 
 
-def read_samples(path: Path) -> list[ProblemSamples]:
-    """Group ``samples.jsonl`` by problem; :class:`DataError` names the file and line of a bad record."""
+def read_samples(path: Path, on_cut_end: Callable[[str], None] | None = None) -> list[ProblemSamples]:
+    """Group ``samples.jsonl`` by problem; :class:`DataError` names the file and line of a bad record.
+
+    ``on_cut_end(where)`` hears of a last line cut short (``generate`` killed mid-write), which is left
+    out as ``generate`` itself leaves it out when it resumes; without it, that line is an error too.
+    """
     groups: dict[str, dict[str, Any]] = {}
-    for where, record in iter_jsonl_objects(path):
+    for where, record in iter_jsonl_objects(path, on_cut_end):
         missing = [k for k in REQUIRED_SAMPLE_KEYS if k not in record]
         if missing:
             raise DataError(f"{where}: missing key(s) {', '.join(missing)}; a sample needs "
@@ -137,6 +142,9 @@ def run_warnings(runs: list[Run]) -> list[str]:
     runs timed on different devices."""
     warnings = []
     for run in runs:
+        if run.meta.get("cut_line"):
+            warnings.append(f"{run.meta['cut_line']}: the last line was cut short (the generation was killed "
+                            f"while writing it); that sample is left out")
         if run.meta.get("problem_seconds_from") == "samples":
             warnings.append(f"{run.path}: run.json has no problem_seconds (the run did not finish); they were "
                             f"summed from the samples' seconds")
@@ -179,7 +187,10 @@ def read_run(run_dir: str | Path) -> Run:
     seconds = meta.get("problem_seconds") or {}
     if not isinstance(seconds, dict) or not all(isinstance(v, (int, float)) for v in seconds.values()):
         raise DataError(f"{meta_path}: problem_seconds must map problem ids to seconds (numbers)")
-    problems = read_samples(samples_path)
+    cut: list[str] = []
+    problems = read_samples(samples_path, on_cut_end=cut.append)
+    if cut:
+        meta = {**meta, "cut_line": cut[0]}
     if not seconds and problems and all(t is not None for p in problems for t in p.seconds):
         seconds = {p.problem_id: sum(p.seconds) for p in problems}  # type: ignore[arg-type]
         meta = {**meta, "problem_seconds_from": "samples"}

@@ -11,7 +11,7 @@ import torch
 
 from thinkfast.data.answers import ANSWER_END_FORMATS
 from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
-from thinkfast.errors import DataError, ModelLoadError, ThinkfastError
+from thinkfast.errors import ModelLoadError, ThinkfastError
 from thinkfast.generate.distributed import (
     DistEnv,
     ProcessGroup,
@@ -127,7 +127,7 @@ def render_prompts(work: list[tuple[Any, tuple[int, ...]]], plugin: Any, tokeniz
 
 def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, Any]:
     """Generate the samples ``recipe`` asks for into ``out_dir``; returns what ``run.json`` holds (rank 0)."""
-    from thinkfast.data import load_problems
+    from thinkfast.data import load_problems, no_problems_error
     from thinkfast.kernels import select_kernels
     from thinkfast.models.teacher import load_any
 
@@ -149,8 +149,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         check_settings(out_dir, settings)
         d = gen.data
         if not problems:
-            raise DataError(f"generate.data: no problems in dataset {d.dataset!r} (path {d.path or 'default'!r}, "
-                            f"split {d.split!r}, offset {d.offset}, limit {d.limit}); check those keys")
+            raise no_problems_error("generate.data", d)
         if d.limit and len(problems) < d.limit and console is not None and env.is_main:
             console.print(f"[yellow]warning:[/yellow] generate.data.limit is {d.limit}, but dataset {d.dataset!r} "
                           f"(split {d.split!r}) has only {len(problems)} problems from offset {d.offset}; "

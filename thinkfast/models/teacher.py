@@ -50,6 +50,8 @@ def _resolve(fields: dict[str, str], what: str = "teacher") -> tuple[str, dict[s
         raise ModelLoadError(f"{what} '{model}' is a file, not a model directory or a .gguf file; {give}")
     elif path.is_dir():
         if not fields["gguf_file"] and not (path / "config.json").is_file():
+            if (path / "student" / "config.json").is_file():  # `thinkfast distill -o DIR` writes DIR/student
+                give = f"it holds distill's outputs: give its student, {Path(model) / 'student'}"
             raise ModelLoadError(f"{what} '{model}' is a directory without config.json, so not a model directory; "
                                  f"{give}")
         model = str(path)

@@ -15,8 +15,9 @@ class ProfileSection:
         ["llama-3.2-1b", "llamba-1b", "hybrid-1b"],
         "Built-in shapes (random weights: llama-3.2-1b, llamba-1b, hybrid-1b, their -3b and tiny- variants), "
         "model directories or recipe files.")
-    batch: list[int] = option([1, 64, 512], "Batch sizes (decode slots).", unit="sequences")
-    seqlen: list[int] = option([1024, 8192], "Total lengths per sequence (prompt + generated).", unit="tokens")
+    batch: list[int] = option([1, 64, 512], "Batch sizes (decode slots).", unit="sequences", min=1)
+    seqlen: list[int] = option([1024, 8192], "Total lengths per sequence (prompt + generated); `--seqlen` also "
+                               "takes 8k for 8192.", unit="tokens", min=2)
     prompt_len: int = option(0, "Prompt tokens of each length; 0 means seqlen - gen_len, or seqlen/4 if both are 0.",
                              unit="tokens", min=0)
     gen_len: int = option(0, "Generated tokens of each length; 0 means seqlen - prompt_len.", unit="tokens", min=0)
@@ -45,8 +46,6 @@ class ProfileSection:
             values = getattr(self, key)
             if not values:
                 problems.append((key, "empty; give at least one size"))
-            elif any(v < 1 for v in values):
-                problems.append((key, f"{values} has a value below 1"))
         if self.baseline and self.baseline not in self.models:
             problems.append(("baseline", f"{self.baseline!r} is not one of models {self.models}"))
         if self.memory_cap:

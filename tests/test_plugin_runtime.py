@@ -1,0 +1,152 @@
+"""A plugin registered at runtime takes the same path as an installed one: its hook fills the registry, a
+recipe names it, ``thinkfast evaluate`` validates its options and calls it. Nothing is installed: the module
+goes into the process-wide registry through ``load_registry(extra_modules=...)``.
+
+Also what a plugin author meets when the plugin misbehaves: an aggregator that raises, returns something
+that is not an answer class, or scores the wrong number of samples stops ``evaluate`` with one line naming
+the aggregator, its package and the fix; a name that clashes with a built-in is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli_errors import assert_one_error, thinkfast
+
+from thinkfast import registry as registry_module
+from thinkfast.config import option
+from thinkfast.evaluate.aggregation import Aggregator
+from thinkfast.hookspecs import hookimpl
+
+RUNS = Path(__file__).parent / "fixtures" / "evaluate"
+
+
+@dataclass
+class OracleOptions:
+    abstain: bool = option(False, "Never pick anything.")
+
+
+class Oracle(Aggregator):
+    """Picks a correct class whenever the subset holds one (so accuracy@k equals pass@k)."""
+
+    Options = OracleOptions
+
+    def choose(self, problem, indices, scores, rng):
+        if self.options.abstain:
+            return -1
+        right = [int(problem.classes[i]) for i in indices if problem.correct[i]]
+        return right[0] if right else int(problem.classes[indices[0]])
+
+
+class Raises(Aggregator):
+    def choose(self, problem, indices, scores, rng):
+        raise RuntimeError("my plugin exploded")
+
+
+def _returning(value):
+    class Returns(Aggregator):
+        def choose(self, problem, indices, scores, rng):
+            return value
+
+    return Returns
+
+
+class ShortScores(Aggregator):
+    def score(self, problems):
+        return [np.ones(1) for _ in problems]
+
+    def choose(self, problem, indices, scores, rng):
+        return -1
+
+
+class FailsToStart(Aggregator):
+    def __init__(self, options=None):
+        raise ValueError("needs a GPU")
+
+
+def _module(**components) -> types.ModuleType:
+    module = types.ModuleType("runtime_aggregators")
+
+    def register_aggregators(register):
+        for name, component in components.items():
+            register(name, component)
+
+    module.register_aggregators = hookimpl(register_aggregators)
+    return module
+
+
+@pytest.fixture
+def use_plugins():
+    """Make ``components`` (name -> class) registered aggregators of this process, as a plugin would."""
+    before: list = []
+
+    def install(**components):
+        registry = registry_module.load_registry(extra_modules=[_module(**components)])
+        before.append(registry_module.set_registry(registry))
+        return registry
+
+    yield install
+    if before:
+        registry_module.set_registry(before[0])
+
+
+def _evaluate(tmp_path: Path, *aggregators: str, extra: str = "") -> tuple:
+    recipe = tmp_path / "recipe.toml"
+    tables = "".join(f'[[evaluate.aggregators]]\nname = "{name}"\n{extra}\n' for name in aggregators)
+    recipe.write_text(f'[evaluate]\nruns = ["{RUNS / "teacher"}"]\nbootstrap = 0\nsubsets = 20\n{tables}')
+    out = tmp_path / "out"
+    return thinkfast("evaluate", str(recipe), "-o", str(out)), out
+
+
+def test_a_runtime_plugin_is_listed_validated_and_used_by_evaluate(use_plugins, tmp_path):
+    use_plugins(oracle=Oracle)
+    listed = json.loads(thinkfast("plugins", "--json").stdout)
+    assert {"family": "aggregators", "name": "oracle", "package": "<local>", "version": "",
+            "module": "runtime_aggregators"} in listed["plugins"]
+    bad, _ = _evaluate(tmp_path, "oracle", extra="options = { abstain = 3 }")
+    assert_one_error(bad, "evaluate.aggregators[0].options.abstain: expected true or false, got 3")
+
+    result, out = _evaluate(tmp_path, "oracle", "majority")
+    assert result.exit_code == 0, result.output
+    (model,) = json.loads((out / "report.json").read_text())["results"]
+    # at k = 1 and k = n every k-subset is drawn (8 and 1 of them): there the oracle's accuracy is pass@k exactly
+    oracle, coverage = model["accuracy"]["oracle"]["mean"], model["coverage"]["mean"]
+    assert oracle[0] == pytest.approx(coverage[0]) and oracle[-1] == pytest.approx(coverage[-1])
+    assert model["accuracy"]["majority"]["mean"][-1] < oracle[-1]
+
+
+@pytest.mark.parametrize("component, fragments", [
+    (Raises, ["choose() raised RuntimeError: my plugin exploded", "test_plugin_runtime.py:"]),
+    (_returning("2"), ["choose() returned '2' (str)", "an int from -1 (no answer) to 3"]),
+    (_returning(0.5), ["choose() returned 0.5 (float)"]),
+    (_returning(None), ["choose() returned None"]),
+    (_returning(99), ["choose() returned class 99", "has", "answer classes"]),
+    (_returning(-3), ["choose() returned class -3"]),
+    (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
+    (FailsToStart, ["could not be created: ValueError: needs a GPU"]),
+], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "short-scores", "init-raises"])
+def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
+    use_plugins(bad=component)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("earlier report\n")
+    result, out = _evaluate(tmp_path, "bad")
+    assert_one_error(result, "aggregator 'bad' from <local> (runtime_aggregators): ", *fragments)
+    assert (out / "report.json").read_text() == "earlier report\n"  # nothing already written is lost
+
+
+def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugins, tmp_path):
+    registry = use_plugins(majority=Oracle, oracle=Oracle)
+    assert registry.entry("aggregators", "majority").package == "thinkfast"
+    assert registry.entry("aggregators", "oracle").package == "<local>"  # the plugin's other names still load
+    listed = thinkfast("plugins", "--json")
+    assert listed.exit_code == 0
+    (error,) = json.loads(listed.stdout)["load_errors"]
+    assert "'majority'" in error["error"] and "built-in" in error["error"] and "rename" in error["error"]
+    result, _ = _evaluate(tmp_path, "majority")
+    assert result.exit_code == 0, result.output

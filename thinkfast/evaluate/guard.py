@@ -1,0 +1,148 @@
+"""Calling aggregator plugins with their results checked, so that a plugin's bug is one message, not a traceback.
+
+``evaluate`` wraps every aggregator in :class:`GuardedAggregator`. A plugin that raises while it is created,
+scored or asked to choose, that returns something other than an answer class (an int from ``-1`` to the
+problem's number of classes minus one), or scores that are not one ``(n,)`` array of numbers per problem,
+stops the run with an :class:`AggregatorError` naming the aggregator, its package and module, what it did,
+and, for an exception, the line of the plugin's code it came from. Without the checks a float class was
+truncated, a negative one silently indexed another class, and anything else was a numpy traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from thinkfast.errors import ThinkfastError
+from thinkfast.evaluate.aggregation import Aggregator, aggregate_subsets
+from thinkfast.evaluate.graded import GradedProblem
+
+if TYPE_CHECKING:
+    from thinkfast.registry import PluginEntry
+
+
+class AggregatorError(ThinkfastError):
+    """An aggregator plugin that raised or broke the aggregator contract."""
+
+
+@dataclass
+class GuardedAggregator:
+    """An aggregator plus the registry entry it came from; ``score`` and ``aggregate`` check what it returns."""
+
+    label: str
+    entry: PluginEntry
+    inner: Any
+
+    @classmethod
+    def create(cls, label: str, entry: PluginEntry, options: dict[str, Any]) -> GuardedAggregator:
+        """Instantiate ``entry``'s component with ``options`` (an exception becomes an :class:`AggregatorError`)."""
+        guard = cls(label, entry, None)
+        try:
+            guard.inner = entry.component(options)
+        except Exception as exc:
+            raise guard.error(f"could not be created: {guard.exception(exc)}") from exc
+        return guard
+
+    @property
+    def needs_question(self) -> bool:
+        return bool(getattr(self.inner, "needs_question", False))
+
+    @property
+    def _picker(self) -> str:
+        """The method that picks: ``aggregate`` if the plugin wrote its own, else ``choose``."""
+        own = getattr(type(self.inner), "aggregate", None)
+        return "aggregate" if own is not None and own is not Aggregator.aggregate else "choose"
+
+    def score(self, problems: list[GradedProblem]) -> list[np.ndarray] | None:
+        if not hasattr(self.inner, "score"):
+            return None
+        try:
+            scores = self.inner.score(problems)
+        except Exception as exc:
+            raise self.error(f"score() raised {self.exception(exc)}") from exc
+        if scores is None:
+            return None
+        if not isinstance(scores, (list, tuple)) or len(scores) != len(problems):
+            raise self.error(f"score() returned {_describe(scores)}; it must return None or a list with one array "
+                             f"of per-sample scores for each of the {len(problems)} problems")
+        return [self._checked_scores(s, p) for s, p in zip(scores, problems, strict=True)]
+
+    def _checked_scores(self, scores: Any, problem: GradedProblem) -> np.ndarray:
+        array = np.asarray(scores) if isinstance(scores, (np.ndarray, list, tuple)) else None
+        if array is None or array.dtype.kind not in "iuf":
+            raise self.error(f"score() returned {_describe(scores)} for problem {problem.problem_id!r}; each "
+                             f"problem's scores must be numbers, one per sample ({problem.n},)")
+        if array.shape != (problem.n,):
+            raise self.error(f"score() returned an array of shape {array.shape} for problem "
+                             f"{problem.problem_id!r}, which has {problem.n} samples; each problem's scores "
+                             f"must have shape ({problem.n},)")
+        if np.isnan(array).any():
+            raise self.error(f"score() returned NaN for problem {problem.problem_id!r}; give every sample a number")
+        return array.astype(np.float64)
+
+    def aggregate(self, problem: GradedProblem, subsets: np.ndarray, scores: np.ndarray | None,
+                  rng: np.random.Generator) -> np.ndarray:
+        method = self._picker
+        try:
+            chosen = aggregate_subsets(self.inner, problem, subsets, scores, rng)
+        except Exception as exc:
+            raise self.error(f"{method}() raised {self.exception(exc)}") from exc
+        return self._checked_classes(chosen, problem, len(subsets), method)
+
+    def _checked_classes(self, chosen: np.ndarray, problem: GradedProblem, rows: int, method: str) -> np.ndarray:
+        valid = f"an int from -1 (no answer) to {problem.num_classes - 1}"
+        if chosen.shape != (rows,):
+            got = _describe(chosen.item()) if chosen.ndim == 0 else f"an array of shape {chosen.shape}"
+            raise self.error(f"{method}() returned {got} for {rows} subsets of problem {problem.problem_id!r}; "
+                             f"return one answer class per subset, {valid}")
+        if rows and chosen.dtype.kind not in "iu":
+            bad = next((c for c in chosen.tolist() if not isinstance(c, int) or isinstance(c, bool)), chosen[0])
+            raise self.error(f"{method}() returned {_describe(bad)} for problem {problem.problem_id!r}; an answer "
+                             f"class is {valid}")
+        outside = chosen[(chosen < -1) | (chosen >= problem.num_classes)]
+        if outside.size:
+            raise self.error(f"{method}() returned class {int(outside[0])} for problem {problem.problem_id!r}, "
+                             f"which has {problem.num_classes} answer classes; an answer class is {valid}")
+        return chosen.astype(np.int64)
+
+    def error(self, what: str) -> AggregatorError:
+        entry = self.entry
+        plugin = "" if entry.name == self.label else f" (plugin {entry.name!r})"
+        return AggregatorError(f"aggregator {self.label!r}{plugin} from {entry.source} ({entry.module}): {what}; "
+                               f"fix the plugin or leave it out of evaluate.aggregators")
+
+    def exception(self, exc: BaseException) -> str:
+        """``Type: message (at file:line)``, the line being the deepest one in the plugin's own code."""
+        package = getattr(self.entry.component, "__module__", None) or self.entry.module
+        where = _plugin_frame(exc, package.split(".")[0])
+        return f"{type(exc).__name__}: {exc}" + (f" (at {where})" if where else "")
+
+
+def _describe(value: Any) -> str:
+    """A returned value in a few words: ``None``, ``'2' (str)``, ``a list of 3 items``, ``an array of dtype <U1``."""
+    if value is None:
+        return "None"
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype}"
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
+def _plugin_frame(exc: BaseException, module_name: str) -> str:
+    """``file:line`` of the deepest traceback frame in module ``module_name`` (its folder if it is a package),
+    else of the deepest frame."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    home = None if file is None else Path(file).parent if Path(file).name == "__init__.py" else Path(file)
+    own = [f for f in frames if home is not None and Path(f.filename).is_relative_to(home)]
+    frame = (own or frames)[-1]
+    return f"{frame.filename}:{frame.lineno}"
