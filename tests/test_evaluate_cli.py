@@ -320,7 +320,8 @@ def test_an_unknown_dataset_plugin_is_an_error_not_zero_accuracy(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "teacher"), "-o", str(out),
                                       "--set", "evaluate.dataset=gsm8kk"])
-    assert_one_error(result, "evaluate.dataset: no datasets plugin named 'gsm8kk' (did you mean 'gsm8k'?)")
+    assert_one_error(result, "--set 'evaluate.dataset=gsm8kk': no datasets plugin named 'gsm8kk' "
+                                     "(did you mean 'gsm8k'?)")
     assert not out.exists()
 
     run = tmp_path / "run"
