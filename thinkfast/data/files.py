@@ -73,7 +73,7 @@ def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = No
             where = f"{path}:{lineno}"
             cut = on_cut_end is not None and not raw.endswith(b"\n")
             try:
-                line = _decode(raw[3:] if lineno == 1 and raw.startswith(BOM) else raw, where)
+                line = _decode(raw[3:] if raw.startswith(BOM) else raw, where)  # a BOM: also files joined by cat
             except DataError:
                 if cut:
                     on_cut_end(where)
