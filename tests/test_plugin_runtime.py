@@ -63,6 +63,11 @@ class SometimesAList(Aggregator):
         return [0, 1] if indices[0] == 0 else 0
 
 
+def a_namespace_aggregating(options):
+    """A component that is a factory: the object it makes has its own ``aggregate`` (no class defines one)."""
+    return types.SimpleNamespace(aggregate=lambda problem, subsets, scores, rng: ["a"] * len(subsets))
+
+
 class ShortScores(Aggregator):
     def score(self, problems):
         return [np.ones(1) for _ in problems]
@@ -135,10 +140,11 @@ def test_a_runtime_plugin_is_listed_validated_and_used_by_evaluate(use_plugins, 
     (_returning(99), ["choose() returned class 99", "has", "answer classes"]),
     (_returning(-3), ["choose() returned class -3"]),
     (SometimesAList, ["choose() returned a list of 2 items for problem 'gsm8k-train-0'"]),
+    (a_namespace_aggregating, ["aggregate() returned 'a' (str)"]),
     (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
     (FailsToStart, ["could not be created: ValueError: needs a GPU"]),
-], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "short-scores",
-        "init-raises"])
+], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
+        "short-scores", "init-raises"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(bad=component)
     out = tmp_path / "out"

@@ -54,9 +54,11 @@ class GuardedAggregator:
 
     @property
     def _picker(self) -> str:
-        """The method that picks: ``aggregate`` if the plugin wrote its own, else ``choose``."""
-        own = getattr(type(self.inner), "aggregate", None)
-        return "aggregate" if own is not None and own is not Aggregator.aggregate else "choose"
+        """The method that picks: ``aggregate`` if the plugin has its own (on its class or the instance, as
+        :func:`~thinkfast.evaluate.aggregation.aggregate_subsets` looks it up), else ``choose``."""
+        own = getattr(self.inner, "aggregate", None)
+        inherited = getattr(own, "__func__", own) is Aggregator.aggregate  # the base class's loop over choose
+        return "aggregate" if own is not None and not inherited else "choose"
 
     def score(self, problems: list[GradedProblem]) -> list[np.ndarray] | None:
         if not hasattr(self.inner, "score"):
