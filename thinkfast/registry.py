@@ -133,8 +133,8 @@ def _unmatched(allow: list[str] | None, found: list[tuple[metadata.EntryPoint, s
     """A :class:`LoadError` for allow-list names that no third-party entry point or distribution has (a typo
     there would otherwise hide the plugin without a word)."""
     third_party = [(ep.name, dist) for ep, dist, _ in found if dist != BUILTIN_DISTRIBUTION]
-    known = {name for name, _ in third_party} | {_normalized(dist) for _, dist in third_party}
-    missing = [a for a in allow or [] if a not in known and _normalized(a) not in known]
+    names, dists = {name for name, _ in third_party}, {_normalized(dist) for _, dist in third_party}
+    missing = [a for a in allow or [] if a not in names and _normalized(a) not in dists]  # as _allowed matches
     if not missing:
         return None
     installed = ", ".join(sorted({dist for _, dist in third_party})) or "none"
