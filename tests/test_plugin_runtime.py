@@ -163,5 +163,7 @@ def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugin
     assert listed.exit_code == 0
     (error,) = json.loads(listed.stdout)["load_errors"]
     assert "'majority'" in error["error"] and "built-in" in error["error"] and "rename" in error["error"]
+    shown = " ".join(thinkfast("plugins").stdout.split())  # the table's warning lines, unwrapped
+    assert "warning: plugin runtime_aggregators from <local> loaded all but one name: " in shown, shown
     result, _ = _evaluate(tmp_path, "majority")
     assert result.exit_code == 0, result.output
