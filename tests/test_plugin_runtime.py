@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_cli_errors import assert_one_error, thinkfast
 
 from thinkfast import registry as registry_module
 from thinkfast.config import option
-from thinkfast.evaluate.aggregation import Aggregator
+from thinkfast.evaluate.aggregation import Aggregator, select_by_scores
 from thinkfast.hookspecs import hookimpl
 
 RUNS = Path(__file__).parent / "fixtures" / "evaluate"
@@ -130,6 +131,42 @@ def test_a_runtime_plugin_is_listed_validated_and_used_by_evaluate(use_plugins, 
     oracle, coverage = model["accuracy"]["oracle"]["mean"], model["coverage"]["mean"]
     assert oracle[0] == pytest.approx(coverage[0]) and oracle[-1] == pytest.approx(coverage[-1])
     assert model["accuracy"]["majority"]["mean"][-1] < oracle[-1]
+
+
+def _scoring(make_scores):
+    """An aggregator that scores each sample with ``make_scores(problem)`` and picks the best-scored one."""
+
+    class Scores(Aggregator):
+        def score(self, problems):
+            return [make_scores(p) for p in problems]
+
+        def aggregate(self, problem, subsets, scores, rng):
+            return select_by_scores(problem, subsets, scores, "best", rng)
+
+    return Scores
+
+
+@pytest.mark.parametrize("make_scores", [
+    lambda p: p.correct.copy(),                        # a pass/fail verifier: bools
+    lambda p: torch.from_numpy(p.num_tokens.copy()),   # a model's scores left on the CPU as a tensor
+    lambda p: [1] * p.n,                               # ints in a list
+], ids=["bools", "cpu-tensor", "int-list"])
+def test_scores_that_numpy_reads_as_numbers_are_accepted(use_plugins, tmp_path, make_scores):
+    """What select_by_scores took before the guard (it converts with np.asarray(scores, float64)) passes it."""
+    use_plugins(scored=_scoring(make_scores))
+    result, out = _evaluate(tmp_path, "scored")
+    assert result.exit_code == 0, result.output
+
+
+def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_path):
+    """A vectorised scorer's ``(P, n)`` array (every fixture problem has 8 samples) indexes as a list of rows."""
+    class Stacked(_scoring(None)):
+        def score(self, problems):
+            return np.stack([p.num_tokens for p in problems]).astype(np.float32)
+
+    use_plugins(scored=Stacked)
+    result, out = _evaluate(tmp_path, "scored")
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("component, fragments", [
