@@ -490,7 +490,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokenizer", default=None,
                    help="`workload`: tokenizer (directory or hub id) whose decode the caller runs per sample.")
     p.add_argument("--repeats", type=int, default=1,
-                   help="Timed runs per row (ours and the baselines alike); a row reports the median run.")
+                   help="Timed runs per row (ours and the baselines alike); a row reports the median run. "
+                        "The workload case times its one row once.")
     p.add_argument("--samples-per-prompt", type=int, default=1,
                    help="Our engine: samples sharing one prompt (one prefill). 1 matches the baselines' work.")
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))

@@ -240,3 +240,11 @@ def test_options_of_a_plugin_without_options_say_so(tmp_path):
     path = write(tmp_path, "r.toml", '[[evaluate.aggregators]]\nname = "majority"\noptions = { foo = 1 }\n')
     assert problems_of(path) == [f"{path}: evaluate.aggregators[0].options.foo: unknown key; "
                                  f"this table takes no keys"]
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Editors that save UTF-8 with a BOM (data files already accept one) made a recipe 'not valid TOML:
+    Invalid statement (at line 1, column 1)'."""
+    path = tmp_path / "r.toml"
+    path.write_bytes(b"\xef\xbb\xbf[generate]\nn_samples = 4\n")
+    assert load_recipe(path).generate.n_samples == 4

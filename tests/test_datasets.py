@@ -296,3 +296,13 @@ def test_few_shot_examples_never_include_the_selected_problems():
     assert [p.id for p in shots] == ["arith-train-4", "arith-train-5", "arith-train-6"]
     test_spec = spec(dataset="synthetic-arith", split="test", limit=4, few_shot=2)
     assert [p.id for p in plugin.few_shot_problems(test_spec)] == ["arith-train-0", "arith-train-1"]
+
+
+def test_a_bom_at_the_start_of_a_later_line_is_read(tmp_path):
+    """Files that each start with a byte-order mark, joined with `cat`, carry one at the start of a later
+    line; that line was 'not valid JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) ...)'."""
+    bom = b"\xef\xbb\xbf"
+    part = b'{"question": "q", "answer": "x\\n#### 1"}\n'
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(bom + part + bom + part)
+    assert len(load_problems(spec(dataset="gsm8k", path=str(path)))[1]) == 2

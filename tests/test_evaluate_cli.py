@@ -358,3 +358,18 @@ def test_a_last_line_cut_short_by_a_killed_generate_is_left_out_with_a_warning(t
         fh.write("\n")
     result = CliRunner().invoke(cli, ["evaluate", "--runs", str(run), "-o", str(out)])
     assert result.exit_code == 2 and "samples.jsonl:97: not valid JSON" in result.output
+
+
+def test_a_last_line_cut_inside_a_multibyte_character_is_a_cut_line(tmp_path):
+    """samples.jsonl is written with ensure_ascii=False: a kill mid-write can split a character's UTF-8
+    bytes, and that last line was 'not UTF-8 text; save the file as UTF-8' instead of a cut line."""
+    from thinkfast.evaluate.runs import read_run
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "teacher", run)
+    cut = '{"problem_id": "gsm8k-train-11", "sample_index": 8, "text": "3 \u00d7'.encode()
+    with (run / "samples.jsonl").open("ab") as fh:
+        fh.write(cut[:-1])  # the first of the two bytes of the multiplication sign
+    loaded = read_run(run)
+    assert loaded.meta["cut_line"] == f"{run / 'samples.jsonl'}:97"
+    assert sum(len(p.texts) for p in loaded.problems) == 96

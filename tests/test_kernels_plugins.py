@@ -47,6 +47,22 @@ def test_availability_checks_never_raise_without_cuda():
             assert reason is None or isinstance(reason, str)
 
 
+def test_triton_availability_is_a_reason_when_its_kernels_cannot_be_defined(monkeypatch):
+    """``availability`` also defines the Triton kernels (outside any compiled trace); a definition that fails
+    (Triton imports but its decorator does not take the kernel, a source-less install) must be the reason
+    the set is unavailable, not an exception out of a check that must never raise."""
+    import thinkfast_plugins.kernels.triton_decode as triton_decode
+
+    def broken():
+        raise RuntimeError("@triton.jit: could not get source code")
+
+    monkeypatch.setattr(triton_decode, "cuda_module_unavailable", lambda device, *modules: None)
+    monkeypatch.setattr(triton_decode, "partial_kernel", broken)
+    reason = triton_decode.TritonDecodeKernels.availability(torch.device("cuda"), "attention")
+    assert reason == ("its Triton kernels cannot be defined (RuntimeError: @triton.jit: could not get source "
+                      "code)")
+
+
 def test_sdpa_matches_reference_attention():
     sdpa = select_kernels({"attention": "sdpa"}, "cpu").attention
     g = torch.Generator().manual_seed(0)

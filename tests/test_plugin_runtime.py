@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_cli_errors import assert_one_error, thinkfast
 
 from thinkfast import registry as registry_module
 from thinkfast.config import option
-from thinkfast.evaluate.aggregation import Aggregator
+from thinkfast.evaluate.aggregation import Aggregator, select_by_scores
 from thinkfast.hookspecs import hookimpl
 
 RUNS = Path(__file__).parent / "fixtures" / "evaluate"
@@ -54,6 +55,18 @@ def _returning(value):
             return value
 
     return Returns
+
+
+class SometimesAList(Aggregator):
+    """Returns a list for one subset and ints for the others: numpy cannot make one array of them."""
+
+    def choose(self, problem, indices, scores, rng):
+        return [0, 1] if indices[0] == 0 else 0
+
+
+def a_namespace_aggregating(options):
+    """A component that is a factory: the object it makes has its own ``aggregate`` (no class defines one)."""
+    return types.SimpleNamespace(aggregate=lambda problem, subsets, scores, rng: ["a"] * len(subsets))
 
 
 class ShortScores(Aggregator):
@@ -120,6 +133,42 @@ def test_a_runtime_plugin_is_listed_validated_and_used_by_evaluate(use_plugins, 
     assert model["accuracy"]["majority"]["mean"][-1] < oracle[-1]
 
 
+def _scoring(make_scores):
+    """An aggregator that scores each sample with ``make_scores(problem)`` and picks the best-scored one."""
+
+    class Scores(Aggregator):
+        def score(self, problems):
+            return [make_scores(p) for p in problems]
+
+        def aggregate(self, problem, subsets, scores, rng):
+            return select_by_scores(problem, subsets, scores, "best", rng)
+
+    return Scores
+
+
+@pytest.mark.parametrize("make_scores", [
+    lambda p: p.correct.copy(),                        # a pass/fail verifier: bools
+    lambda p: torch.from_numpy(p.num_tokens.copy()),   # a model's scores left on the CPU as a tensor
+    lambda p: [1] * p.n,                               # ints in a list
+], ids=["bools", "cpu-tensor", "int-list"])
+def test_scores_that_numpy_reads_as_numbers_are_accepted(use_plugins, tmp_path, make_scores):
+    """What select_by_scores took before the guard (it converts with np.asarray(scores, float64)) passes it."""
+    use_plugins(scored=_scoring(make_scores))
+    result, out = _evaluate(tmp_path, "scored")
+    assert result.exit_code == 0, result.output
+
+
+def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_path):
+    """A vectorised scorer's ``(P, n)`` array (every fixture problem has 8 samples) indexes as a list of rows."""
+    class Stacked(_scoring(None)):
+        def score(self, problems):
+            return np.stack([p.num_tokens for p in problems]).astype(np.float32)
+
+    use_plugins(scored=Stacked)
+    result, out = _evaluate(tmp_path, "scored")
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("component, fragments", [
     (Raises, ["choose() raised RuntimeError: my plugin exploded", "test_plugin_runtime.py:"]),
     (_returning("2"), ["choose() returned '2' (str)", "an int from -1 (no answer) to 3"]),
@@ -127,9 +176,12 @@ def test_a_runtime_plugin_is_listed_validated_and_used_by_evaluate(use_plugins, 
     (_returning(None), ["choose() returned None"]),
     (_returning(99), ["choose() returned class 99", "has", "answer classes"]),
     (_returning(-3), ["choose() returned class -3"]),
+    (SometimesAList, ["choose() returned a list of 2 items for problem 'gsm8k-train-0'"]),
+    (a_namespace_aggregating, ["aggregate() returned 'a' (str)"]),
     (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
     (FailsToStart, ["could not be created: ValueError: needs a GPU"]),
-], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "short-scores", "init-raises"])
+], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
+        "short-scores", "init-raises"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(bad=component)
     out = tmp_path / "out"
@@ -148,5 +200,7 @@ def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugin
     assert listed.exit_code == 0
     (error,) = json.loads(listed.stdout)["load_errors"]
     assert "'majority'" in error["error"] and "built-in" in error["error"] and "rename" in error["error"]
+    shown = " ".join(thinkfast("plugins").stdout.split())  # the table's warning lines, unwrapped
+    assert "warning: plugin runtime_aggregators from <local> loaded all but one name: " in shown, shown
     result, _ = _evaluate(tmp_path, "majority")
     assert result.exit_code == 0, result.output

@@ -100,3 +100,23 @@ def test_an_extra_module_that_an_entry_point_already_loaded_registers_once(third
     also declares it: that was a PluginConflictError with itself."""
     registry = load_registry(extra_modules=[sys.modules["fake_thinkfast_plugin"]])
     assert registry.entry("aggregators", "fake").package == "thinkfast-example" and not registry.load_errors
+
+
+def test_an_allow_list_name_that_loads_nothing_is_reported_even_when_it_resembles_an_entry_point(monkeypatch):
+    """Entry-point names compare exactly (only distribution names as pip does): ``my_example`` does not
+    load the entry point ``my-example`` of distribution ``other-dist``, so it must be reported, not taken
+    for a match and leave the plugin out without a word."""
+    from importlib import metadata
+
+    from thinkfast import registry as registry_module
+
+    monkeypatch.setitem(sys.modules, "fake_thinkfast_plugin", _module(
+        "fake_thinkfast_plugin", register_aggregators=lambda register: register("fake", object)))
+    builtins = registry_module._entry_points()
+    ep = metadata.EntryPoint("my-example", "fake_thinkfast_plugin", "thinkfast")
+    monkeypatch.setattr(registry_module, "_entry_points", lambda: [*builtins, (ep, "other-dist", "1.0")])
+    monkeypatch.setenv("THINKFAST_PLUGINS", "my_example")
+    registry = load_registry()
+    assert "fake" not in registry.names("aggregators")
+    (error,) = registry.load_errors
+    assert error.entry_point == "THINKFAST_PLUGINS" and "'my_example'" in error.error

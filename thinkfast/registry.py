@@ -57,12 +57,15 @@ class LoadError:
     version: str
     error: str
     detail: str
+    #: Only one name was refused (it clashes with a built-in); the plugin's other components loaded.
+    one_name: bool = False
 
     def describe(self) -> str:
         """One sentence for the terminal (a problem with ``THINKFAST_PLUGINS`` itself has no package)."""
         if not self.package:
             return f"{self.entry_point}: {self.error}"
-        return f"plugin {self.entry_point} from {_source(self.package, self.version)} failed to load: {self.error}"
+        what = "loaded all but one name" if self.one_name else "failed to load"
+        return f"plugin {self.entry_point} from {_source(self.package, self.version)} {what}: {self.error}"
 
 
 @dataclass
@@ -133,8 +136,8 @@ def _unmatched(allow: list[str] | None, found: list[tuple[metadata.EntryPoint, s
     """A :class:`LoadError` for allow-list names that no third-party entry point or distribution has (a typo
     there would otherwise hide the plugin without a word)."""
     third_party = [(ep.name, dist) for ep, dist, _ in found if dist != BUILTIN_DISTRIBUTION]
-    known = {name for name, _ in third_party} | {_normalized(dist) for _, dist in third_party}
-    missing = [a for a in allow or [] if a not in known and _normalized(a) not in known]
+    names, dists = {name for name, _ in third_party}, {_normalized(dist) for _, dist in third_party}
+    missing = [a for a in allow or [] if a not in names and _normalized(a) not in dists]  # as _allowed matches
     if not missing:
         return None
     installed = ", ".join(sorted({dist for _, dist in third_party})) or "none"
@@ -213,7 +216,8 @@ def _register_into(registry: Registry, family: str, label: str, package: str, ve
             registry.load_errors.append(LoadError(
                 label, package, version,
                 f"PluginConflictError: {module} registers the {family} name '{name}', which is a built-in of "
-                f"thinkfast ({existing.module}); the built-in is used: rename the plugin's component", ""))
+                f"thinkfast ({existing.module}); the built-in is used: rename the plugin's component", "",
+                one_name=True))
             return
         registry.add(family, name, component, package, version, module)
 

@@ -146,7 +146,10 @@ class TritonDecodeKernels(SdpaKernels):
     def availability(cls, device: torch.device, operation: str | None = None) -> str | None:
         reason = cuda_module_unavailable(device, "triton")
         if reason is None:  # defined now, outside any torch.compile trace of a step that launches them
-            define(partial_kernel, conv_kernel, ssd_kernel)
+            try:
+                define(partial_kernel, conv_kernel, ssd_kernel)
+            except Exception as exc:  # availability must never raise
+                return f"its Triton kernels cannot be defined ({type(exc).__name__}: {exc})"
         return reason
 
     @classmethod

@@ -16,7 +16,7 @@ stored in its own dtype). Triton is imported lazily.
 
 Both launches run outside ``torch.compile`` graphs on purpose (``torch.compiler.disable``: the compiled
 decode step breaks around them). Captured inside the graph, as the ``triton`` plugin's attention kernel
-is, they made a compiled Llamba-1B step 1-4% slower on an H100 (inductor's copies and layout choices
+is, they made a compiled Llamba-1B step 2-4% slower on an H100 (inductor's copies and layout choices
 around them; docs/performance.md, "Triton kernels inside the compiled step").
 """
 

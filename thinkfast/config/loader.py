@@ -20,8 +20,8 @@ from thinkfast.errors import RecipeError
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse one TOML file; a syntax error names the file and line, a file that cannot be read says why."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        raw = path.read_bytes()
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))  # a BOM, as some editors write
     except FileNotFoundError:
         raise RecipeError([f"{path}: recipe file not found"]) from None
     except IsADirectoryError:

@@ -65,19 +65,26 @@ def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = No
     """``("file:line", object)`` for every non-blank line of a JSONL file; a line that is not a JSON
     object is a :class:`DataError` naming the file and line.
 
-    ``on_cut_end(where)``: when given, a last line that is not valid JSON and has no newline (a writer
-    killed mid-line) is passed to it and skipped instead.
+    ``on_cut_end(where)``: when given, a last line that is not valid JSON (or not even UTF-8: the cut split
+    a character) and has no newline (a writer killed mid-line) is passed to it and skipped instead.
     """
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
-            line = _decode(raw[3:] if lineno == 1 and raw.startswith(BOM) else raw, where)
+            cut = on_cut_end is not None and not raw.endswith(b"\n")
+            try:
+                line = _decode(raw[3:] if raw.startswith(BOM) else raw, where)  # a BOM: also files joined by cat
+            except DataError:
+                if cut:
+                    on_cut_end(where)
+                    return
+                raise
             if not line.strip():
                 continue
             try:
                 record = json.loads(line.rstrip("\r\n"))  # without the newline an error's column is on this line
             except json.JSONDecodeError as exc:
-                if on_cut_end is not None and not line.endswith("\n"):
+                if cut:
                     on_cut_end(where)
                     return
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "

@@ -54,9 +54,11 @@ class GuardedAggregator:
 
     @property
     def _picker(self) -> str:
-        """The method that picks: ``aggregate`` if the plugin wrote its own, else ``choose``."""
-        own = getattr(type(self.inner), "aggregate", None)
-        return "aggregate" if own is not None and own is not Aggregator.aggregate else "choose"
+        """The method that picks: ``aggregate`` if the plugin has its own (on its class or the instance, as
+        :func:`~thinkfast.evaluate.aggregation.aggregate_subsets` looks it up), else ``choose``."""
+        own = getattr(self.inner, "aggregate", None)
+        inherited = getattr(own, "__func__", own) is Aggregator.aggregate  # the base class's loop over choose
+        return "aggregate" if own is not None and not inherited else "choose"
 
     def score(self, problems: list[GradedProblem]) -> list[np.ndarray] | None:
         if not hasattr(self.inner, "score"):
@@ -67,14 +69,20 @@ class GuardedAggregator:
             raise self.error(f"score() raised {self.exception(exc)}") from exc
         if scores is None:
             return None
-        if not isinstance(scores, (list, tuple)) or len(scores) != len(problems):
+        listed = isinstance(scores, (list, tuple)) or (isinstance(scores, np.ndarray) and scores.ndim > 0)  # (P, n)
+        if not listed or len(scores) != len(problems):
             raise self.error(f"score() returned {_describe(scores)}; it must return None or a list with one array "
                              f"of per-sample scores for each of the {len(problems)} problems")
         return [self._checked_scores(s, p) for s, p in zip(scores, problems, strict=True)]
 
     def _checked_scores(self, scores: Any, problem: GradedProblem) -> np.ndarray:
-        array = np.asarray(scores) if isinstance(scores, (np.ndarray, list, tuple)) else None
-        if array is None or array.dtype.kind not in "iuf":
+        array = None  # what np.asarray reads as numbers (bools, a CPU tensor) worked before the guard: it still does
+        if isinstance(scores, (np.ndarray, list, tuple)) or hasattr(scores, "__array__"):
+            try:
+                array = np.asarray(scores)
+            except Exception:  # a CUDA tensor, for one
+                pass
+        if array is None or array.dtype.kind not in "biuf":
             raise self.error(f"score() returned {_describe(scores)} for problem {problem.problem_id!r}; each "
                              f"problem's scores must be numbers, one per sample ({problem.n},)")
         if array.shape != (problem.n,):
