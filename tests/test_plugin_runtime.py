@@ -204,3 +204,10 @@ def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugin
     assert "warning: plugin runtime_aggregators from <local> loaded all but one name: " in shown, shown
     result, _ = _evaluate(tmp_path, "majority")
     assert result.exit_code == 0, result.output
+
+
+def test_a_returned_value_is_described_in_a_few_words():
+    from thinkfast.evaluate.guard import _describe
+
+    assert [_describe(v) for v in (None, [3], (1, 2), "2")] == ["None", "a list of 1 item", "a tuple of 2 items",
+                                                                "'2' (str)"]

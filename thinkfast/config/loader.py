@@ -29,8 +29,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RecipeError([f"{path}: cannot read the recipe: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
-        raise RecipeError([f"{path}: not UTF-8 text (byte {exc.start}), so not a TOML recipe; save it as "
-                           f"UTF-8"]) from None
+        line = exc.object[:exc.start].count(b"\n") + 1  # worded as a data file's (file:line, the byte's value)
+        raise RecipeError([f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}), so not a TOML "
+                           f"recipe; save it as UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError([f"{path}: not valid TOML: {exc}"]) from None
 
