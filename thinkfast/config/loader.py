@@ -14,6 +14,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from thinkfast.config.validate import OverrideSpan
+from thinkfast.data.files import BOM
 from thinkfast.errors import RecipeError
 
 
@@ -21,7 +22,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse one TOML file; a syntax error names the file and line, a file that cannot be read says why."""
     try:
         raw = path.read_bytes()
-        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))  # a BOM, as some editors write
+        return tomllib.loads(raw.removeprefix(BOM).decode("utf-8"))
     except FileNotFoundError:
         raise RecipeError([f"{path}: recipe file not found"]) from None
     except IsADirectoryError:

@@ -26,6 +26,9 @@ def _matches_split(path: Path, split: str) -> bool:
     return re.search(rf"(^|[-_./]){re.escape(split)}($|[-.])", path.name[: -len(path.suffix)]) is not None
 
 
+#: The UTF-8 byte-order mark that some editors put at the start of a file (read files drop it).
+BOM = b"\xef\xbb\xbf"
+
 #: Split names that :func:`split_of_file` recognises in a file name.
 SPLIT_WORDS = ("train", "test", "validation", "dev", "val")
 
@@ -73,7 +76,7 @@ def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = No
             where = f"{path}:{lineno}"
             cut = on_cut_end is not None and not raw.endswith(b"\n")
             try:
-                line = _decode(raw[3:] if raw.startswith(BOM) else raw, where)  # a BOM: also files joined by cat
+                line = _decode(raw.removeprefix(BOM), where)  # a BOM on any line: also files joined by cat
             except DataError:
                 if cut:
                     on_cut_end(where)
@@ -94,9 +97,6 @@ def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = No
             yield where, record
 
 
-BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark that some editors put at the start of a file
-
-
 def _decode(raw: bytes, where: str) -> str:
     """UTF-8 text; anything else is a :class:`DataError` naming ``where`` and the first bad byte."""
     try:
@@ -108,7 +108,7 @@ def _decode(raw: bytes, where: str) -> str:
 def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     raw = path.read_bytes()
     try:
-        data = json.loads(_decode(raw[3:] if raw.startswith(BOM) else raw, str(path)))
+        data = json.loads(_decode(raw.removeprefix(BOM), str(path)))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
