@@ -56,34 +56,52 @@ def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
     return rows[:top]
 
 
+def random_step_inputs(model, batch: int, ctx: int, dtype: torch.dtype, state_dtype: torch.dtype,
+                       device: torch.device):
+    """``(cache, tokens, positions)`` for one decode step of ``batch`` rows at context ``ctx``: a cache of
+    ``ctx + 64`` positions filled with N(0, 0.5) (so that compared logits are not trivially equal), random
+    tokens ``(batch,)`` and every row at position ``ctx``."""
+    cache = model.allocate_cache(batch, ctx + 64, dtype=dtype, state_dtype=state_dtype)
+    for layer in cache.layers:
+        for t in vars(layer).values():
+            if isinstance(t, torch.Tensor):
+                t.normal_(0, 0.5)
+    tokens = torch.randint(0, model.config.vocab_size, (batch,), device=device)
+    positions = torch.full((batch,), ctx, dtype=torch.long, device=device)
+    return cache, tokens, positions
+
+
+def sampled_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache):
+    """A function of no arguments: one ``model.step`` over ``cache`` plus the engine's sampler at temperature 1;
+    returns the logits ``(batch, vocab)``."""
+    batch = tokens.shape[0]
+    keys = torch.arange(batch, device=tokens.device)
+    zeros = torch.zeros(batch, dtype=torch.long, device=tokens.device)
+    params = SamplingParams(temperature=1.0)
+
+    @torch.no_grad()
+    def step_and_sample():
+        logits = model.step(tokens, positions, cache)
+        sample_tokens(logits, counter_uniform(0, keys, zeros, positions), params)
+        return logits
+
+    return step_and_sample
+
+
 def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtype: torch.dtype,
                 variants: list[str]) -> dict:
     device = torch.device("cuda", torch.cuda.current_device())
     model = build_shape(shape, device, dtype).eval().fuse_projections()  # as the engine runs it
     selected = select_kernels(None, device)
     model.set_kernels(selected)
-    cache = model.allocate_cache(batch, ctx + 64, dtype=dtype, state_dtype=state_dtype)
-    for layer in cache.layers:  # random contents, so that compared logits are not trivially equal
-        for t in vars(layer).values():
-            if isinstance(t, torch.Tensor):
-                t.normal_(0, 0.5)
-    vocab = model.config.vocab_size
-    tokens = torch.randint(0, vocab, (batch,), device=device)
-    positions = torch.full((batch,), ctx, dtype=torch.long, device=device)
-    keys = torch.arange(batch, device=device)
-    zeros = torch.zeros(batch, dtype=torch.long, device=device)
-    params = SamplingParams(temperature=1.0)
+    cache, tokens, positions = random_step_inputs(model, batch, ctx, dtype, state_dtype, device)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
 
     @torch.no_grad()
     def step_only():
         model.step(tokens, positions, cache)
 
-    @torch.no_grad()
-    def step_and_sample(tokens=tokens, positions=positions, cache=cache):
-        logits = model.step(tokens, positions, cache)
-        sample_tokens(logits, counter_uniform(0, keys, zeros, positions), params)
-        return logits
+    step_and_sample = sampled_step(model, tokens, positions, cache)
 
     live = [t for layer in cache.layers for t in vars(layer).values() if isinstance(t, torch.Tensor)]
     saved = [t.clone() for t in live]

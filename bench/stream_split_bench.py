@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 from cuda_timing import graph_replay_ms
+from step_profile import random_step_inputs, sampled_step
 
 from thinkfast.devices import DTYPES
-from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_tokens
 from thinkfast.generate.stepping import compile_and_warm
 from thinkfast.kernels import select_kernels
 from thinkfast.profile.shapes import build_shape
@@ -32,23 +32,8 @@ from thinkfast.profile.shapes import build_shape
 
 def make_step(model, rows: int, ctx: int, dtype, state_dtype, device):
     """A compiled, warmed step-and-sample over a fresh cache of ``rows`` rows at context ``ctx``."""
-    cache = model.allocate_cache(rows, ctx + 64, dtype=dtype, state_dtype=state_dtype)
-    for layer in cache.layers:
-        for t in vars(layer).values():
-            if isinstance(t, torch.Tensor):
-                t.normal_(0, 0.5)
-    tokens = torch.randint(0, model.config.vocab_size, (rows,), device=device)
-    positions = torch.full((rows,), ctx, dtype=torch.long, device=device)
-    keys = torch.arange(rows, device=device)
-    zeros = torch.zeros(rows, dtype=torch.long, device=device)
-    params = SamplingParams(temperature=1.0)
-
-    @torch.no_grad()
-    def step():
-        logits = model.step(tokens, positions, cache)
-        return sample_tokens(logits, counter_uniform(0, keys, zeros, positions), params)
-
-    compiled = compile_and_warm(step, device)
+    cache, tokens, positions = random_step_inputs(model, rows, ctx, dtype, state_dtype, device)
+    compiled = compile_and_warm(sampled_step(model, tokens, positions, cache), device)
     if compiled.error:
         raise RuntimeError(compiled.error)
     return compiled.step
