@@ -32,7 +32,9 @@ Cases (``--cases``, comma-separated):
 Our engine compiles its decode step (``torch.compile``, as ``thinkfast generate`` does by default;
 ``--no-compile`` turns it off); compilation happens while the engine is built, outside the timing, and
 its seconds are recorded. Each row reports end-to-end tokens/s (batch x new tokens / wall time,
-prefill included), for our engine also decode-only tokens/s, and the fraction of the HBM bound:
+prefill included), for our engine also decode-only tokens/s (the tokens its decode steps generated,
+i.e. all but each sample's first, which the prefill's logits give, over the decode seconds; the
+count is in ``extra["decoded_tokens"]``), and the fraction of the HBM bound:
 bytes a decode step must move (weights once + SSM/conv state read and written + KV cache read up to
 the current position and written once, averaged over the decode steps) over the bandwidth of a
 large device-to-device copy measured in the same run, divided by the measured time per step (end to
@@ -209,12 +211,16 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
         engine = Engine(model, settings(new_tokens))
         sync(device)
         start = time.perf_counter()
-        count = sum(1 for _ in engine.generate(requests))
+        count = tokens = 0
+        for item in engine.generate(requests):
+            count, tokens = count + 1, tokens + len(item.tokens)
         sync(device)
         seconds = time.perf_counter() - start
         assert count == batch, (count, batch)
         st = engine.stats
+        # each sample's first token is sampled from its prefill's logits, not by a decode step
         found = {"decode_seconds": st.decode_seconds, "decode_steps": st.decode_steps,
+                 "decoded_tokens": tokens - count,
                  "record": {**engine_record(engine, model, args), "graph_step_ms": replayed_step_ms(engine, device)}}
         del engine
         free_memory(device)
@@ -227,9 +233,12 @@ def run_ours(case: str, shape: str, batch: int, prompt_len: int, new_tokens: int
         p.numel() for p in model.parameters())), seconds, per_step, bandwidth)
     decode_seconds, decode_steps = found["decode_seconds"], found["decode_steps"]
     decode_ms = 1e3 * decode_seconds / max(decode_steps, 1)
-    row.decode_tokens_per_s = batch * decode_steps / decode_seconds if decode_seconds else None
+    # tokens the decode steps generated (not the first token of each sample, which its prefill gives, nor the
+    # steps that ran after every slot was done) over the decode seconds
+    row.decode_tokens_per_s = found["decoded_tokens"] / decode_seconds if decode_seconds else None
     row.decode_frac_of_bound = row.bound_ms_per_step / decode_ms if decode_ms else None
-    row.extra = {**found["record"], "samples_per_prompt": spp, "repeat_seconds": all_seconds}
+    row.extra = {**found["record"], "decoded_tokens": found["decoded_tokens"], "samples_per_prompt": spp,
+                 "repeat_seconds": all_seconds}
     return row
 
 
@@ -279,7 +288,8 @@ def run_workload(shape: str, args: argparse.Namespace, device: torch.device) -> 
               params=sum(p.numel() for p in model.parameters()), note=f"{samples} samples, {tokens / samples:.0f} "
               f"tokens each, {100 * eos_count / samples:.0f}% eos")
     st = engine.stats
-    row.decode_tokens_per_s = tokens / st.decode_seconds if st.decode_seconds else None
+    # the first token of each sample comes from its prefill, not from a decode step
+    row.decode_tokens_per_s = (tokens - samples) / st.decode_seconds if st.decode_seconds else None
     row.ms_per_step = 1e3 * seconds / max(st.decode_steps, 1)
     row.extra = {**engine_record(engine, model, args), "samples": samples, "tokens": tokens,
                  "check_every": args.check_every, "prefill_bucket": args.prefill_bucket,

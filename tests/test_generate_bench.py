@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -111,3 +112,22 @@ def test_stop_check_bench_replays_checks_over_real_text(tmp_path, smollm_tokeniz
     assert result["samples"] == 3 and result["fired"] == 1  # only the first has a complete answer line
     assert result["checks"] >= 2 and result["ms_per_check"] > 0
     assert "the rules fired for 1 samples" in capsys.readouterr().out
+
+
+def test_decode_tokens_per_s_counts_only_the_tokens_decode_steps_generated():
+    """Each sample's first token is sampled from its prefill's logits: the decode-only rate counts the other
+    ``new_tokens - 1`` of every row, not one token per slot for every decode step (with 16 new tokens and a
+    check every 16 steps the engine runs 16 steps, the last one after every slot was done)."""
+    bench = _bench()
+    result = bench.main(["--tiny", "--cases", "student-teacher", "--device", "cpu"])
+    for row in result["rows"]:
+        extra = row["extra"]
+        decoded = row["batch"] * (row["new_tokens"] - 1)
+        assert extra["decoded_tokens"] == decoded and extra["decode_steps"] == row["new_tokens"]
+        assert math.isclose(row["decode_tokens_per_s"] * extra["decode_seconds"], decoded, rel_tol=1e-9)
+
+    workload = bench.main(["--tiny", "--cases", "workload", "--workload-shapes", "tiny-llama", "--device", "cpu"])
+    row = workload["rows"][0]
+    extra = row["extra"]
+    assert math.isclose(row["decode_tokens_per_s"] * extra["decode_seconds"], extra["tokens"] - extra["samples"],
+                        rel_tol=1e-9)
