@@ -29,8 +29,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from thinkfast.errors import ThinkfastError
 
 if TYPE_CHECKING:
@@ -42,7 +40,7 @@ TRACEBACK_ENV = "THINKFAST_TRACEBACK"
 #: What a plugin of each family is called in a message.
 _KIND = {"students": "student", "datasets": "dataset", "aggregators": "aggregator", "kernels": "kernel plugin"}
 #: The recipe setting that chooses a plugin of each family (the fix when the plugin is broken).
-_CHOSEN_BY = {"students": "choose another student.kind", "datasets": "use another data.dataset",
+_CHOSEN_BY = {"students": "choose another student.kind", "datasets": "use another dataset",
               "aggregators": "leave it out of evaluate.aggregators",
               "kernels": "pin other kernels in [kernels] or leave the package out with THINKFAST_PLUGINS"}
 _THIS_FILE = Path(__file__).resolve()
@@ -202,6 +200,8 @@ def third_party_error(exc: BaseException) -> PluginError | None:
 def describe(value: Any) -> str:
     """A returned value in a few words: ``None``, ``'2' (str)``, ``a list of 3 items``, ``an array of dtype
     <U1``."""
+    import numpy as np
+
     if value is None:
         return "None"
     if isinstance(value, np.ndarray):

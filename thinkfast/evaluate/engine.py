@@ -44,15 +44,16 @@ REPORT_FILE = "report.json"
 
 
 def registry_extractor(override: str = "") -> Callable[[str, str], str | None]:
-    """``extract(dataset, text)`` through each dataset plugin's ``extract_answer`` (``override``: one plugin)."""
-    from thinkfast.registry import get_registry
+    """``extract(dataset, text)`` through each dataset plugin's ``extract_answer`` (``override``: one plugin),
+    guarded (:mod:`thinkfast.data.guard`)."""
+    from thinkfast.data import get_plugin
 
     plugins: dict[str, Any] = {}
 
     def extract(dataset: str, text: str) -> str | None:
         name = override or dataset
         if name not in plugins:
-            plugins[name] = get_registry().get("datasets", name)()
+            plugins[name] = get_plugin(name)
         return plugins[name].extract_answer(text)
 
     return extract
@@ -209,7 +210,8 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "samples_per_second": total / grading_seconds if grading_seconds > 0 else None,
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
-    return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
+    return Evaluation(results, grading, graded,
+                      repeated + restricted + run_warnings(runs) + grader.extraction_warnings())
 
 
 def _require_dataset_plugins(runs: list[Run], override: str = "") -> None:
