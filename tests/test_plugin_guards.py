@@ -8,6 +8,7 @@ as a third-party package's entry point would register them.
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 import types
 from pathlib import Path
@@ -209,6 +210,27 @@ def test_evaluate_warns_of_a_dataset_whose_extract_answer_misbehaves(use_plugins
            "(runtime_plugins): " in warning
     for fragment in fragments:
         assert fragment in warning
+
+
+class CheckRaises(Arith):
+    def check(self, problem, text):
+        return len(text) / 0 > 1
+
+
+def test_a_dataset_check_that_raises_inside_the_verifier_names_the_dataset(use_plugins, tmp_path):
+    """The built-in verifier calls the samples' dataset plugin's ``check``: its exception is the dataset's
+    (a third-party plugin), not a bug of the built-in aggregator that called it."""
+    use_plugins(datasets={"bad": CheckRaises})
+    run = tmp_path / "run"
+    shutil.copytree(RUNS / "teacher", run)
+    samples = run / "samples.jsonl"
+    samples.write_text(samples.read_text().replace('"dataset": "gsm8k"', '"dataset": "bad"'))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[evaluate]\nruns = ["{run}"]\nbootstrap = 0\nplots = false\n[[evaluate.aggregators]]\n'
+                      f'name = "verifier"\noptions = {{ mode = "check" }}\n')
+    assert_one_error(thinkfast("evaluate", str(recipe), "-o", str(tmp_path / "out")),
+                     "dataset 'bad' from <local> (runtime_plugins): check() raised ZeroDivisionError: division by "
+                     "zero (at ", f"{HERE}:", "; fix the plugin or use another dataset")
 
 
 # --- students -----------------------------------------------------------------------------------------------
