@@ -8,6 +8,7 @@ as a third-party package's entry point would register them.
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 import types
@@ -210,6 +211,38 @@ def test_evaluate_warns_of_a_dataset_whose_extract_answer_misbehaves(use_plugins
            "(runtime_plugins): " in warning
     for fragment in fragments:
         assert fragment in warning
+
+
+def test_evaluate_extracts_with_the_dataset_options_the_run_was_generated_with(tmp_path):
+    """A ``jsonl`` run generated with ``answer_format = "gsm8k"`` is graded with that format (its last number),
+    not the plugin's default ("plain": the last line), as ``run.json``'s settings record."""
+    run = tmp_path / "run"
+    run.mkdir()
+    sample = {"problem_id": "qa-0", "text": "The total is 72 apples.\nDone", "answer": "72", "dataset": "jsonl",
+              "num_tokens": 9, "seconds": 0.5}
+    (run / "samples.jsonl").write_text("".join(json.dumps({**sample, "sample_index": i}) + "\n" for i in range(2)))
+    settings = {"dataset": "jsonl", "dataset_options": {"answer_format": "gsm8k"}, "n_samples": 2}
+    (run / "run.json").write_text(json.dumps({"model": "m", "settings": settings, "problem_seconds": {"qa-0": 1.0}}))
+    result = thinkfast("evaluate", "--runs", str(run), "--set", "evaluate.bootstrap=0", "--set",
+                       "evaluate.plots=false", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    (model,) = json.loads((tmp_path / "out" / "report.json").read_text())["results"]
+    assert model["coverage"]["mean"] == [1.0, 1.0]
+
+    settings["dataset_options"] = {"answer_fromat": "gsm8k"}
+    (run / "run.json").write_text(json.dumps({"model": "m", "settings": settings, "problem_seconds": {"qa-0": 1.0}}))
+    result = thinkfast("evaluate", "--runs", str(run), "-o", str(tmp_path / "out2"))
+    assert_one_error(result, f"{run / 'run.json'}: settings.dataset_options do not fit the dataset plugin as "
+                             f"installed now: ", "answer_fromat")
+
+
+def test_evaluate_stops_on_a_dataset_plugin_that_cannot_be_created(use_plugins, tmp_path):
+    """Before, the error was swallowed with every extraction, and every model scored 0 %."""
+    use_plugins(datasets={"bad": InitRaises})
+    result = thinkfast("evaluate", "--runs", str(RUNS / "teacher"), "--set", "evaluate.dataset=bad", "-o",
+                       str(tmp_path / "out"))
+    assert_one_error(result, "dataset 'bad' from <local> (runtime_plugins): creating it raised OSError: cannot "
+                             "open the dataset cache (at ")
 
 
 class CheckRaises(Arith):
