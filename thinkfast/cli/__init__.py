@@ -68,6 +68,11 @@ def cli() -> None:
     generate  sample many answers per problem, timed
     evaluate  grade samples; coverage and accuracy vs samples and vs seconds
     profile   throughput and memory over a batch x length grid
+
+    \b
+    Environment:
+    THINKFAST_PLUGINS=a,b   load only these third-party plugins (empty: built-ins only)
+    THINKFAST_TRACEBACK=1   print the traceback above an error shown in one line
     """
 
 
