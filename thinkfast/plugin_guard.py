@@ -56,11 +56,11 @@ def traceback_wanted() -> bool:
     return os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
 
 
-def plugin_error(entry: PluginEntry, what: str, label: str = "", fix: str = "") -> PluginError:
+def plugin_error(entry: PluginEntry, what: str, label: str = "") -> PluginError:
     """``<kind> '<label>' (plugin '<name>') from <package version> (<module>): <what>; <fix>``.
 
     ``label`` is the name the user gave when it differs from the registered one (an aggregator's display
-    label); ``fix`` defaults to the family's (fix the plugin or choose another one). A built-in plugin's
+    label). The fix offered is the family's (fix the plugin or choose another one); a built-in plugin's
     failure is a bug of thinkfast, and the message says so.
     """
     from thinkfast.registry import BUILTIN_DISTRIBUTION
@@ -70,7 +70,7 @@ def plugin_error(entry: PluginEntry, what: str, label: str = "", fix: str = "") 
     if entry.package == BUILTIN_DISTRIBUTION:
         fix = f"this is a bug of thinkfast's built-in plugin: please report it with what {TRACEBACK_ENV}=1 prints"
     else:
-        fix = fix or f"fix the plugin or {_CHOSEN_BY.get(entry.family, 'use another plugin')}"
+        fix = f"fix the plugin or {_CHOSEN_BY.get(entry.family, 'use another plugin')}"
     kind = _KIND.get(entry.family, entry.family)
     return PluginError(f"{kind} {label!r}{plugin} from {entry.source} ({entry.module}): {what}; {fix}")
 
@@ -86,7 +86,7 @@ def passes_through(exc: BaseException) -> bool:
 
 
 @contextmanager
-def calling(entry: PluginEntry, what: str, label: str = "", fix: str = "") -> Iterator[None]:
+def calling(entry: PluginEntry, what: str, label: str = "") -> Iterator[None]:
     """Run the body (a call into ``entry``'s plugin); an exception that went through the plugin's code becomes
     a :class:`PluginError` ``<what> raised <Type: message> (at file:line)``."""
     try:
@@ -99,7 +99,7 @@ def calling(entry: PluginEntry, what: str, label: str = "", fix: str = "") -> It
             where = f"{type(exc).__name__}: {exc}"
         if where is None:
             raise
-        raise plugin_error(entry, f"{what} raised {where}", label, fix) from exc
+        raise plugin_error(entry, f"{what} raised {where}", label) from exc
 
 
 def _raised_by_the_call(exc: BaseException) -> bool:

@@ -58,10 +58,6 @@ class GuardedDataset:
         return guard
 
     @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
     def answer_format(self) -> str:
         return self.inner.answer_format
 

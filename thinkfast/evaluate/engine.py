@@ -206,6 +206,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     aggregators = instantiate_aggregators(section.aggregators)
     if extract is None:
         _require_dataset_plugins(runs, section.dataset)
+    extractors = [extract or _run_extractor(run, section.dataset) for run in runs]  # each run's plugins, created now
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
     to_grade = sum(len(p.texts) for run in runs for p in run.problems)
     done = 0
@@ -220,9 +221,9 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     start = time.perf_counter()
     graded: dict[str, list[GradedProblem]] = {}
     with EquivalencePool(section.workers, section.grading_timeout) as pool:
-        grader = Grader(extract, pool, cache, on_graded=count)
-        for run in runs:
-            grader.extract = extract or _run_extractor(run, section.dataset)
+        grader = Grader(extractors[0], pool, cache, on_graded=count)
+        for run, run_extract in zip(runs, extractors, strict=True):
+            grader.extract = run_extract  # one grader (its counts and cache) over every run
             graded[run.label] = grader.grade(run.problems)
         killed = pool.killed
     grading_seconds = time.perf_counter() - start

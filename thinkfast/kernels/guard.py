@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from thinkfast.kernels.base import OPERATIONS, KernelSet
-from thinkfast.plugin_guard import calling, describe, plugin_error
+from thinkfast.plugin_guard import PluginError, calling, describe, plugin_error
 
 if TYPE_CHECKING:
     import torch
@@ -83,5 +83,5 @@ class KernelProbe:
         with calling(self.entry, "creating it"):
             return self.cls()
 
-    def error(self, what: str):
+    def error(self, what: str) -> PluginError:
         return plugin_error(self.entry, what)
