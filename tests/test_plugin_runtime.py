@@ -77,6 +77,13 @@ class ShortScores(Aggregator):
         return -1
 
 
+class TakesNoOptions:
+    """The component is called with the recipe's options: a class whose ``__init__`` takes none cannot be."""
+
+    def __init__(self):
+        pass
+
+
 class FailsToStart(Aggregator):
     def __init__(self, options=None):
         raise ValueError("needs a GPU")
@@ -179,9 +186,10 @@ def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_
     (SometimesAList, ["choose() returned a list of 2 items for problem 'gsm8k-train-0'"]),
     (a_namespace_aggregating, ["aggregate() returned 'a' (str)"]),
     (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
-    (FailsToStart, ["could not be created: ValueError: needs a GPU"]),
+    (FailsToStart, ["creating it raised ValueError: needs a GPU (at ", "test_plugin_runtime.py:"]),
+    (TakesNoOptions, ["creating it raised TypeError: ", "takes 1 positional argument but 2 were given"]),
 ], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
-        "short-scores", "init-raises"])
+        "short-scores", "init-raises", "init-takes-no-options"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(bad=component)
     out = tmp_path / "out"
@@ -207,7 +215,7 @@ def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugin
 
 
 def test_a_returned_value_is_described_in_a_few_words():
-    from thinkfast.evaluate.guard import _describe
+    from thinkfast.plugin_guard import describe as _describe
 
     assert [_describe(v) for v in (None, [3], (1, 2), "2")] == ["None", "a list of 1 item", "a tuple of 2 items",
                                                                 "'2' (str)"]

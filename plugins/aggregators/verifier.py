@@ -102,12 +102,12 @@ class Verifier(Aggregator):
 
     @staticmethod
     def _check_scores(problems: list[GradedProblem]) -> np.ndarray:
+        from thinkfast.data import get_plugin
         from thinkfast.data.base import Problem
-        from thinkfast.registry import get_registry
 
         out = []
         for p in problems:
-            plugin = get_registry().get("datasets", p.dataset)()
+            plugin = get_plugin(p.dataset)  # guarded: a dataset plugin's failure names that plugin, not this one
             problem = Problem(id=p.problem_id, question=p.question, answer=p.reference)
             for text in p.texts:
                 verdict = plugin.check(problem, text)

@@ -3,28 +3,47 @@
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 from rich.console import Console
 
 from thinkfast import __version__
 from thinkfast.errors import ThinkfastError
+from thinkfast.plugin_guard import third_party_error, traceback_wanted
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ThinkfastGroup(click.Group):
-    """A click group that turns :class:`ThinkfastError` into one message and exit code 2."""
+    """A click group that turns :class:`ThinkfastError` into one message and exit code 2.
+
+    An exception of any other type is thinkfast's own bug and keeps its traceback, unless it came from a
+    third-party plugin's code (:func:`thinkfast.plugin_guard.third_party_error`): that is one message naming
+    the plugin. ``THINKFAST_TRACEBACK=1`` prints the traceback above every such message.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ThinkfastError as exc:
-            _print_error(exc)
-            sys.exit(exc.exit_code)
+            _report(exc, exc)
         except KeyboardInterrupt:
             err_console.print("interrupted; anything already written is kept", style="yellow")
             sys.exit(130)
+        except Exception as exc:
+            plugin = third_party_error(exc)
+            if plugin is None:
+                raise
+            _report(plugin, exc)
+
+
+def _report(error: ThinkfastError, raised: BaseException) -> None:
+    """Print ``error`` (after the traceback of ``raised`` when ``THINKFAST_TRACEBACK`` asks) and exit."""
+    if traceback_wanted():
+        traceback.print_exception(raised, file=sys.stderr)
+    _print_error(error)
+    sys.exit(error.exit_code)
 
 
 def _print_error(exc: ThinkfastError) -> None:
@@ -49,6 +68,11 @@ def cli() -> None:
     generate  sample many answers per problem, timed
     evaluate  grade samples; coverage and accuracy vs samples and vs seconds
     profile   throughput and memory over a batch x length grid
+
+    \b
+    Environment:
+    THINKFAST_PLUGINS=a,b   load only these third-party plugins (empty: built-ins only)
+    THINKFAST_TRACEBACK=1   print the traceback above an error shown in one line
     """
 
 

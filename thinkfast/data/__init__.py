@@ -4,35 +4,37 @@
 - :mod:`thinkfast.data.answers`: final-answer extraction and normalisation per answer format.
 - :mod:`thinkfast.data.render`: prompts (chat template or plain) and training examples with loss masks.
 - :mod:`thinkfast.data.packing`: packing examples into fixed-length rows with document ids.
-- :mod:`thinkfast.data.files` / :mod:`thinkfast.data.hub`: reading local files and hub datasets.
+- :mod:`thinkfast.data.files` / :mod:`thinkfast.data.sources`: reading local files and hub datasets.
 
-Core code reaches dataset plugins only through the registry; :func:`load_problems` is the one
-entry point the subcommands need.
+Core code reaches dataset plugins only through the registry and only through a guard
+(:mod:`thinkfast.data.guard`); :func:`load_problems` is the one entry point the subcommands need.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from thinkfast.data.base import DatasetPlugin, Problem
+from thinkfast.data.guard import GuardedDataset
 from thinkfast.errors import DataError
 
 if TYPE_CHECKING:
     from thinkfast.config.common import DataSpec
 
-__all__ = ["DatasetPlugin", "Problem", "get_plugin", "load_problems", "no_problems_error"]
+__all__ = ["DatasetPlugin", "GuardedDataset", "Problem", "get_plugin", "load_problems", "no_problems_error"]
 
 
-def get_plugin(spec: DataSpec) -> DatasetPlugin:
-    """The dataset plugin ``spec.dataset``, instantiated with ``spec.options``."""
+def get_plugin(spec: DataSpec | str, options: Any = None) -> GuardedDataset:
+    """The dataset plugin ``spec.dataset`` (or the one named ``spec``), instantiated with ``spec.options`` (or
+    ``options``) and guarded: every call the core makes into it is checked (:mod:`thinkfast.data.guard`)."""
     from thinkfast.registry import get_registry
 
-    cls = get_registry().get("datasets", spec.dataset)
-    return cls(spec.options)
+    name, options = (spec, options) if isinstance(spec, str) else (spec.dataset, spec.options)
+    return GuardedDataset.create(get_registry().entry("datasets", name), options)
 
 
-def load_problems(spec: DataSpec) -> tuple[DatasetPlugin, list[Problem]]:
-    """The plugin named by ``spec`` and the problems it selects (path, split, offset, limit)."""
+def load_problems(spec: DataSpec) -> tuple[GuardedDataset, list[Problem]]:
+    """The plugin named by ``spec`` (guarded) and the problems it selects (path, split, offset, limit)."""
     plugin = get_plugin(spec)
     return plugin, plugin.load(spec)
 

@@ -17,8 +17,9 @@ from typing import Any
 from thinkfast.config.common import DataSpec
 from thinkfast.data import load_problems, no_problems_error
 from thinkfast.data.answers import answers_equal
-from thinkfast.data.base import DatasetPlugin, Problem
+from thinkfast.data.base import Problem
 from thinkfast.data.files import field, iter_file
+from thinkfast.data.guard import GuardedDataset
 from thinkfast.data.render import assemble_example, eos_token_id, prompt_text, resolve_template, response_segment
 from thinkfast.errors import DataError
 
@@ -37,7 +38,7 @@ def load_responses(path: str | Path) -> dict[str, list[str]]:
     return dict(responses)
 
 
-def response_pairs(plugin: DatasetPlugin, problems: list[Problem], spec: DataSpec) -> list[tuple[Problem, str]]:
+def response_pairs(plugin: GuardedDataset, problems: list[Problem], spec: DataSpec) -> list[tuple[Problem, str]]:
     """``(problem, response)`` pairs to train on (rules in the module docstring)."""
     if not spec.responses:
         pairs = [(p, r) for p in problems if (r := plugin.response_text(p)) is not None]
@@ -65,7 +66,7 @@ def response_pairs(plugin: DatasetPlugin, problems: list[Problem], spec: DataSpe
 class TrainingData:
     """What a stage trains on before tokenisation: the plugin, the few-shot problems and the pairs."""
 
-    plugin: DatasetPlugin
+    plugin: GuardedDataset
     shots: list[Problem]
     pairs: list[tuple[Problem, str]]
 

@@ -11,14 +11,14 @@ samples of a problem are generated in parallel at the run's measured rate.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from thinkfast.errors import DataError, ThinkfastError
+from thinkfast.errors import DataError, RecipeError, ThinkfastError
 from thinkfast.evaluate.config import AggregatorSpec, EvaluateSection
 from thinkfast.evaluate.equivalence import EquivalencePool
 from thinkfast.evaluate.graded import GradedProblem
@@ -43,19 +43,49 @@ GRADES_FILE = "grades.jsonl"
 REPORT_FILE = "report.json"
 
 
-def registry_extractor(override: str = "") -> Callable[[str, str], str | None]:
-    """``extract(dataset, text)`` through each dataset plugin's ``extract_answer`` (``override``: one plugin)."""
-    from thinkfast.registry import get_registry
+def registry_extractor(override: str = "", options: dict[str, dict[str, Any]] | None = None,
+                       datasets: Iterable[str] = ()) -> Callable[[str, str], str | None]:
+    """``extract(dataset, text)`` through each dataset plugin's ``extract_answer`` (``override``: one plugin),
+    guarded (:mod:`thinkfast.data.guard`).
+
+    ``options``: ``{dataset: options}`` to create a plugin with (:func:`run_dataset_options`; defaults for
+    the others). The plugins of ``datasets`` (or ``override``) are created now, so that one that cannot be
+    created stops ``evaluate`` with its error instead of failing every extraction.
+    """
+    from thinkfast.data import get_plugin
 
     plugins: dict[str, Any] = {}
 
-    def extract(dataset: str, text: str) -> str | None:
-        name = override or dataset
+    def plugin(name: str) -> Any:
         if name not in plugins:
-            plugins[name] = get_registry().get("datasets", name)()
-        return plugins[name].extract_answer(text)
+            plugins[name] = get_plugin(name, (options or {}).get(name))
+        return plugins[name]
+
+    for name in sorted({override} if override else set(datasets)):
+        plugin(name)
+
+    def extract(dataset: str, text: str) -> str | None:
+        return plugin(override or dataset).extract_answer(text)
 
     return extract
+
+
+def run_dataset_options(run: Run) -> dict[str, dict[str, Any]]:
+    """``{dataset: options}`` as ``generate`` used them for ``run`` (``run.json``'s ``settings``), so that its
+    samples are graded by the plugin as it was configured then (a ``jsonl`` run's ``answer_format``)."""
+    settings = run.meta.get("settings") or {}
+    name, options = settings.get("dataset"), settings.get("dataset_options")
+    return {name: dict(options)} if isinstance(name, str) and isinstance(options, dict) and options else {}
+
+
+def _run_extractor(run: Run, override: str) -> Callable[[str, str], str | None]:
+    """:func:`registry_extractor` for ``run``'s samples; options ``run.json`` gives that the plugin refuses
+    are named with the file."""
+    try:
+        return registry_extractor(override, run_dataset_options(run), {p.dataset for p in run.problems})
+    except RecipeError as err:
+        raise DataError(f"{run.path / 'run.json'}: settings.dataset_options do not fit the dataset plugin as "
+                        f"installed now: {'; '.join(err.problems)}") from None
 
 
 @dataclass
@@ -176,7 +206,7 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     aggregators = instantiate_aggregators(section.aggregators)
     if extract is None:
         _require_dataset_plugins(runs, section.dataset)
-    grader_extract = extract or registry_extractor(section.dataset)
+    extractors = [extract or _run_extractor(run, section.dataset) for run in runs]  # each run's plugins, created now
     cache = GradeCache(output_dir / GRADES_FILE if output_dir is not None else None)
     to_grade = sum(len(p.texts) for run in runs for p in run.problems)
     done = 0
@@ -191,8 +221,9 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
     start = time.perf_counter()
     graded: dict[str, list[GradedProblem]] = {}
     with EquivalencePool(section.workers, section.grading_timeout) as pool:
-        grader = Grader(grader_extract, pool, cache, on_graded=count)
-        for run in runs:
+        grader = Grader(extractors[0], pool, cache, on_graded=count)
+        for run, run_extract in zip(runs, extractors, strict=True):
+            grader.extract = run_extract  # one grader (its counts and cache) over every run
             graded[run.label] = grader.grade(run.problems)
         killed = pool.killed
     grading_seconds = time.perf_counter() - start
@@ -209,7 +240,8 @@ def evaluate(section: EvaluateSection, run_dirs: list[str | Path], *, output_dir
                "samples_per_second": total / grading_seconds if grading_seconds > 0 else None,
                "workers": section.workers, "timeout_seconds": section.grading_timeout,
                "verdicts": dict(grader.counts), "workers_killed": killed}
-    return Evaluation(results, grading, graded, repeated + restricted + run_warnings(runs))
+    return Evaluation(results, grading, graded,
+                      repeated + restricted + run_warnings(runs) + grader.extraction_warnings())
 
 
 def _require_dataset_plugins(runs: list[Run], override: str = "") -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thinkfast.errors import ThinkfastError
 from thinkfast.evaluate.equivalence import Check, EquivalencePool, normalize_text
 from thinkfast.evaluate.graded import GradedProblem
 from thinkfast.evaluate.runs import ProblemSamples
@@ -132,6 +133,11 @@ class _Countdown:
                 self.done(i)
 
 
+def _reason(exc: Exception) -> str:
+    """An extraction failure in words: a :class:`ThinkfastError`'s own message (a guarded plugin's names it)."""
+    return str(exc) if isinstance(exc, ThinkfastError) else f"{type(exc).__name__}: {exc}"
+
+
 class Grader:
     """Grades problems with an answer extractor, an :class:`EquivalencePool` and a :class:`GradeCache`.
 
@@ -146,6 +152,7 @@ class Grader:
         self.cache = cache if cache is not None else GradeCache(None)
         self.on_graded = on_graded or (lambda samples: None)
         self.counts: Counter[str] = Counter()  # verdict sources: quick, cached, and pool statuses
+        self.extract_failures: dict[str, list] = {}  # dataset -> [samples whose extraction raised, first reason]
 
     def _resolve(self, keys: set[Key], on_answer: Callable[[Key, Check], None]) -> dict[Key, Check]:
         """Verdicts for ``(dataset, gold, pred)`` keys: fast path, cache, then the pool;
@@ -217,10 +224,19 @@ class Grader:
     def _safe_extract(self, dataset: str, text: str) -> str | None:
         try:
             answer = self.extract(dataset, text)
-        except Exception:  # garbage text must not take the run down
+        except Exception as exc:  # garbage text must not take the run down; extraction_warnings tells of it
             self.counts["extract_error"] += 1
+            failed = self.extract_failures.setdefault(dataset, [0, _reason(exc)])
+            failed[0] += 1
             return None
         return answer if answer is None or answer.strip() else None
+
+    def extraction_warnings(self) -> list[str]:
+        """One line per dataset whose extraction raised: how many samples, and the first reason (for a plugin,
+        :mod:`thinkfast.data.guard` names it and the line of its code)."""
+        return [f"extracting the answers of dataset {dataset!r} failed on {count} sample(s), which count as "
+                f"unanswered; the first failure: {reason}"
+                for dataset, (count, reason) in sorted(self.extract_failures.items())]
 
     @staticmethod
     def _assemble(p: ProblemSamples, answers: list[str | None], names: list[str],

@@ -10,24 +10,22 @@ truncated, a negative one silently indexed another class, and anything else was 
 
 from __future__ import annotations
 
-import sys
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thinkfast.errors import ThinkfastError
 from thinkfast.evaluate.aggregation import Aggregator, aggregate_subsets
 from thinkfast.evaluate.graded import GradedProblem
+from thinkfast.plugin_guard import PluginError, calling, describe, plugin_error
 
 if TYPE_CHECKING:
     from thinkfast.registry import PluginEntry
 
 
-class AggregatorError(ThinkfastError):
-    """An aggregator plugin that raised or broke the aggregator contract."""
+class AggregatorError(PluginError):
+    """An aggregator plugin that raised or broke the aggregator contract (kept for callers that catch it;
+    the guard raises the family-neutral :class:`~thinkfast.plugin_guard.PluginError`)."""
 
 
 @dataclass
@@ -42,10 +40,8 @@ class GuardedAggregator:
     def create(cls, label: str, entry: PluginEntry, options: dict[str, Any]) -> GuardedAggregator:
         """Instantiate ``entry``'s component with ``options`` (an exception becomes an :class:`AggregatorError`)."""
         guard = cls(label, entry, None)
-        try:
+        with calling(entry, "creating it", label):
             guard.inner = entry.component(options)
-        except Exception as exc:
-            raise guard.error(f"could not be created: {guard.exception(exc)}") from exc
         return guard
 
     @property
@@ -63,15 +59,13 @@ class GuardedAggregator:
     def score(self, problems: list[GradedProblem]) -> list[np.ndarray] | None:
         if not hasattr(self.inner, "score"):
             return None
-        try:
+        with calling(self.entry, "score()", self.label):
             scores = self.inner.score(problems)
-        except Exception as exc:
-            raise self.error(f"score() raised {self.exception(exc)}") from exc
         if scores is None:
             return None
         listed = isinstance(scores, (list, tuple)) or (isinstance(scores, np.ndarray) and scores.ndim > 0)  # (P, n)
         if not listed or len(scores) != len(problems):
-            raise self.error(f"score() returned {_describe(scores)}; it must return None or a list with one array "
+            raise self.error(f"score() returned {describe(scores)}; it must return None or a list with one array "
                              f"of per-sample scores for each of the {len(problems)} problems")
         return [self._checked_scores(s, p) for s, p in zip(scores, problems, strict=True)]
 
@@ -83,7 +77,7 @@ class GuardedAggregator:
             except Exception:  # a CUDA tensor, for one
                 pass
         if array is None or array.dtype.kind not in "biuf":
-            raise self.error(f"score() returned {_describe(scores)} for problem {problem.problem_id!r}; each "
+            raise self.error(f"score() returned {describe(scores)} for problem {problem.problem_id!r}; each "
                              f"problem's scores must be numbers, one per sample ({problem.n},)")
         if array.shape != (problem.n,):
             raise self.error(f"score() returned an array of shape {array.shape} for problem "
@@ -96,21 +90,19 @@ class GuardedAggregator:
     def aggregate(self, problem: GradedProblem, subsets: np.ndarray, scores: np.ndarray | None,
                   rng: np.random.Generator) -> np.ndarray:
         method = self._picker
-        try:
+        with calling(self.entry, f"{method}()", self.label):
             chosen = aggregate_subsets(self.inner, problem, subsets, scores, rng)
-        except Exception as exc:
-            raise self.error(f"{method}() raised {self.exception(exc)}") from exc
         return self._checked_classes(chosen, problem, len(subsets), method)
 
     def _checked_classes(self, chosen: np.ndarray, problem: GradedProblem, rows: int, method: str) -> np.ndarray:
         valid = f"an int from -1 (no answer) to {problem.num_classes - 1}"
         if chosen.shape != (rows,):
-            got = _describe(chosen.item()) if chosen.ndim == 0 else f"an array of shape {chosen.shape}"
+            got = describe(chosen.item()) if chosen.ndim == 0 else f"an array of shape {chosen.shape}"
             raise self.error(f"{method}() returned {got} for {rows} subsets of problem {problem.problem_id!r}; "
                              f"return one answer class per subset, {valid}")
         if rows and chosen.dtype.kind not in "iu":
             bad = next((c for c in chosen.tolist() if not isinstance(c, int) or isinstance(c, bool)), chosen[0])
-            raise self.error(f"{method}() returned {_describe(bad)} for problem {problem.problem_id!r}; an answer "
+            raise self.error(f"{method}() returned {describe(bad)} for problem {problem.problem_id!r}; an answer "
                              f"class is {valid}")
         outside = chosen[(chosen < -1) | (chosen >= problem.num_classes)]
         if outside.size:
@@ -118,39 +110,5 @@ class GuardedAggregator:
                              f"which has {problem.num_classes} answer classes; an answer class is {valid}")
         return chosen.astype(np.int64)
 
-    def error(self, what: str) -> AggregatorError:
-        entry = self.entry
-        plugin = "" if entry.name == self.label else f" (plugin {entry.name!r})"
-        return AggregatorError(f"aggregator {self.label!r}{plugin} from {entry.source} ({entry.module}): {what}; "
-                               f"fix the plugin or leave it out of evaluate.aggregators")
-
-    def exception(self, exc: BaseException) -> str:
-        """``Type: message (at file:line)``, the line being the deepest one in the plugin's own code."""
-        package = getattr(self.entry.component, "__module__", None) or self.entry.module
-        where = _plugin_frame(exc, package.split(".")[0])
-        return f"{type(exc).__name__}: {exc}" + (f" (at {where})" if where else "")
-
-
-def _describe(value: Any) -> str:
-    """A returned value in a few words: ``None``, ``'2' (str)``, ``a list of 3 items``, ``an array of dtype <U1``."""
-    if value is None:
-        return "None"
-    if isinstance(value, np.ndarray):
-        return f"an array of dtype {value.dtype}"
-    if isinstance(value, (list, tuple, dict, set)):
-        return f"a {type(value).__name__} of {len(value)} item{'' if len(value) == 1 else 's'}"
-    text = repr(value)
-    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
-
-
-def _plugin_frame(exc: BaseException, module_name: str) -> str:
-    """``file:line`` of the deepest traceback frame in module ``module_name`` (its folder if it is a package),
-    else of the deepest frame."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return ""
-    file = getattr(sys.modules.get(module_name), "__file__", None)
-    home = None if file is None else Path(file).parent if Path(file).name == "__init__.py" else Path(file)
-    own = [f for f in frames if home is not None and Path(f.filename).is_relative_to(home)]
-    frame = (own or frames)[-1]
-    return f"{frame.filename}:{frame.lineno}"
+    def error(self, what: str) -> PluginError:
+        return plugin_error(self.entry, what, self.label)

@@ -73,7 +73,7 @@ def answer_stop_format(plugin: Any, stop_at_answer: bool) -> str | None:
     """
     from thinkfast.data.base import DatasetPlugin
 
-    kind = type(plugin)
+    kind = type(getattr(plugin, "inner", plugin))  # a GuardedDataset's plugin, or a plugin itself
     if not stop_at_answer or kind.extract_answer is not DatasetPlugin.extract_answer \
             or kind.check is not DatasetPlugin.check or plugin.answer_format not in ANSWER_END_FORMATS:
         return None

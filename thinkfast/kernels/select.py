@@ -8,13 +8,15 @@ import torch
 
 from thinkfast.errors import EngineUnavailableError
 from thinkfast.kernels.base import OPERATIONS, Kernels, KernelSet
+from thinkfast.kernels.guard import KernelProbe
 
 
-def _registered() -> dict[str, type[KernelSet]]:
+def _registered() -> dict[str, KernelProbe]:
     from thinkfast.registry import get_registry
 
     registry = get_registry()
-    return {name: registry.get("kernels", name) for name in registry.names("kernels")}
+    entries = (registry.entry("kernels", name) for name in registry.names("kernels"))
+    return {entry.name: KernelProbe(entry.component, entry) for entry in entries}
 
 
 def select_kernels(section: Any = None, device: torch.device | str = "cpu",
@@ -33,22 +35,30 @@ def select_kernels(section: Any = None, device: torch.device | str = "cpu",
             run on ``device`` (the message says why and what is available).
     """
     device = torch.device(device)
-    sets = dict(available) if available is not None else _registered()
-    sets.setdefault("torch", Kernels.reference().ssm.__class__)
+    given = {name: KernelProbe(cls) for name, cls in (available or {}).items()}
+    sets = given if available is not None else _registered()
+    sets.setdefault("torch", KernelProbe(Kernels.reference().ssm.__class__))
+    for probe in sets.values():
+        probe.checked()
     chosen: dict[str, KernelSet] = {}
     instances: dict[str, KernelSet] = {}
     for op in OPERATIONS:
         wanted = _wanted(section, op)
-        usable = {n: c for n, c in sets.items() if op in c.operations and c.availability(device, op) is None}
         if wanted == "auto":
+            usable = _usable(sets, op, device)
             name = max(usable, key=lambda n: (usable[n].priority(op, device), n == "torch"))
         else:
             name = wanted
-            _check_pinned(name, op, device, sets, usable)
+            _check_pinned(name, op, device, sets)
         if name not in instances:
-            instances[name] = sets[name]()
+            instances[name] = sets[name].create()
         chosen[op] = instances[name]
     return Kernels(**chosen)
+
+
+def _usable(sets: dict[str, KernelProbe], op: str, device: torch.device) -> dict[str, KernelProbe]:
+    """The sets that provide ``op`` and can run it on ``device``."""
+    return {n: p for n, p in sets.items() if op in p.operations and p.availability(device, op) is None}
 
 
 def _wanted(section: Any, op: str) -> str:
@@ -58,19 +68,22 @@ def _wanted(section: Any, op: str) -> str:
     return value or "auto"
 
 
-def _check_pinned(name: str, op: str, device: torch.device, sets: dict[str, type[KernelSet]],
-                  usable: dict[str, type[KernelSet]]) -> None:
-    options = ", ".join(sorted(usable)) + " (or 'auto')"
+def _check_pinned(name: str, op: str, device: torch.device, sets: dict[str, KernelProbe]) -> None:
+    """The pinned set ``name`` exists, provides ``op`` and can run it (the others are asked only to list the
+    alternatives in the message)."""
+    def options() -> str:
+        return ", ".join(sorted(_usable(sets, op, device))) + " (or 'auto')"
+
     if name not in sets:
         raise EngineUnavailableError(
             f"[kernels] {op} = '{name}': no kernel plugin of that name is installed; available for {op} on "
-            f"{device}: {options}")
-    cls = sets[name]
-    if op not in cls.operations:
+            f"{device}: {options()}")
+    probe = sets[name]
+    if op not in probe.operations:
         raise EngineUnavailableError(
             f"[kernels] {op} = '{name}': that plugin does not provide '{op}' (it provides "
-            f"{', '.join(cls.operations)}); use one of: {options}")
-    reason = cls.availability(device, op)
+            f"{', '.join(probe.operations)}); use one of: {options()}")
+    reason = probe.availability(device, op)
     if reason is not None:
         raise EngineUnavailableError(
-            f"[kernels] {op} = '{name}' cannot run on {device}: {reason}; use one of: {options}")
+            f"[kernels] {op} = '{name}' cannot run on {device}: {reason}; use one of: {options()}")

@@ -4,14 +4,22 @@ A student plugin registers a class that can be constructed without arguments, ha
 dataclass (fields declared with :func:`thinkfast.config.option`) and a method
 ``build(teacher: ThinkfastLM, options: Options) -> ThinkfastLM`` that works on any device and dtype
 (the teacher's) and sets ``config.student`` to its registered name.
+
+:func:`build_student` guards the calls (:mod:`thinkfast.plugin_guard`): an exception from the plugin's code,
+or a result that is not a :class:`ThinkfastLM` over the teacher's vocabulary, is one
+:class:`~thinkfast.plugin_guard.PluginError` naming the student plugin and its package.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinkfast.models.model import ThinkfastLM
+from thinkfast.plugin_guard import calling, describe, plugin_error
+
+if TYPE_CHECKING:
+    from thinkfast.registry import PluginEntry
 
 
 def student_options(kind: str, options: dict[str, Any] | None = None, *, source: str = "") -> Any:
@@ -40,7 +48,24 @@ def build_student(teacher: ThinkfastLM, kind: str, options: dict[str, Any] | Non
     """
     from thinkfast.registry import get_registry
 
-    cls = get_registry().get("students", kind)
-    student = cls().build(teacher, student_options(kind, options))
+    entry = get_registry().entry("students", kind)
+    opts = student_options(kind, options)
+    with calling(entry, "creating it"):
+        builder = entry.component()
+    with calling(entry, "build()"):
+        student = builder.build(teacher, opts)
+    _check_student(entry, student, teacher)
     student.config.student = kind
     return student
+
+
+def _check_student(entry: PluginEntry, student: Any, teacher: ThinkfastLM) -> None:
+    """What the core relies on: a :class:`ThinkfastLM` over the teacher's vocabulary (the distillation losses
+    compare the two models' logits token by token)."""
+    if not isinstance(student, ThinkfastLM):
+        raise plugin_error(entry, f"build() returned {describe(student)}; it must return a "
+                                  f"thinkfast.models.ThinkfastLM built from the teacher")
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise plugin_error(entry, f"build() returned a model with a vocabulary of {student.config.vocab_size} "
+                                  f"tokens; the teacher's has {teacher.config.vocab_size}, and a student must "
+                                  f"keep it")
