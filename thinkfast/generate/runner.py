@@ -183,6 +183,12 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         if env.distributed or any(out_dir.glob("samples.rank*.jsonl")):
             merge_samples(out_dir, [p.id for p in problems])
         summary = _summary(recipe, settings, model, device, dtype, out_dir, problems, merged, env)
+        previous = read_run_json(out_dir)
+        if merged["new_samples"] == 0 and previous.get("status") == "complete" \
+                and previous.get("num_samples") == summary["num_samples"]:
+            # nothing was generated: the finished run's summary (its engine timings, throughput, batch size)
+            # stays as it is instead of being replaced by an empty invocation's
+            return {**previous, "new_samples": 0, "new_tokens": 0, "tokens_per_second": 0.0}
         write_json(out_dir / RUN, summary)
         return summary
     finally:
