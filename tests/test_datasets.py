@@ -298,6 +298,20 @@ def test_few_shot_examples_never_include_the_selected_problems():
     assert [p.id for p in plugin.few_shot_problems(test_spec)] == ["arith-train-0", "arith-train-1"]
 
 
+def test_few_shot_examples_from_one_test_file_are_never_the_problems_asked(gsm8k_train_path, tmp_path):
+    """A single data file is read whatever the split, so the 'train' examples come from the very file
+    whose problems are asked: each problem was shown its own worked solution (and answer)."""
+    test_file = tmp_path / "gsm8k_test.jsonl"
+    test_file.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:6]))
+    s = spec(dataset="gsm8k", path=str(test_file), split="test", limit=2, few_shot=3)
+    plugin, asked = load_problems(s)
+    shots = plugin.few_shot_problems(s)
+    assert len(shots) == 3
+    assert not {p.question for p in shots} & {p.question for p in asked}
+    with pytest.raises(DataError, match=r"few_shot = 3: .*gsm8k_test.jsonl \(one file.* only 1 problem"):
+        plugin.few_shot_problems(spec(dataset="gsm8k", path=str(test_file), split="test", limit=5, few_shot=3))
+
+
 def test_a_bom_at_the_start_of_a_later_line_is_read(tmp_path):
     """Files that each start with a byte-order mark, joined with `cat`, carry one at the start of a later
     line; that line was 'not valid JSON (Unexpected UTF-8 BOM (decode using utf-8-sig) ...)'."""

@@ -97,7 +97,7 @@ def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path
     assert not (part_dir / "student").exists()
     changed = stages()
     changed[1]["steps"] = 5  # a different schedule is a different run: refused, nothing overwritten
-    with pytest.raises(CheckpointError, match=r"differs .* at distill\.stages"):
+    with pytest.raises(CheckpointError, match=r"differs .* at distill\.stages\[1\]\.steps;"):  # the key itself
         run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, changed), part_dir, resume=True)
     resumed = run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), part_dir, resume=True)
 
@@ -310,3 +310,13 @@ def test_a_data_file_without_records_names_the_stage_key_and_file(tiny_llama_dir
     assert line.startswith("error: distill.stages[1].data: no problems in dataset 'gsm8k'")
     assert f"{data} has no records" in line
     assert _unchanged(previous_run)
+
+
+def test_resume_names_the_changed_key_inside_a_stage_and_a_changed_stage_count():
+    from thinkfast.distill.engine import _differences
+
+    old = {"run": {"seed": 0}, "distill": {"stages": [{"lr": 1e-3, "train": ["mixers"]}, {"lr": 3e-4}]}}
+    new = {"run": {"seed": 0}, "distill": {"stages": [{"lr": 1e-3, "train": ["all"]}, {"lr": 1e-3}]}}
+    assert _differences(old, new) == ["distill.stages[0].train", "distill.stages[1].lr"]
+    assert _differences(old, {**new, "distill": {"stages": [{"lr": 1e-3}]}}) == ["distill.stages"]
+    assert _differences(old, old) == []

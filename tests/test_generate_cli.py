@@ -84,9 +84,13 @@ def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, ti
     resumed = _samples(out)
     assert {k: r["text"] for k, r in resumed.items()} == {k: r["text"] for k, r in full.items()}
     assert json.loads((out / "run.json").read_text())["new_samples"] == 4
-    # nothing left to do: a third run adds nothing
-    again = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
-    assert again.returncode == 0 and json.loads((out / "run.json").read_text())["new_samples"] == 0
+    # nothing left to do: a third run adds nothing, and leaves the summary of the run that did the work as it is
+    summary = (out / "run.json").read_text()
+    again = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out, "--batch-size", "5"))
+    assert again.returncode == 0 and "(0 new, 0 tokens" in again.stderr
+    assert (out / "run.json").read_text() == summary
+    run = json.loads(summary)
+    assert run["new_samples"] == 4 and run["batch_size"] == 3 and run["engine"]["cycles"] > 0
 
 
 def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(

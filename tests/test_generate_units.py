@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -347,3 +348,24 @@ def test_the_answer_rule_applies_only_where_the_grader_reads_the_first_answer_li
     assert answer_stop_format(GSM8K(), False) is None
     assert answer_stop_format(Math500(), True) is None  # reads the last boxed answer
     assert answer_stop_format(OwnVerdict(), True) is None  # grades the text its own way
+
+
+@pytest.mark.parametrize("line, says", [
+    ("{}", "a sample needs problem_id and sample_index"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    ('{"problem_id": "a", "sample_index": "x"}', "sample_index 'x' is not an integer"),
+])
+def test_a_sample_line_that_names_no_sample_is_a_data_error_naming_the_line(tmp_path, line, says):
+    # a hand-edited or foreign samples.jsonl: resuming must say which line, not raise a KeyError
+    with SampleWriter(tmp_path / "samples.jsonl") as w:
+        w.write(_record("p1", 0))
+    with (tmp_path / "samples.jsonl").open("a") as fh:
+        fh.write(line + "\n")
+    with pytest.raises(DataError, match=rf"samples.jsonl:2: {re.escape(says)}"):
+        read_done(tmp_path)
+
+
+def test_a_sample_line_that_is_not_utf8_is_a_data_error_naming_the_line(tmp_path):
+    (tmp_path / "samples.jsonl").write_bytes(b'{"problem_id": "a", "sample_index": 0}\n{"text": "\xff"}\n')
+    with pytest.raises(DataError, match=r"samples.jsonl:2: not UTF-8 text \(byte 0xff\)"):
+        read_done(tmp_path)

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from thinkfast.data import answers
@@ -117,21 +118,25 @@ class DatasetPlugin:
     def few_shot_problems(self, spec: DataSpec) -> list[Problem]:
         """``spec.few_shot`` worked examples: the first problems with a solution in the train split.
 
-        They come from the same source (``spec.path`` if set). When ``spec.split`` is "train"
-        itself, the slice ``offset .. offset + limit`` that ``spec`` selects is skipped, so a
-        problem is never its own example.
+        They come from the same source (``spec.path`` if set). A problem whose question is one that
+        ``spec`` selects is skipped, so a problem is never shown its own solution: neither when
+        ``spec.split`` is "train" itself nor when ``spec.path`` names one file, which is read whatever
+        the split. Fewer examples than asked is a :class:`DataError`.
         """
         if spec.few_shot == 0:
             return []
         train = dataclasses.replace(spec, split="train", offset=0, limit=0)
-        lo, hi = spec.offset, (spec.offset + spec.limit if spec.limit else None)
-
-        def outside(index: int) -> bool:
-            return spec.split != "train" or index < lo or (hi is not None and index >= hi)
-
-        shots = (p for i, p in enumerate(self.read(train)) if p.solution and outside(i))
         try:
-            return list(itertools.islice(shots, spec.few_shot))
+            asked = {p.question for p in self.iter_problems(spec)}
+            shots = list(itertools.islice((p for p in self.read(train) if p.solution and p.question not in asked),
+                                          spec.few_shot))
         except DataError as err:
             raise DataError(f"data.few_shot = {spec.few_shot} takes worked examples from the 'train' split, "
                             f"which could not be read: {err}") from None
+        if len(shots) < spec.few_shot:
+            one_file = bool(spec.path) and Path(spec.path).expanduser().is_file()
+            source = f"{spec.path} (one file, read whatever the split)" if one_file else "the 'train' split"
+            raise DataError(f"data.few_shot = {spec.few_shot}: {source} has only {len(shots)} problem(s) with a "
+                            f"solution that are not among the problems asked; lower data.few_shot or data.limit, "
+                            f"or point data.path at a directory that holds a train file")
+        return shots

@@ -173,10 +173,14 @@ RESUMABLE_CHANGES = ("run.name", "run.device", "run.output_dir", "distill.progre
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:
-    """Dotted key paths where two plain (TOML-shaped) values differ."""
+    """Dotted key paths where two plain (TOML-shaped) values differ, down to the entry of a list of equal
+    length (``distill.stages[1].lr``); lists of other lengths differ as a whole."""
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for key in sorted(set(old) | set(new))
                 for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) \
+            and any(isinstance(v, (dict, list)) for v in (*old, *new)):
+        return [d for i, (a, b) in enumerate(zip(old, new, strict=True)) for d in _differences(a, b, f"{path}[{i}]")]
     return [] if old == new else [path]
 
 

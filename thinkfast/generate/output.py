@@ -63,15 +63,36 @@ def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
         with path.open("r+b") as fh:
             fh.truncate(end)
     records = []
-    for lineno, line in enumerate(raw[:end].decode("utf-8").splitlines(), 1):
+    for lineno, data in enumerate(raw[:end].splitlines(), 1):
+        where = f"{path}:{lineno}"
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x}); delete the line or use "
+                            f"another --output-dir") from None
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); delete the line or use another "
+            raise DataError(f"{where}: not valid JSON ({exc.msg}); delete the line or use another "
                             f"--output-dir") from None
+        records.append(_checked_sample(record, where))
     return records
+
+
+def _checked_sample(record: Any, where: str) -> dict[str, Any]:
+    """``record`` if it can name a sample (a JSON object with ``problem_id`` and an integer ``sample_index``),
+    else a :class:`DataError` naming ``where``."""
+    if not isinstance(record, dict):
+        problem = f"expected a JSON object, got {type(record).__name__}"
+    elif "problem_id" not in record or "sample_index" not in record:
+        problem = "a sample needs problem_id and sample_index"
+    elif not isinstance(record["sample_index"], int) or isinstance(record["sample_index"], bool):
+        problem = f"sample_index {record['sample_index']!r} is not an integer"
+    else:
+        return record
+    raise DataError(f"{where}: {problem}; delete the line or use another --output-dir")
 
 
 def sample_files(out_dir: Path) -> list[Path]:

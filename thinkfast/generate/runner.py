@@ -113,12 +113,14 @@ def missing_samples(problems: list[Any], n_samples: int,
 
 
 def render_prompts(work: list[tuple[Any, tuple[int, ...]]], plugin: Any, tokenizer: Any,
-                   recipe: Any) -> list[PendingProblem]:
-    """Render and tokenise the prompts of the problems in ``work``."""
+                   recipe: Any, few_shot: list[Any] | None = None) -> list[PendingProblem]:
+    """Render and tokenise the prompts of the problems in ``work`` (``few_shot``: the worked examples,
+    read here when None)."""
     from thinkfast.data.render import prompt_ids
 
     data = recipe.generate.data
-    few_shot = plugin.few_shot_problems(data) if work else []
+    if few_shot is None:
+        few_shot = plugin.few_shot_problems(data) if work else []
     instruction = data.instruction or plugin.instruction
     return [PendingProblem(problem, prompt_ids(problem, tokenizer, data.template, few_shot, instruction,
                                                answer_format=plugin.answer_format), missing)
@@ -159,12 +161,13 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         model: Any = None
         todo: list[PendingProblem] = []
         if work:  # a finished run does not load the model again
+            few_shot = plugin.few_shot_problems(d)  # read and checked before the model loads
             model, tokenizer = load_any(spec, dtype=dtype, device=device)
             if tokenizer is None:
                 raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
                                      f"with its tokenizer or set [teacher].tokenizer")
             model.set_kernels(select_kernels(recipe.kernels, device)).eval()
-            todo = render_prompts(work, plugin, tokenizer, recipe)
+            todo = render_prompts(work, plugin, tokenizer, recipe, few_shot)
         if env.is_main:  # every rank's missing samples, not only this rank's shard
             mark_running(out_dir, settings, work_left=bool(missing_samples(problems, gen.n_samples, done)))
 
@@ -183,6 +186,12 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         if env.distributed or any(out_dir.glob("samples.rank*.jsonl")):
             merge_samples(out_dir, [p.id for p in problems])
         summary = _summary(recipe, settings, model, device, dtype, out_dir, problems, merged, env)
+        previous = read_run_json(out_dir)
+        if merged["new_samples"] == 0 and previous.get("status") == "complete" \
+                and previous.get("num_samples") == summary["num_samples"]:
+            # nothing was generated: the finished run's summary (its engine timings, throughput, batch size)
+            # stays as it is instead of being replaced by an empty invocation's
+            return {**previous, "new_samples": 0, "new_tokens": 0, "tokens_per_second": 0.0}
         write_json(out_dir / RUN, summary)
         return summary
     finally:
