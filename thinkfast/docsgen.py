@@ -113,6 +113,9 @@ def recipe_reference() -> str:
         "A recipe is a TOML file. Every section is optional; a subcommand reads the sections it needs.",
         "Unknown keys, wrong types, out-of-range values and unknown plugin names are rejected before any",
         "work starts. `include = [\"base.toml\"]` merges base recipes under this one (tables merge key by key).",
+        "Paths in `include` are relative to the recipe file; every other path (`teacher.model`, `data.path`, "
+        "`run.output_dir`, ...) is relative to the directory `thinkfast` runs in, as on the command line, so the "
+        "recipes under `recipes/` are meant to be run from the project root.",
         "On the command line, `--set key.path=value` overrides any key (the value is TOML; a bare word is a string); "
         "an entry of a list of tables is selected by its index: `--set distill.stages[1].lr=3e-4` (or "
         "`distill.stages.1.lr=3e-4`). A problem with a value given by `--set` (a wrong type, a value out of "
