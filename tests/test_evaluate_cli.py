@@ -283,6 +283,25 @@ def test_plots_against_seconds_under_one_decade_read_cleanly(metric, check_figur
     check_figure_readable(fig)
 
 
+@pytest.mark.parametrize("value", [0.0, 0.25, 1.0])
+def test_plots_of_a_constant_accuracy_show_a_readable_range_inside_0_to_100(value):
+    """A model that never answers was drawn on an axis from -0.04 to 0.04 %; one always right went above 100 %."""
+    series = Series([1, 2, 4, 8], [0.1, 0.2, 0.4, 0.8], [value] * 4, [None] * 4, [None] * 4)
+    result = ModelResult("student", "gsm8k", "run", 12, 8, 0.1, 1.0, series, {"majority": series})
+    for metric in ("coverage", "accuracy"):
+        for by_seconds in (False, True):
+            for ax in figure([result], metric, by_seconds, "gsm8k").axes:
+                low, high = ax.get_ylim()
+                assert 0.0 <= low <= 100 * value <= high <= 100.0
+                assert high - low >= 5.0
+
+
+def test_plots_keep_their_bands_inside_0_to_100_percent():
+    fig = figure([_result("teacher", 0.3, [0.0, 0.1, 0.5, 1.0])], "accuracy", False, "gsm8k")
+    low, high = fig.axes[0].get_ylim()
+    assert low == 0.0 and high == 100.0
+
+
 def test_grades_file_lists_every_answer_even_when_none_needs_math_verify(tmp_path):
     """GSM8K answers are plain numbers, all decided without math-verify: grades.jsonl is written anyway,
     one line per pair of answers compared, with its verdict, and a rerun adds no line."""

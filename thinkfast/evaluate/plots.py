@@ -53,6 +53,23 @@ def _axes_style(ax, by_seconds: bool, ylabel: str, title: str) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+#: The smallest y range a plot shows, in percentage points: without it a model at 0 % everywhere is drawn
+#: on an axis from -0.04 to 0.04 %, which reads as noise.
+MIN_PERCENT_SPAN = 5.0
+
+
+def _percent_limits(ax) -> None:
+    """Keep the y axis (percent) inside 0..100 and at least :data:`MIN_PERCENT_SPAN` points tall."""
+    low, high = ax.get_ylim()
+    low, high = max(low, 0.0), min(high, 100.0)
+    missing = MIN_PERCENT_SPAN - (high - low)
+    if missing > 0:
+        low = max(0.0, low - missing / 2)
+        high = min(100.0, low + MIN_PERCENT_SPAN)
+        low = high - MIN_PERCENT_SPAN
+    ax.set_ylim(low, high)
+
+
 def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: str) -> Figure | None:
     """The plot of ``metric`` (``coverage`` or ``accuracy``) against k or seconds; None with nothing to draw."""
     import matplotlib.pyplot as plt
@@ -74,6 +91,7 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
     if not drawn_any:
         plt.close(fig)
         return None
+    _percent_limits(axes[0][0])  # the panels share their y axis
     entries: dict = {}  # label -> line, over every panel
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
