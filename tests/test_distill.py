@@ -110,6 +110,33 @@ def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path
     assert [r["loss"] for r in records] == _losses(tmp_path / "full")
 
 
+def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_dir, gsm8k_train_path, tmp_path,
+                                                                   monkeypatch):
+    """A clock on which every training step takes 1 s (its teacher pass) and a checkpoint save 100 s: each
+    logged step trained the same tokens in the same time, so each has the same tokens/s, the step after
+    the save included, while the run's elapsed time still counts the save."""
+    import types
+
+    from thinkfast.distill import checkpoint, trainer
+
+    clock = [0.0]
+
+    def advancing(seconds, function):
+        def call(*args, **kwargs):
+            clock[0] += seconds
+            return function(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(trainer, "teacher_targets", advancing(1.0, trainer.teacher_targets))
+    monkeypatch.setattr(checkpoint, "save_checkpoint", advancing(100.0, checkpoint.save_checkpoint))
+    stage = _stage("kd", steps=4, checkpoint_every=2, seq_len=128, batch_size=1)  # a save after step 2
+    run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, [stage]), tmp_path)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["tokens_per_s"] for r in records] == [128.0] * 4, records
+    assert records[2]["elapsed_s"] - records[1]["elapsed_s"] == 101.0
+
+
 def test_resume_needs_only_the_data_of_the_stages_left(tiny_llama_dir, gsm8k_train_path, tmp_path):
     first = tmp_path / "stage0.jsonl"
     first.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:20]))

@@ -173,8 +173,10 @@ def train_stage(tc: TrainContext, stage_index: int, stage: StageSection, loader:
                                   "tokens_per_s": round(tps, 1), "elapsed_s": round(now - tc.started, 3)})
             tc.progress.update(position.step, step_loss, tps, lr)
         if stage.checkpoint_every and position.step % stage.checkpoint_every == 0 and not last:
+            saving = time.perf_counter()
             ckpt.save_checkpoint(tc.checkpoint_dir, position, student, optimizer, scheduler,
                                  keep=tc.keep_checkpoints)
+            window_start += time.perf_counter() - saving  # tokens/s counts training, not the save
         if tc.on_step is not None:
             tc.on_step(position)
     tc.progress.close()
