@@ -72,7 +72,7 @@ def test_generate_writes_samples_and_run_json(first_run):
 
 
 def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, tiny_llama_dir, gsm8k_train_path,
-                                                                   tmp_path):
+                                                                   tmp_path, monkeypatch):
     full = _samples(first_run)
     out = tmp_path / "resumed"
     out.mkdir()
@@ -84,9 +84,15 @@ def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, ti
     resumed = _samples(out)
     assert {k: r["text"] for k, r in resumed.items()} == {k: r["text"] for k, r in full.items()}
     assert json.loads((out / "run.json").read_text())["new_samples"] == 4
-    # nothing left to do: a third run adds nothing
+    # nothing left to do: a third run adds nothing, and does not load the model to find that out
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run loaded its model again")
+
+    monkeypatch.setattr("thinkfast.models.teacher.load_any", refuse)
     again = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
-    assert again.returncode == 0 and json.loads((out / "run.json").read_text())["new_samples"] == 0
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "run.json").read_text())["new_samples"] == 0
+    assert {k: r["text"] for k, r in _samples(out).items()} == {k: r["text"] for k, r in full.items()}
 
 
 def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
