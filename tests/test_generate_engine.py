@@ -148,6 +148,30 @@ def test_stop_strings_cut_at_the_first_token_completing_them(model):
         assert f.stop_text == full[:-2]
 
 
+def test_progress_reports_each_generated_token_once_and_no_slot_is_left_decoding(model):
+    """``on_progress`` is called after every check with the tokens generated since the last one: without stop
+    strings they add up to the samples' tokens, a refilled slot counted from its new sample's first token. A
+    sample cut by a stop string frees its slot, which must stop decoding: once ``generate`` returns no slot is
+    still running."""
+    requests = _requests()
+    settings = EngineSettings(batch_size=4, max_seqlen=9 + 24, max_new_tokens=24, sampling=SamplingParams(), seed=3,
+                              eos_ids=(EOS,), check_every=4)
+    engine = Engine(model, settings)
+    progress: list[int] = []
+    got = list(engine.generate(requests, on_progress=progress.append))
+    assert len(progress) == engine.stats.cycles and all(n >= 0 for n in progress)
+    assert sum(progress) == sum(len(f.tokens) for f in got)
+    assert bool(engine.done.all())
+
+    engine = Engine(model, settings, StopChecker(["cd", "hh"], _letters))
+    progress.clear()
+    got = list(engine.generate(requests, on_progress=progress.append))
+    assert sum(f.finish_reason == "stop" for f in got) >= 2
+    assert bool(engine.done.all()), "a slot whose sample a stop string ended kept decoding"
+    # tokens past a stop string, up to the check that found it, were generated (and reported) too
+    assert sum(progress) >= sum(len(f.tokens) for f in got)
+
+
 # token -> text for the answer rule: answer lines ("####" then digits), headings ("####" then "Step"), newlines
 _PIECES = ["####", " ", "4", "\n", "2", "", "Step", "#"]
 
