@@ -113,6 +113,32 @@ def test_output_directory_is_removed_after_a_failure_only_if_this_call_made_it_a
     assert list(existing.iterdir()) == []  # and the write check left nothing in it
 
 
+def test_distill_resume_without_a_checkpoint_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    """``--resume`` into a directory that holds no checkpoint (a typo in -o, a run that never saved one) is one
+    error line before the models load; the directory is left as it was (a fresh one is not left behind)."""
+    monkeypatch.setattr("thinkfast.distill.engine.load_models", _refuse("loading the models"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        [teacher]
+        model = "no/such-model"
+        [[distill.stages]]
+        kind = "kd"
+        steps = 1
+        data = { dataset = "synthetic-arith", limit = 2 }
+    """))
+    fresh = tmp_path / "fresh"
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(fresh), "--resume"),
+                     f"--resume: no checkpoint in {fresh / 'checkpoints'}; run without --resume to start")
+    assert not fresh.exists()
+    earlier = tmp_path / "earlier"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "metrics.jsonl").write_text('{"global_step": 1, "loss": 2.5}\n')
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(earlier), "--resume"),
+                     f"--resume: no checkpoint in {earlier / 'checkpoints'}")
+    assert sorted(p.name for p in earlier.rglob("*")) == ["checkpoints", "metrics.jsonl"]
+    assert (earlier / "metrics.jsonl").read_text() == '{"global_step": 1, "loss": 2.5}\n'
+
+
 # --- model files -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
