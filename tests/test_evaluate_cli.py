@@ -101,10 +101,17 @@ def test_bad_samples_file_is_a_clean_error(tmp_path):
 
 
 def test_no_runs_and_unknown_aggregator_are_clean_errors(tmp_path):
-    result = CliRunner().invoke(cli, ["evaluate", "-o", str(tmp_path)])
-    assert result.exit_code == 2 and "--runs" in result.output
-    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty"])
-    assert result.exit_code == 2 and "majority" in result.output
+    from test_cli_errors import assert_one_error
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["evaluate", "-o", str(out)])
+    assert_one_error(result, "no runs to evaluate: pass --runs DIR")
+    # the error names the bad name and suggests the right one ("majority" alone is in the list of installed ones)
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty",
+                                      "-o", str(out)])
+    assert_one_error(result, "evaluate.aggregators[0].name: no aggregators plugin named 'majorty' "
+                             "(did you mean 'majority'?)")
+    assert not out.exists()
 
 
 def test_unfinished_and_mismatched_runs_are_warned_about(tmp_path):
