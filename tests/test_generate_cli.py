@@ -113,6 +113,9 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     with monkeypatch.context() as patch:
         patch.setattr(runner, "_generate_shard", interrupted)
         assert thinkfast(*more).returncode == 130
+        first_marker = (out / "run.json").read_text()
+        assert thinkfast(*more).returncode == 130  # interrupted again: the marker is kept as it is
+        assert (out / "run.json").read_text() == first_marker
     marker = json.loads((out / "run.json").read_text())
     assert marker["status"] == "running" and "problem_seconds" not in marker
     assert marker["previous_summary"] == finished  # the earlier summary is kept whole
