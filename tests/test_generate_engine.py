@@ -101,6 +101,9 @@ def test_samples_do_not_depend_on_batch_size_or_check_interval(model):
     a = _run(model, requests, batch_size=2, check_every=16)
     b = _run(model, requests, batch_size=6, check_every=3)
     assert {k: v.tokens for k, v in a.items()} == {k: v.tokens for k, v in b.items()}
+    # split_requests: the second request starts in the 2 slots left and its last sample after another prefill
+    split = _run(model, requests, batch_size=5, split_requests=True)
+    assert {k: v.tokens for k, v in split.items()} == {k: v.tokens for k, v in a.items()}
     # sample indices, not slots, key the noise: resuming with only some indices gives the same samples
     part = _run(model, [Request(r.prompt_ids, r.key, (2,)) for r in requests], batch_size=2)
     assert all(part[(i, 2)].tokens == a[(i, 2)].tokens for i in range(len(requests)))
