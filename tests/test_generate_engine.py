@@ -207,6 +207,13 @@ def test_first_token_eos_and_single_token_budget(model):
     got = _run(model, requests, batch_size=2, max_new=1)
     assert all(len(f.tokens) == 1 and f.finish_reason in ("eos", "length") for f in got.values())
     _assert_matches_reference(model, requests, got, max_new=1)
+    # the first token sampled from the prefill is an EOS (made one here: the noise does not depend on the EOS
+    # ids): that sample ends at once, while the others decode on
+    first = got[(0, 0)].tokens[0]
+    ended = _run(model, requests, batch_size=2, max_new=6, eos=(first,))
+    _assert_matches_reference(model, requests, ended, max_new=6, eos=(first,))
+    assert (ended[(0, 0)].tokens, ended[(0, 0)].finish_reason) == ([first], "eos")
+    assert any(len(f.tokens) > 1 for f in ended.values())
 
 
 def test_plan_prefills_groups_by_length_within_token_and_padding_budgets():
