@@ -198,6 +198,33 @@ def test_distill_names_a_truncated_teacher(student_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_directory_without_tokenizer_files_is_named_and_teacher_tokenizer_supplies_them(student_dir,
+                                                                                                  tmp_path):
+    """A thinkfast directory saved without its tokenizer: --model names it (not [teacher].tokenizer, which
+    --model does not read); as [teacher].model the error also offers [teacher].tokenizer, and setting it works
+    (it was ignored for thinkfast directories, so following the advice gave the same error)."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(student_dir / name, bare / name)
+    out = tmp_path / "out"
+    line = assert_one_error(_generate(bare, out),
+                            f"{bare}: no tokenizer files found next to the model; save the model with its tokenizer")
+    assert "[teacher].tokenizer" not in line and not out.exists()
+
+    recipe = tmp_path / "r.toml"
+    args = ("--dataset", "synthetic-arith", "--limit", "2", "--n", "1", "--max-new-tokens", "4", "--device", "cpu",
+            "-o", str(out))
+    recipe.write_text(f'[teacher]\nmodel = "{bare}"\n')
+    assert_one_error(thinkfast("generate", str(recipe), *args),
+                     f"{bare}: no tokenizer files found next to the model; save the model with its tokenizer or "
+                     f"set [teacher].tokenizer")
+    recipe.write_text(f'[teacher]\nmodel = "{bare}"\ntokenizer = "{student_dir}"\n')
+    result = thinkfast("generate", str(recipe), *args)
+    assert result.exit_code == 0, result.output
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2
+
+
 # --- model paths -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind, spec, message", [
