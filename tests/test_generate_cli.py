@@ -130,6 +130,28 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     assert "previous_summary" not in summary and len(summary["problem_seconds"]) == 4
 
 
+def test_state_dtype_reaches_the_engine(tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+    """--state-dtype is the engine's (its cache's SSM state dtype), not only what run.json records."""
+    import torch
+
+    from thinkfast.generate import runner
+
+    made = []
+
+    class Recording(runner.Engine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(runner, "Engine", Recording)
+    out = tmp_path / "out"
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out, "--state-dtype", "bfloat16"))
+    assert result.returncode == 0, result.stderr
+    (engine,) = made
+    assert engine.settings.state_dtype == torch.bfloat16 and engine.settings.dtype == torch.float32
+    assert json.loads((out / "run.json").read_text())["state_dtype"] == "bfloat16"
+
+
 def test_a_limit_beyond_the_data_is_said(tiny_llama_dir, gsm8k_train_path, tmp_path):
     short = tmp_path / "two.jsonl"
     short.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:2]))

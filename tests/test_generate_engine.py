@@ -415,6 +415,24 @@ def test_warm_up_prefills_leave_no_autograd_history_in_the_cache():
     assert not any(t.requires_grad or t.grad_fn is not None for t in tensors)
 
 
+def test_the_cache_takes_the_settings_dtypes():
+    """``dtype`` is the KV cache's and conv state's dtype, ``state_dtype`` the SSM state's (``generate
+    --state-dtype``); left out, the model's dtype and float32."""
+    torch.manual_seed(0)
+    model = ThinkfastLM(_tiny_model("hybrid").config, dtype=torch.float32).eval()
+    base = dict(batch_size=2, max_seqlen=16, max_new_tokens=4, sampling=SamplingParams())
+    for settings, kv, state in (({}, torch.float32, torch.float32),
+                                ({"state_dtype": torch.bfloat16}, torch.float32, torch.bfloat16),
+                                ({"dtype": torch.bfloat16, "state_dtype": torch.float16}, torch.bfloat16,
+                                 torch.float16)):
+        cache = Engine(model, EngineSettings(**base, **settings)).cache
+        attention = [layer for layer in cache.layers if isinstance(layer, AttentionCache)]
+        ssm = [layer for layer in cache.layers if not isinstance(layer, AttentionCache)]
+        assert attention and ssm
+        assert {layer.k.dtype for layer in attention} == {kv}
+        assert {layer.ssm_state.dtype for layer in ssm} == {state}, settings
+
+
 def test_an_uncompiled_engine_prefills_eagerly():
     """An engine with ``compile`` off switches the model's compiled pointwise prefill off."""
     model = _tiny_model("hybrid").compile_pointwise()
