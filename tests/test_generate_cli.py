@@ -130,8 +130,9 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     assert "previous_summary" not in summary and len(summary["problem_seconds"]) == 4
 
 
-def test_state_dtype_reaches_the_engine(tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
-    """--state-dtype is the engine's (its cache's SSM state dtype), not only what run.json records."""
+def test_engine_settings_come_from_the_recipe(tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+    """--state-dtype and the [generate] engine keys are the engine's settings, not only what run.json records
+    (samples do not depend on most of them: only the engine shows whether they arrived)."""
     import torch
 
     from thinkfast.generate import runner
@@ -145,10 +146,18 @@ def test_state_dtype_reaches_the_engine(tiny_llama_dir, gsm8k_train_path, tmp_pa
 
     monkeypatch.setattr(runner, "Engine", Recording)
     out = tmp_path / "out"
-    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out, "--state-dtype", "bfloat16"))
+    keys = {"check_every": 3, "prefill_tokens": 100, "prefill_padding": 0.5, "prefill_bucket": 8,
+            "overlap_prefill": True}
+    sets = [arg for key, value in keys.items() for arg in ("--set", f"generate.{key}={str(value).lower()}")]
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out, "--state-dtype", "bfloat16", "--top-k", "20",
+                              *sets))
     assert result.returncode == 0, result.stderr
     (engine,) = made
-    assert engine.settings.state_dtype == torch.bfloat16 and engine.settings.dtype == torch.float32
+    settings = engine.settings
+    assert settings.state_dtype == torch.bfloat16 and settings.dtype == torch.float32
+    assert {key: getattr(settings, key) for key in keys} == keys
+    assert (settings.batch_size, settings.max_new_tokens, settings.seed) == (3, 6, 0)
+    assert (settings.sampling.temperature, settings.sampling.top_k) == (1.0, 20)
     assert json.loads((out / "run.json").read_text())["state_dtype"] == "bfloat16"
 
 
