@@ -139,7 +139,7 @@ def test_verifier_check_mode_uses_the_dataset_plugin():
 def test_missing_model_is_a_recipe_error():
     from thinkfast.errors import RecipeError
 
-    with pytest.raises(RecipeError, match="model"):
+    with pytest.raises(RecipeError, match=r"options\.model: the reward-model aggregator needs a model"):
         _aggregator("reward-model")
     with pytest.raises(RecipeError, match="mode 'model' needs a verifier model"):
         _aggregator("verifier")

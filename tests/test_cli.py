@@ -25,12 +25,20 @@ def thinkfast(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory) -> Path:
-    """The two fixture packages, pip-installed (with their entry points) into a private folder."""
+    """The two fixture packages, pip-installed (with their entry points) into a private folder.
+
+    Each is built from a copy: building in tests/fixtures leaves build/ and *.egg-info there, and a later
+    install would take modules from that stale build/lib even after they were removed from the source."""
+    import shutil
+
     site = tmp_path_factory.mktemp("site")
+    sources = tmp_path_factory.mktemp("plugin_sources")
     for package in ("thinkfast-example-aggregator", "thinkfast-broken-plugin"):
+        source = shutil.copytree(FIXTURES / package, sources / package,
+                                 ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-             "--target", str(site), str(FIXTURES / package)],
+             "--target", str(site), str(source)],
             check=True, capture_output=True, timeout=300,
         )
     return site

@@ -113,6 +113,32 @@ def test_output_directory_is_removed_after_a_failure_only_if_this_call_made_it_a
     assert list(existing.iterdir()) == []  # and the write check left nothing in it
 
 
+def test_distill_resume_without_a_checkpoint_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    """``--resume`` into a directory that holds no checkpoint (a typo in -o, a run that never saved one) is one
+    error line before the models load; the directory is left as it was (a fresh one is not left behind)."""
+    monkeypatch.setattr("thinkfast.distill.engine.load_models", _refuse("loading the models"))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        [teacher]
+        model = "no/such-model"
+        [[distill.stages]]
+        kind = "kd"
+        steps = 1
+        data = { dataset = "synthetic-arith", limit = 2 }
+    """))
+    fresh = tmp_path / "fresh"
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(fresh), "--resume"),
+                     f"--resume: no checkpoint in {fresh / 'checkpoints'}; run without --resume to start")
+    assert not fresh.exists()
+    earlier = tmp_path / "earlier"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "metrics.jsonl").write_text('{"global_step": 1, "loss": 2.5}\n')
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(earlier), "--resume"),
+                     f"--resume: no checkpoint in {earlier / 'checkpoints'}")
+    assert sorted(p.name for p in earlier.rglob("*")) == ["checkpoints", "metrics.jsonl"]
+    assert (earlier / "metrics.jsonl").read_text() == '{"global_step": 1, "loss": 2.5}\n'
+
+
 # --- model files -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -170,6 +196,33 @@ def test_distill_names_a_truncated_teacher(student_dir, tmp_path):
     assert_one_error(thinkfast("distill", str(recipe), "-o", str(tmp_path / "run")),
                      f"{broken / 'model.safetensors'} is truncated or corrupt")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_directory_without_tokenizer_files_is_named_and_teacher_tokenizer_supplies_them(student_dir,
+                                                                                                  tmp_path):
+    """A thinkfast directory saved without its tokenizer: --model names it (not [teacher].tokenizer, which
+    --model does not read); as [teacher].model the error also offers [teacher].tokenizer, and setting it works
+    (it was ignored for thinkfast directories, so following the advice gave the same error)."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(student_dir / name, bare / name)
+    out = tmp_path / "out"
+    line = assert_one_error(_generate(bare, out),
+                            f"{bare}: no tokenizer files found next to the model; save the model with its tokenizer")
+    assert "[teacher].tokenizer" not in line and not out.exists()
+
+    recipe = tmp_path / "r.toml"
+    args = ("--dataset", "synthetic-arith", "--limit", "2", "--n", "1", "--max-new-tokens", "4", "--device", "cpu",
+            "-o", str(out))
+    recipe.write_text(f'[teacher]\nmodel = "{bare}"\n')
+    assert_one_error(thinkfast("generate", str(recipe), *args),
+                     f"{bare}: no tokenizer files found next to the model; save the model with its tokenizer or "
+                     f"set [teacher].tokenizer")
+    recipe.write_text(f'[teacher]\nmodel = "{bare}"\ntokenizer = "{student_dir}"\n')
+    result = thinkfast("generate", str(recipe), *args)
+    assert result.exit_code == 0, result.output
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 2
 
 
 # --- model paths -------------------------------------------------------------------------------------

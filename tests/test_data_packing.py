@@ -128,12 +128,34 @@ def test_loader_resume_gives_identical_batches():
         assert torch.equal(got.loss_mask, expected.loss_mask)
 
 
-def test_loader_resume_refuses_changed_settings():
+def _longer_first(examples):
+    (ids, mask), *rest = examples
+    return [([ids[0]] * (len(ids) + 1), [*mask, True]), *rest]
+
+
+@pytest.mark.parametrize("change, key, saved, now", [
+    (lambda ex: PackedLoader(ex, 64, 2, PAD, seed=5), "seq_len", 48, 64),
+    (lambda ex: PackedLoader(ex, 48, 3, PAD, seed=5), "batch_size", 2, 3),
+    (lambda ex: PackedLoader(ex, 48, 2, PAD, seed=6), "seed", 5, 6),
+    # the data file changed under the run: an example fewer, or one of them longer
+    (lambda ex: PackedLoader(ex[:-1], 48, 2, PAD, seed=5), "num_examples", 10, 9),
+    (lambda ex: PackedLoader(_longer_first(ex), 48, 2, PAD, seed=5), "num_tokens", None, None),
+], ids=["seq_len", "batch_size", "seed", "fewer-examples", "longer-example"])
+def test_loader_resume_refuses_changed_settings_and_data(change, key, saved, now):
     examples = make_examples(10)
-    state = PackedLoader(examples, 48, 2, PAD, seed=5).state_dict()
-    other = PackedLoader(examples, 64, 2, PAD, seed=5)
-    with pytest.raises(DataError, match="seq_len"):
+    saving = PackedLoader(examples, 48, 2, PAD, seed=5)
+    for _ in range(2):
+        next(saving)
+    state = saving.state_dict()
+    assert state["row"] > 0
+    other = change(examples)
+    if saved is None:
+        saved, now = state[key], other.state_dict()[key]
+        assert now == saved + 1
+    with pytest.raises(DataError, match=rf"cannot resume the data stream: saved {key}={saved} but this run has "
+                                        rf"{key}={now}"):
         other.load_state_dict(state)
+    assert (other.epoch, other.row) == (0, 0)  # the position was not taken over
 
 
 def test_loader_ranks_partition_each_global_batch():

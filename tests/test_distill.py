@@ -347,3 +347,65 @@ def test_resume_names_the_changed_key_inside_a_stage_and_a_changed_stage_count()
     assert _differences(old, new) == ["distill.stages[0].train", "distill.stages[1].lr"]
     assert _differences(old, {**new, "distill": {"stages": [{"lr": 1e-3}]}}) == ["distill.stages"]
     assert _differences(old, old) == []
+
+
+def _one_stage_recipe(tmp_path, teacher_table: str, seq_len: int = 128) -> Path:
+    recipe = tmp_path / "one_stage.toml"
+    recipe.write_text(f"""
+[run]
+device = "cpu"
+[teacher]
+{teacher_table}
+[student]
+kind = "llamba"
+options = {{ conv_kernel = 2, chunk_size = 16 }}
+[[distill.stages]]
+kind = "kd"
+steps = 1
+seq_len = {seq_len}
+batch_size = 1
+data = {{ dataset = "synthetic-arith", limit = 2 }}
+""")
+    return recipe
+
+
+def test_a_first_batch_without_loss_tokens_stops_distill_before_it_writes_anything(tiny_llama_dir, tmp_path,
+                                                                                    previous_run):
+    """The check that the first batch holds loss tokens runs after the models load: a run stopped by it
+    emptied an earlier run's metrics.jsonl and replaced its recipe.toml (and left both in a fresh directory)."""
+    from thinkfast.cli import cli
+
+    recipe = _one_stage_recipe(tmp_path, f'model = "{tiny_llama_dir}"', seq_len=8)  # the prompt fills the rows
+    for out in (previous_run, tmp_path / "fresh"):
+        result = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out), "--no-progress"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 2, result.output
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error")]  # after load bars
+        assert line.startswith("error: distill.stages[0]: the first batch holds no loss tokens")
+    assert _unchanged(previous_run)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_teacher_directory_without_tokenizer_files_is_named_and_teacher_tokenizer_supplies_them(
+        tiny_llama_dir, tmp_path, previous_run):
+    """A thinkfast teacher directory (an sft run's student) saved without its tokenizer: one error naming it
+    (it was 'the tokenizer has no EOS token'), nothing written; [teacher].tokenizer supplies the tokenizer."""
+    from thinkfast.cli import cli
+    from thinkfast.models import build_student, load_teacher, save_model
+
+    teacher, _ = load_teacher(str(tiny_llama_dir))
+    bare = save_model(build_student(teacher, "transformer"), None, tmp_path / "sft-student")
+    assert not list(bare.glob("tokenizer*"))
+    recipe = _one_stage_recipe(tmp_path, f'model = "{bare}"')
+    result = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(previous_run), "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {bare}: no tokenizer files found next to the model; save the model "
+                                     f"with its tokenizer or set [teacher].tokenizer")
+    assert _unchanged(previous_run)
+    recipe = _one_stage_recipe(tmp_path, f'model = "{bare}"\ntokenizer = "{tiny_llama_dir}"')
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["distill", str(recipe), "-o", str(out), "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (out / "student" / "tokenizer.json").is_file() and len(read_metrics(out / "metrics.jsonl")) == 1

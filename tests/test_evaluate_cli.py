@@ -101,10 +101,17 @@ def test_bad_samples_file_is_a_clean_error(tmp_path):
 
 
 def test_no_runs_and_unknown_aggregator_are_clean_errors(tmp_path):
-    result = CliRunner().invoke(cli, ["evaluate", "-o", str(tmp_path)])
-    assert result.exit_code == 2 and "--runs" in result.output
-    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty"])
-    assert result.exit_code == 2 and "majority" in result.output
+    from test_cli_errors import assert_one_error
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["evaluate", "-o", str(out)])
+    assert_one_error(result, "no runs to evaluate: pass --runs DIR")
+    # the error names the bad name and suggests the right one ("majority" alone is in the list of installed ones)
+    result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty",
+                                      "-o", str(out)])
+    assert_one_error(result, "evaluate.aggregators[0].name: no aggregators plugin named 'majorty' "
+                             "(did you mean 'majority'?)")
+    assert not out.exists()
 
 
 def test_unfinished_and_mismatched_runs_are_warned_about(tmp_path):
@@ -392,3 +399,50 @@ def test_a_last_line_cut_inside_a_multibyte_character_is_a_cut_line(tmp_path):
     loaded = read_run(run)
     assert loaded.meta["cut_line"] == f"{run / 'samples.jsonl'}:97"
     assert sum(len(p.texts) for p in loaded.problems) == 96
+
+
+def _broken_run_json(run: Path) -> None:
+    (run / "run.json").write_text('{"status": "complete", "problem_s')
+
+
+def _string_seconds(run: Path) -> None:
+    meta = json.loads((run / "run.json").read_text())
+    meta["problem_seconds"] = {pid: f"{s} s" for pid, s in meta["problem_seconds"].items()}
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "samples.jsonl").unlink(),
+     "{run}: no samples.jsonl here; pass a directory written by `thinkfast generate`"),
+    (_broken_run_json, "{run}/run.json: not valid JSON ("),
+    (_string_seconds, "{run}/run.json: problem_seconds must map problem ids to seconds (numbers)"),
+], ids=["no-samples", "run-json-not-json", "seconds-not-numbers"])
+def test_a_run_directory_evaluate_cannot_read_is_one_error_line(tmp_path, damage, message):
+    """--runs given a directory that is no generate output (the parent of the runs, say), or whose run.json is
+    damaged: one line naming the file and the fix, exit 2, no report."""
+    from test_cli_errors import assert_one_error
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "student", run)
+    damage(run)
+    out = tmp_path / "out"
+    assert_one_error(_run(["--runs", str(FIXTURES / "teacher"), "--runs", str(run), "-o", str(out)]),
+                     message.format(run=run))
+    assert not out.exists()
+
+
+def test_common_problems_with_no_problem_complete_everywhere_is_one_error_line(tmp_path):
+    from test_cli_errors import assert_one_error
+
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "student", run)
+    kept = [line for line in (run / "samples.jsonl").read_text().splitlines()
+            if json.loads(line)["sample_index"] < 4]  # every problem has 4 of its 8 samples
+    (run / "samples.jsonl").write_text("\n".join(kept) + "\n")
+    (run / "run.json").write_text(json.dumps({"status": "running", "settings": {"n_samples": 8}}))  # interrupted
+    out = tmp_path / "out"
+    assert_one_error(_run(["--runs", str(FIXTURES / "teacher"), "--runs", str(run), "--common-problems",
+                                  "-o", str(out)]),
+                     "evaluate.common_problems: no problem is complete in every run", "finish the runs or turn "
+                     "common_problems off")
+    assert not out.exists()

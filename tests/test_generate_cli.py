@@ -72,7 +72,7 @@ def test_generate_writes_samples_and_run_json(first_run):
 
 
 def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, tiny_llama_dir, gsm8k_train_path,
-                                                                   tmp_path):
+                                                                   tmp_path, monkeypatch):
     full = _samples(first_run)
     out = tmp_path / "resumed"
     out.mkdir()
@@ -84,13 +84,19 @@ def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, ti
     resumed = _samples(out)
     assert {k: r["text"] for k, r in resumed.items()} == {k: r["text"] for k, r in full.items()}
     assert json.loads((out / "run.json").read_text())["new_samples"] == 4
-    # nothing left to do: a third run adds nothing, and leaves the summary of the run that did the work as it is
+    # nothing left to do: a third run adds nothing, does not load the model to find that out, and leaves the
+    # summary of the run that did the work as it is
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run loaded its model again")
+
+    monkeypatch.setattr("thinkfast.models.teacher.load_any", refuse)
     summary = (out / "run.json").read_text()
     again = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out, "--batch-size", "5"))
-    assert again.returncode == 0 and "(0 new, 0 tokens" in again.stderr
+    assert again.returncode == 0 and "(0 new, 0 tokens" in again.stderr, again.stderr
     assert (out / "run.json").read_text() == summary
     run = json.loads(summary)
     assert run["new_samples"] == 4 and run["batch_size"] == 3 and run["engine"]["cycles"] > 0
+    assert {k: r["text"] for k, r in _samples(out).items()} == {k: r["text"] for k, r in full.items()}
 
 
 def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
@@ -111,6 +117,9 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     with monkeypatch.context() as patch:
         patch.setattr(runner, "_generate_shard", interrupted)
         assert thinkfast(*more).returncode == 130
+        first_marker = (out / "run.json").read_text()
+        assert thinkfast(*more).returncode == 130  # interrupted again: the marker is kept as it is
+        assert (out / "run.json").read_text() == first_marker
     marker = json.loads((out / "run.json").read_text())
     assert marker["status"] == "running" and "problem_seconds" not in marker
     assert marker["previous_summary"] == finished  # the earlier summary is kept whole
@@ -123,6 +132,37 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     assert summary["status"] == "complete" and summary["num_problems"] == 4 and summary["new_samples"] == 2
     assert summary["total_wall_seconds"] == pytest.approx(finished["total_wall_seconds"] + summary["wall_seconds"])
     assert "previous_summary" not in summary and len(summary["problem_seconds"]) == 4
+
+
+def test_engine_settings_come_from_the_recipe(tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+    """--state-dtype and the [generate] engine keys are the engine's settings, not only what run.json records
+    (samples do not depend on most of them: only the engine shows whether they arrived)."""
+    import torch
+
+    from thinkfast.generate import runner
+
+    made = []
+
+    class Recording(runner.Engine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(runner, "Engine", Recording)
+    out = tmp_path / "out"
+    keys = {"check_every": 3, "prefill_tokens": 100, "prefill_padding": 0.5, "prefill_bucket": 8,
+            "overlap_prefill": True}
+    sets = [arg for key, value in keys.items() for arg in ("--set", f"generate.{key}={str(value).lower()}")]
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out, "--state-dtype", "bfloat16", "--top-k", "20",
+                              *sets))
+    assert result.returncode == 0, result.stderr
+    (engine,) = made
+    settings = engine.settings
+    assert settings.state_dtype == torch.bfloat16 and settings.dtype == torch.float32
+    assert {key: getattr(settings, key) for key in keys} == keys
+    assert (settings.batch_size, settings.max_new_tokens, settings.seed) == (3, 6, 0)
+    assert (settings.sampling.temperature, settings.sampling.top_k) == (1.0, 20)
+    assert json.loads((out / "run.json").read_text())["state_dtype"] == "bfloat16"
 
 
 def test_a_limit_beyond_the_data_is_said(tiny_llama_dir, gsm8k_train_path, tmp_path):

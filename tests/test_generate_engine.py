@@ -101,6 +101,9 @@ def test_samples_do_not_depend_on_batch_size_or_check_interval(model):
     a = _run(model, requests, batch_size=2, check_every=16)
     b = _run(model, requests, batch_size=6, check_every=3)
     assert {k: v.tokens for k, v in a.items()} == {k: v.tokens for k, v in b.items()}
+    # split_requests: the second request starts in the 2 slots left and its last sample after another prefill
+    split = _run(model, requests, batch_size=5, split_requests=True)
+    assert {k: v.tokens for k, v in split.items()} == {k: v.tokens for k, v in a.items()}
     # sample indices, not slots, key the noise: resuming with only some indices gives the same samples
     part = _run(model, [Request(r.prompt_ids, r.key, (2,)) for r in requests], batch_size=2)
     assert all(part[(i, 2)].tokens == a[(i, 2)].tokens for i in range(len(requests)))
@@ -148,6 +151,30 @@ def test_stop_strings_cut_at_the_first_token_completing_them(model):
         assert f.stop_text == full[:-2]
 
 
+def test_progress_reports_each_generated_token_once_and_no_slot_is_left_decoding(model):
+    """``on_progress`` is called after every check with the tokens generated since the last one: without stop
+    strings they add up to the samples' tokens, a refilled slot counted from its new sample's first token. A
+    sample cut by a stop string frees its slot, which must stop decoding: once ``generate`` returns no slot is
+    still running."""
+    requests = _requests()
+    settings = EngineSettings(batch_size=4, max_seqlen=9 + 24, max_new_tokens=24, sampling=SamplingParams(), seed=3,
+                              eos_ids=(EOS,), check_every=4)
+    engine = Engine(model, settings)
+    progress: list[int] = []
+    got = list(engine.generate(requests, on_progress=progress.append))
+    assert len(progress) == engine.stats.cycles and all(n >= 0 for n in progress)
+    assert sum(progress) == sum(len(f.tokens) for f in got)
+    assert bool(engine.done.all())
+
+    engine = Engine(model, settings, StopChecker(["cd", "hh"], _letters))
+    progress.clear()
+    got = list(engine.generate(requests, on_progress=progress.append))
+    assert sum(f.finish_reason == "stop" for f in got) >= 2
+    assert bool(engine.done.all()), "a slot whose sample a stop string ended kept decoding"
+    # tokens past a stop string, up to the check that found it, were generated (and reported) too
+    assert sum(progress) >= sum(len(f.tokens) for f in got)
+
+
 # token -> text for the answer rule: answer lines ("####" then digits), headings ("####" then "Step"), newlines
 _PIECES = ["####", " ", "4", "\n", "2", "", "Step", "#"]
 
@@ -180,6 +207,13 @@ def test_first_token_eos_and_single_token_budget(model):
     got = _run(model, requests, batch_size=2, max_new=1)
     assert all(len(f.tokens) == 1 and f.finish_reason in ("eos", "length") for f in got.values())
     _assert_matches_reference(model, requests, got, max_new=1)
+    # the first token sampled from the prefill is an EOS (made one here: the noise does not depend on the EOS
+    # ids): that sample ends at once, while the others decode on
+    first = got[(0, 0)].tokens[0]
+    ended = _run(model, requests, batch_size=2, max_new=6, eos=(first,))
+    _assert_matches_reference(model, requests, ended, max_new=6, eos=(first,))
+    assert (ended[(0, 0)].tokens, ended[(0, 0)].finish_reason) == ([first], "eos")
+    assert any(len(f.tokens) > 1 for f in ended.values())
 
 
 def test_plan_prefills_groups_by_length_within_token_and_padding_budgets():
@@ -379,6 +413,24 @@ def test_warm_up_prefills_leave_no_autograd_history_in_the_cache():
     tensors = [t for layer in engine.cache.layers for t in vars(layer).values() if isinstance(t, torch.Tensor)]
     assert engine._warm_widths == {8, 12} and tensors
     assert not any(t.requires_grad or t.grad_fn is not None for t in tensors)
+
+
+def test_the_cache_takes_the_settings_dtypes():
+    """``dtype`` is the KV cache's and conv state's dtype, ``state_dtype`` the SSM state's (``generate
+    --state-dtype``); left out, the model's dtype and float32."""
+    torch.manual_seed(0)
+    model = ThinkfastLM(_tiny_model("hybrid").config, dtype=torch.float32).eval()
+    base = dict(batch_size=2, max_seqlen=16, max_new_tokens=4, sampling=SamplingParams())
+    for settings, kv, state in (({}, torch.float32, torch.float32),
+                                ({"state_dtype": torch.bfloat16}, torch.float32, torch.bfloat16),
+                                ({"dtype": torch.bfloat16, "state_dtype": torch.float16}, torch.bfloat16,
+                                 torch.float16)):
+        cache = Engine(model, EngineSettings(**base, **settings)).cache
+        attention = [layer for layer in cache.layers if isinstance(layer, AttentionCache)]
+        ssm = [layer for layer in cache.layers if not isinstance(layer, AttentionCache)]
+        assert attention and ssm
+        assert {layer.k.dtype for layer in attention} == {kv}
+        assert {layer.ssm_state.dtype for layer in ssm} == {state}, settings
 
 
 def test_an_uncompiled_engine_prefills_eagerly():

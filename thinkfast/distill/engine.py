@@ -26,7 +26,7 @@ from thinkfast.distill.config import StageSection
 from thinkfast.distill.distributed import DistContext, init_distributed, shard_student, shutdown_distributed
 from thinkfast.distill.metrics import MetricsLog, ProgressDisplay
 from thinkfast.distill.trainer import StepCallback, TrainContext, train_stage
-from thinkfast.errors import EngineUnavailableError, RecipeError
+from thinkfast.errors import EngineUnavailableError, ModelLoadError, RecipeError
 
 STUDENT_DIR = "student"
 CHECKPOINT_DIR = "checkpoints"
@@ -115,6 +115,11 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
         student = build_student(teacher, recipe.student.kind, recipe.student.options)
     else:
         raise RecipeError(["student.checkpoint: without a teacher, give a saved student directory to train"])
+    if tokenizer is None:  # thinkfast directories saved without their tokenizer files
+        where, hint = ((recipe.teacher.model, " or set [teacher].tokenizer") if recipe.teacher.model
+                       else (recipe.student.checkpoint, ""))
+        raise ModelLoadError(f"{where}: no tokenizer files found next to the model; save the model with its "
+                             f"tokenizer{hint}")
     from thinkfast.kernels import select_kernels
 
     kernels = select_kernels(recipe.kernels, device)
@@ -253,26 +258,23 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
                       autocast_dtype=autocast_dtype, keep_checkpoints=section.keep_checkpoints, on_step=on_step)
 
     def start() -> None:
-        """The run starts: write recipe.toml and start metrics.jsonl (after the first stage's data is
-        tokenised, so that a run that fails to start leaves no files behind, nor touches earlier ones)."""
+        """The run starts: write recipe.toml and start metrics.jsonl (right before the first optimizer step,
+        after the first stage's data is tokenised and its first batch checked, so that a run that fails to
+        start leaves no files behind, nor touches earlier ones)."""
         if ctx.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
             (output_dir / "recipe.toml").write_text(dumps(to_dict(recipe)))
             tc.metrics = MetricsLog(output_dir / METRICS_FILE,
                                     resume_global_step=position.global_step if position else None)
 
+    tc.on_start = start
     corpora: dict[str, TokenizedCorpus] = {}
     global_step = position.global_step if position else 0
-    started = False
     for index, stage in stages:
         loader = stage_loader(stage, tokenizer, ctx, recipe.run.seed, corpora, stage_data)
-        if not started:
-            start()
-            started = True
         here = position if position is not None and position.stage_index == index else None
         global_step = train_stage(tc, index, stage, loader, here, resume_path, global_step)
-    if not started:  # resumed after the last stage: only the student is left to save
-        start()
+    tc.start()  # resumed after the last step: only the student is left to save
 
     final = _unwrapped_copy(student, strategy, ctx)
     out = output_dir / STUDENT_DIR

@@ -49,6 +49,15 @@ class TrainContext:
     keep_checkpoints: int = 2
     on_step: StepCallback | None = None
     started: float = field(default_factory=time.perf_counter)
+    # called once, before the run's first optimizer step, once its first batch has passed its check: the run
+    # starts writing files then (a run that stops at a check before it leaves no files, nor touches earlier ones)
+    on_start: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        """Call :attr:`on_start` if it has not been called yet."""
+        if self.on_start is not None:
+            on_start, self.on_start = self.on_start, None
+            on_start()
 
 
 def stage_steps(stage: StageSection, world_size: int) -> int:
@@ -138,6 +147,7 @@ def train_stage(tc: TrainContext, stage_index: int, stage: StageSection, loader:
         if position.step == 0 and float(count) == 0:
             raise DataError(f"{where}: the first batch holds no loss tokens; with loss_on = 'responses' the "
                             f"prompts may fill all {stage.seq_len} tokens: raise seq_len or use loss_on = 'all'")
+        tc.start()
         scale = ctx.world_size / count.clamp(min=1.0)
         loss_sum = torch.zeros((), device=ctx.device)
         for k, batch in enumerate(micro):

@@ -163,9 +163,9 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         if work:  # a finished run does not load the model again
             few_shot = plugin.few_shot_problems(d)  # read and checked before the model loads
             model, tokenizer = load_any(spec, dtype=dtype, device=device)
-            if tokenizer is None:
+            if tokenizer is None:  # [teacher].tokenizer is read only for the teacher, not for --model
                 raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
-                                     f"with its tokenizer or set [teacher].tokenizer")
+                                     f"with its tokenizer" + ("" if gen.model else " or set [teacher].tokenizer"))
             model.set_kernels(select_kernels(recipe.kernels, device)).eval()
             todo = render_prompts(work, plugin, tokenizer, recipe, few_shot)
         if env.is_main:  # every rank's missing samples, not only this rank's shard

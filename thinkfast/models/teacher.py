@@ -225,10 +225,27 @@ def is_thinkfast_dir(path: str | Path) -> bool:
 def load_any(spec: Any, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
              what: str = "model") -> tuple[ThinkfastLM, Any]:
     """A thinkfast model directory (:func:`~thinkfast.models.io.load_model`) or else a teacher
-    (:func:`load_teacher`; ``what`` names it in error messages); returns ``(model, tokenizer)``."""
+    (:func:`load_teacher`; ``what`` names it in error messages); returns ``(model, tokenizer)``.
+
+    A spec's ``tokenizer`` (``[teacher].tokenizer``) is where the tokenizer comes from for either kind; without
+    it a thinkfast directory's own tokenizer files (``None`` if it has none)."""
     from thinkfast.models.io import load_model
 
-    model_path = _spec_fields(spec)["model"]
+    fields = _spec_fields(spec)
+    model_path = fields["model"]
     if model_path and is_thinkfast_dir(Path(model_path).expanduser()):
-        return load_model(Path(model_path).expanduser(), dtype=dtype, device=device)
+        model, tokenizer = load_model(Path(model_path).expanduser(), dtype=dtype, device=device,
+                                      with_tokenizer=not fields["tokenizer"])
+        if fields["tokenizer"]:
+            tokenizer = _tokenizer_from(fields["tokenizer"])
+        return model, tokenizer
     return load_teacher(spec, dtype=dtype or torch.float32, device=device, what=what)
+
+
+def _tokenizer_from(source: str) -> Any:
+    """The tokenizer at ``source``; a thinkfast model directory's config.json is not read as a transformers one."""
+    if is_thinkfast_dir(Path(source).expanduser()):
+        from transformers import PretrainedConfig
+
+        return load_tokenizer(str(Path(source).expanduser()), config=PretrainedConfig())
+    return load_tokenizer(source)
