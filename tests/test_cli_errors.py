@@ -277,6 +277,21 @@ def test_a_path_through_dotdot_leaves_no_directory_behind(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither b nor a stays
 
 
+def test_recipe_validate_names_a_teacher_gguf_file_that_does_not_exist(tmp_path):
+    """A .gguf teacher is never an earlier step's output, so `recipe validate` (which scripts run before the
+    work) checks it is there, in the recipe or from --set; a hub id or a model directory is left to loading."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[teacher]\nmodel = "models/gone.gguf"\n')
+    assert_one_error(thinkfast("recipe", "validate", str(recipe)),
+                     f"error: {recipe}: teacher.model: models/gone.gguf does not exist (relative to the current "
+                     f"directory); point it at a .gguf file, a model directory or a hub id")
+    gone = tmp_path / "gone.gguf"
+    assert_one_error(thinkfast("recipe", "validate", str(recipe), "--set", f"teacher.model={gone}"),
+                     f"error: --set 'teacher.model={gone}': {gone} does not exist; point it at a .gguf file")
+    for model in ("HuggingFaceTB/SmolLM2-135M-Instruct", "runs/llamba/student"):
+        assert thinkfast("recipe", "validate", str(recipe), "--set", f"teacher.model={model}").exit_code == 0
+
+
 # --- recipe overrides --------------------------------------------------------------------------------
 
 def test_a_bad_set_value_is_one_line_naming_the_override(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ def command() -> None:
 @set_option
 def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE (a TOML file): every key, type, range and plugin name, and that the data files it
-    names (data.path, data.responses) exist.
+    names (data.path, data.responses) and a .gguf teacher (teacher.model) exist.
 
     Exits 0 when it is valid and 2 with one message per problem otherwise.
     """

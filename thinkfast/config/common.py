@@ -30,6 +30,12 @@ class RunSection:
         return []
 
 
+def _absent(name: str) -> str:
+    """``NAME does not exist``, saying what a relative path is relative to."""
+    where = "" if Path(name).is_absolute() else " (relative to the current directory)"
+    return f"{name} does not exist{where}"
+
+
 @dataclass
 class ModelSpec:
     """A model to load: a Hugging Face hub id, a local directory, or a ``.gguf`` file."""
@@ -38,6 +44,16 @@ class ModelSpec:
     gguf_file: str = option("", "GGUF file name inside a hub repo or directory (leave empty otherwise).")
     revision: str = option("", "Hub revision (branch, tag or commit); empty means the default branch.")
     tokenizer: str = option("", "Load the tokenizer from here instead of from `model`.")
+
+    def missing_files(self) -> list[tuple[str, str]]:
+        """``("model", message)`` when ``model`` names a ``.gguf`` file that does not exist.
+
+        Only a GGUF file: thinkfast never writes one, while a model directory may be an earlier step's
+        output and a name that is no path may be a hub id (checked when the model loads).
+        """
+        if self.model.endswith(".gguf") and not Path(self.model).expanduser().is_file():
+            return [("model", f"{_absent(self.model)}; point it at a .gguf file, a model directory or a hub id")]
+        return []
 
 
 @dataclass
@@ -91,15 +107,11 @@ class DataSpec:
         be written by an earlier step): ``recipe validate`` and the subcommand that reads them check it
         (:func:`thinkfast.config.validate.check_input_files`).
         """
-        def absent(name: str) -> str:
-            where = "" if Path(name).is_absolute() else " (relative to the current directory)"
-            return f"{name} does not exist{where}"
-
         out = []
         if self.path and not Path(self.path).expanduser().exists():
-            out.append(("path", f"{absent(self.path)}; point it at a .jsonl, .json or .parquet file or a "
+            out.append(("path", f"{_absent(self.path)}; point it at a .jsonl, .json or .parquet file or a "
                                 f"directory of them"))
         if self.responses and not Path(self.responses).expanduser().is_file():
-            out.append(("responses", f"{absent(self.responses)}; point it at the samples.jsonl that "
+            out.append(("responses", f"{_absent(self.responses)}; point it at the samples.jsonl that "
                                      f"`thinkfast generate` wrote"))
         return out
