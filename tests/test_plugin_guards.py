@@ -213,6 +213,26 @@ def test_evaluate_warns_of_a_dataset_whose_extract_answer_misbehaves(use_plugins
         assert fragment in warning
 
 
+def test_a_failing_extraction_is_named_without_resolving_paths_again_for_each_sample(use_plugins, monkeypatch):
+    """evaluate may meet an extract_answer that raises on every one of 100k samples: after the first failure,
+    naming the plugin and its line reads no file path from the disk again (the files are resolved once)."""
+    import os
+
+    from thinkfast.data import get_plugin
+
+    use_plugins(datasets={"bad": ExtractorRaises})
+    plugin = get_plugin("bad")
+    with pytest.raises(PluginError, match="extract_answer\\(\\) raised IndexError"):
+        plugin.extract_answer("no answer here")
+    resolved: list[str] = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda path, **kw: resolved.append(path) or realpath(path, **kw))
+    for _ in range(20):
+        with pytest.raises(PluginError, match=f"\\(at .*{HERE}:"):
+            plugin.extract_answer("no answer here")
+    assert resolved == []
+
+
 def test_evaluate_extracts_with_the_dataset_options_the_run_was_generated_with(tmp_path):
     """A ``jsonl`` run generated with ``answer_format = "gsm8k"`` is graded with that format (its last number),
     not the plugin's default ("plain": the last line), as ``run.json``'s settings record."""

@@ -84,6 +84,18 @@ class TakesNoOptions:
         pass
 
 
+class ChooseTakesTwo(Aggregator):
+    """A ``choose`` written against another contract: the core's call fails before a line of it runs."""
+
+    def choose(self, problem, indices):
+        return -1
+
+
+def an_aggregate_taking_two(options):
+    """An own ``aggregate`` with the wrong signature (no class of the plugin defines it)."""
+    return types.SimpleNamespace(aggregate=lambda problem, subsets: [-1] * len(subsets))
+
+
 class FailsToStart(Aggregator):
     def __init__(self, options=None):
         raise ValueError("needs a GPU")
@@ -185,11 +197,13 @@ def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_
     (_returning(-3), ["choose() returned class -3"]),
     (SometimesAList, ["choose() returned a list of 2 items for problem 'gsm8k-train-0'"]),
     (a_namespace_aggregating, ["aggregate() returned 'a' (str)"]),
+    (ChooseTakesTwo, ["choose() raised TypeError: ", "takes 3 positional arguments but 5 were given"]),
+    (an_aggregate_taking_two, ["aggregate() raised TypeError: ", "takes 2 positional arguments but 4 were given"]),
     (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
     (FailsToStart, ["creating it raised ValueError: needs a GPU (at ", "test_plugin_runtime.py:"]),
     (TakesNoOptions, ["creating it raised TypeError: ", "takes 1 positional argument but 2 were given"]),
 ], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
-        "short-scores", "init-raises", "init-takes-no-options"])
+        "choose-signature", "aggregate-signature", "short-scores", "init-raises", "init-takes-no-options"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(bad=component)
     out = tmp_path / "out"

@@ -21,6 +21,7 @@ one-line message.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
@@ -106,8 +107,8 @@ def _raised_by_the_call(exc: BaseException) -> bool:
     """Whether the exception came from the guarded call itself (binding its arguments, looking the method up,
     calling ``iter``/``next``), not from code it ran: the guarded body, one call into the plugin, is the only
     frame of its traceback."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if Path(f.filename).resolve() != _THIS_FILE and Path(f.filename).name != "contextlib.py"]
+    frames = [f for f in _frames(exc)
+              if _resolved(f.filename) != _THIS_FILE and Path(f.filename).name != "contextlib.py"]
     return len(frames) <= 1
 
 
@@ -128,7 +129,7 @@ def exception_summary(exc: BaseException, entry: PluginEntry) -> str | None:
     """``Type: message (at file:line)``, the line being the deepest one in the plugin's own code, or, when the
     exception was raised further in (in a library the plugin called), ``(raised at file:line, called from
     the plugin at file:line)``. None when no frame of the traceback is the plugin's."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = _frames(exc)
     homes = plugin_homes(entry)
     own = [f for f in frames if _inside(f.filename, homes)]
     if not own:
@@ -156,17 +157,30 @@ def _module_home(name: str) -> Path | None:
     file = getattr(module, "__file__", None)
     if file is None:
         paths = list(getattr(module, "__path__", []) or [])  # a namespace package: its first folder
-        return Path(paths[0]).resolve() if paths else None
-    path = Path(file).resolve()
-    return path.parent if path.name == "__init__.py" else path
+        return _resolved(paths[0]) if paths else None
+    path = _resolved(file)
+    return path.parent if path is not None and path.name == "__init__.py" else path
 
 
 def _inside(filename: str, homes: list[Path]) -> bool:
+    path = _resolved(filename)
+    return path is not None and any(path == home or path.is_relative_to(home) for home in homes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(filename: str) -> Path | None:
+    """``filename`` resolved (None if it cannot be), once per file: evaluate may meet a plugin's failing
+    ``extract_answer`` on every one of 100k samples, and each failure is matched against the plugins' files."""
     try:
-        path = Path(filename).resolve()
+        return Path(filename).resolve()
     except (OSError, ValueError):
-        return False
-    return any(path == home or path.is_relative_to(home) for home in homes)
+        return None
+
+
+def _frames(exc: BaseException) -> traceback.StackSummary:
+    """The frames of ``exc``'s traceback, without reading their source lines (only files and line numbers
+    are shown)."""
+    return traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__), lookup_lines=False)
 
 
 def _where(frame: traceback.FrameSummary) -> str:
@@ -185,7 +199,7 @@ def third_party_error(exc: BaseException) -> PluginError | None:
         return None
     entries = registry.all_entries()
     homes = [(entry, plugin_homes(entry)) for entry in entries]
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+    for frame in reversed(_frames(exc)):
         owners = [entry for entry, home in homes if _inside(frame.filename, home)]
         if not owners:
             continue

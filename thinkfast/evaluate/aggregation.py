@@ -68,10 +68,10 @@ def choose_each(aggregator: Any, problem: GradedProblem, subsets: np.ndarray, sc
     Nothing is converted, so that :mod:`thinkfast.evaluate.guard` sees a float or a string as what it is.
     """
     chosen = [aggregator.choose(problem, row, scores, rng) for row in subsets]
-    return _as_returned(chosen) if chosen else np.empty(0, dtype=np.int64)
+    return as_returned(chosen) if chosen else np.empty(0, dtype=np.int64)
 
 
-def _as_returned(values: Any) -> np.ndarray:
+def as_returned(values: Any) -> np.ndarray:
     """``values`` as an array, unconverted; values numpy cannot stack into one (a list among ints) become an
     object array of them, so that the guard names what the aggregator returned instead of numpy's error."""
     try:
@@ -88,7 +88,7 @@ def aggregate_subsets(aggregator: Any, problem: GradedProblem, subsets: np.ndarr
     """Call ``aggregate`` if the aggregator has one, else ``choose`` per subset: ``(S,)`` class ids as the
     aggregator returned them (``evaluate`` checks them, :class:`thinkfast.evaluate.guard.GuardedAggregator`)."""
     if hasattr(aggregator, "aggregate"):
-        return _as_returned(aggregator.aggregate(problem, subsets, scores, rng))
+        return as_returned(aggregator.aggregate(problem, subsets, scores, rng))
     return choose_each(aggregator, problem, subsets, scores, rng)
 
 

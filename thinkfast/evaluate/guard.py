@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thinkfast.evaluate.aggregation import Aggregator, aggregate_subsets
+from thinkfast.evaluate.aggregation import Aggregator, as_returned
 from thinkfast.evaluate.graded import GradedProblem
 from thinkfast.plugin_guard import PluginError, calling, describe, plugin_error
 
@@ -90,8 +90,16 @@ class GuardedAggregator:
     def aggregate(self, problem: GradedProblem, subsets: np.ndarray, scores: np.ndarray | None,
                   rng: np.random.Generator) -> np.ndarray:
         method = self._picker
+        # the plugin is called from this frame, not through aggregate_subsets: a method the core cannot call
+        # (a wrong signature) then fails in the guarded body itself and is blamed on the plugin
         with calling(self.entry, f"{method}()", self.label):
-            chosen = aggregate_subsets(self.inner, problem, subsets, scores, rng)
+            if method == "aggregate":
+                returned = self.inner.aggregate(problem, subsets, scores, rng)
+            else:
+                returned = []
+                for row in subsets:  # a loop, not a comprehension (a frame of its own on Python 3.11)
+                    returned.append(self.inner.choose(problem, row, scores, rng))
+        chosen = as_returned(returned) if method == "aggregate" or returned else np.empty(0, dtype=np.int64)
         return self._checked_classes(chosen, problem, len(subsets), method)
 
     def _checked_classes(self, chosen: np.ndarray, problem: GradedProblem, rows: int, method: str) -> np.ndarray:
