@@ -168,6 +168,20 @@ def test_a_good_runtime_dataset_passes_the_guard(use_plugins, tmp_path):
     assert plugin.extract_answer("so #### 3") == "3" and plugin.answer_format == "gsm8k"
 
 
+class OwnIterYieldsDicts(Arith):
+    """Applies offset and limit itself, as ``iter_problems`` must."""
+
+    def iter_problems(self, spec):
+        for i in range(spec.offset, spec.offset + spec.limit):
+            yield {"id": f"p{i}", "question": "?"}
+
+
+def test_a_bad_item_of_a_plugins_own_iter_problems_is_numbered_from_the_offset(use_plugins, tmp_path):
+    use_plugins(datasets={"bad": OwnIterYieldsDicts})
+    assert_one_error(_generate(tmp_path, "bad", "--set", "generate.data.offset=3"),
+                     "iter_problems() yielded a dict of 2 items as item 3 of split 'test'")
+
+
 class WrongResponses(Arith):
     def response_text(self, problem):
         return [problem.solution]
@@ -254,6 +268,27 @@ def test_evaluate_extracts_with_the_dataset_options_the_run_was_generated_with(t
     result = thinkfast("evaluate", "--runs", str(run), "-o", str(tmp_path / "out2"))
     assert_one_error(result, f"{run / 'run.json'}: settings.dataset_options do not fit the dataset plugin as "
                              f"installed now: ", "answer_fromat")
+
+
+def test_the_verifier_checks_with_the_dataset_options_the_run_was_generated_with(tmp_path):
+    """The ``verifier`` in mode 'check' creates the samples' dataset plugin as ``generate`` did: a ``jsonl`` run
+    with ``answer_format = "gsm8k"`` is checked by its last number (with the default, "plain", the plugin has
+    no check and evaluate stopped)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    texts = ["The total is 72 apples.\nDone", "It makes 71.\nDone"]
+    (run / "samples.jsonl").write_text("".join(
+        json.dumps({"problem_id": "qa-0", "sample_index": i, "text": text, "answer": "72", "dataset": "jsonl",
+                    "num_tokens": 9, "seconds": 0.5}) + "\n" for i, text in enumerate(texts)))
+    settings = {"dataset": "jsonl", "dataset_options": {"answer_format": "gsm8k"}, "n_samples": 2}
+    (run / "run.json").write_text(json.dumps({"model": "m", "settings": settings, "problem_seconds": {"qa-0": 1.0}}))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[evaluate]\nbootstrap = 0\nplots = false\n'
+                      '[[evaluate.aggregators]]\nname = "verifier"\noptions = { mode = "check" }\n')
+    result = thinkfast("evaluate", str(recipe), "--runs", str(run), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    (model,) = json.loads((tmp_path / "out" / "report.json").read_text())["results"]
+    assert model["accuracy"]["verifier"]["mean"] == [0.5, 1.0]  # k = 1: one of two right; k = 2: picks 72
 
 
 def test_evaluate_stops_on_a_dataset_plugin_that_cannot_be_created(use_plugins, tmp_path):

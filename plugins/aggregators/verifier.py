@@ -10,6 +10,7 @@ Two sources of the per-sample probability:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,9 +106,13 @@ class Verifier(Aggregator):
         from thinkfast.data import get_plugin
         from thinkfast.data.base import Problem
 
+        plugins: dict[str, Any] = {}  # one per dataset and options, created as generate created it
         out = []
         for p in problems:
-            plugin = get_plugin(p.dataset)  # guarded: a dataset plugin's failure names that plugin, not this one
+            key = json.dumps([p.dataset, p.dataset_options], sort_keys=True)
+            if key not in plugins:  # guarded: a dataset plugin's failure names that plugin, not this one
+                plugins[key] = get_plugin(p.dataset, p.dataset_options or None)
+            plugin = plugins[key]
             problem = Problem(id=p.problem_id, question=p.question, answer=p.reference)
             for text in p.texts:
                 verdict = plugin.check(problem, text)

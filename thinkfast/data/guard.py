@@ -90,8 +90,7 @@ class GuardedDataset:
         items = checked_iter(self.entry, items, f"{method} of split {spec.split!r}")
         if method == "read()":
             items = itertools.islice(items, spec.offset, spec.offset + spec.limit if spec.limit else None)
-        first = 0 if method == "iter_problems()" else spec.offset
-        for index, item in enumerate(items, start=first):
+        for index, item in enumerate(items, start=spec.offset):  # an own iter_problems starts at the offset too
             yield self._checked_problem(item, f"item {index} of split {spec.split!r}", f"{method[:-2]}() yielded")
 
     def few_shot_problems(self, spec: DataSpec) -> list[Problem]:

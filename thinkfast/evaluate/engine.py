@@ -35,6 +35,7 @@ from thinkfast.evaluate.runs import (
     disambiguate_labels,
     read_run,
     restrict_to_common_problems,
+    run_dataset_options,
     run_warnings,
     unique_run_dirs,
 )
@@ -68,14 +69,6 @@ def registry_extractor(override: str = "", options: dict[str, dict[str, Any]] | 
         return plugin(override or dataset).extract_answer(text)
 
     return extract
-
-
-def run_dataset_options(run: Run) -> dict[str, dict[str, Any]]:
-    """``{dataset: options}`` as ``generate`` used them for ``run`` (``run.json``'s ``settings``), so that its
-    samples are graded by the plugin as it was configured then (a ``jsonl`` run's ``answer_format``)."""
-    settings = run.meta.get("settings") or {}
-    name, options = settings.get("dataset"), settings.get("dataset_options")
-    return {name: dict(options)} if isinstance(name, str) and isinstance(options, dict) and options else {}
 
 
 def _run_extractor(run: Run, override: str) -> Callable[[str, str], str | None]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,8 @@ class GradedProblem:
     - ``class_answers``: ``C`` representative answer strings (the most frequent spelling)
     - ``class_correct``: ``(C,)`` bool, class equivalent to the reference
     - ``num_tokens``: ``(n,)`` int64 generated tokens per sample
+    - ``dataset_options``: the options ``generate`` created the dataset plugin with (``run.json``), to
+      create it the same way (``{}``: its defaults)
     """
 
     problem_id: str
@@ -34,6 +37,7 @@ class GradedProblem:
     class_answers: list[str]
     class_correct: np.ndarray
     num_tokens: np.ndarray
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:

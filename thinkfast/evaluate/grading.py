@@ -268,5 +268,5 @@ class Grader:
             problem_id=p.problem_id, dataset=p.dataset, reference=p.reference, question=p.question,
             texts=list(p.texts), answers=answers, classes=classes, correct=correct,
             class_answers=class_answers, class_correct=class_correct,
-            num_tokens=np.asarray(p.num_tokens, dtype=np.int64),
+            num_tokens=np.asarray(p.num_tokens, dtype=np.int64), dataset_options=dict(p.dataset_options),
         )

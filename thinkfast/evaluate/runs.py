@@ -36,6 +36,7 @@ class ProblemSamples:
     num_tokens: list[int]
     finish_reasons: list[str]
     seconds: list[float | None] = field(default_factory=list)  # per sample, when samples.jsonl has them
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # the dataset plugin's, as generate used them
 
 
 @dataclass
@@ -194,8 +195,20 @@ def read_run(run_dir: str | Path) -> Run:
     if not seconds and problems and all(t is not None for p in problems for t in p.seconds):
         seconds = {p.problem_id: sum(p.seconds) for p in problems}  # type: ignore[arg-type]
         meta = {**meta, "problem_seconds_from": "samples"}
-    return Run(label=_label(meta, run_dir), path=run_dir, problems=problems,
-               problem_seconds={str(k): float(v) for k, v in seconds.items()}, meta=meta)
+    run = Run(label=_label(meta, run_dir), path=run_dir, problems=problems,
+              problem_seconds={str(k): float(v) for k, v in seconds.items()}, meta=meta)
+    options = run_dataset_options(run)
+    for problem in problems:
+        problem.dataset_options = dict(options.get(problem.dataset, {}))
+    return run
+
+
+def run_dataset_options(run: Run) -> dict[str, dict[str, Any]]:
+    """``{dataset: options}`` as ``generate`` used them for ``run`` (``run.json``'s ``settings``), so that its
+    samples are graded by the plugin as it was configured then (a ``jsonl`` run's ``answer_format``)."""
+    settings = run.meta.get("settings") or {}
+    name, options = settings.get("dataset"), settings.get("dataset_options")
+    return {name: dict(options)} if isinstance(name, str) and isinstance(options, dict) and options else {}
 
 
 def complete_count(run: Run) -> int:
