@@ -99,6 +99,31 @@ def test_resume_generates_only_missing_samples_and_reproduces_them(first_run, ti
     assert {k: r["text"] for k, r in _samples(out).items()} == {k: r["text"] for k, r in full.items()}
 
 
+def test_a_resume_notices_that_the_worked_examples_changed(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    """run.json records each few-shot example's id and a digest of its text: editing the train file the
+    examples come from (the ids, which count lines, stay the same) makes a resume refuse, naming them."""
+    lines = gsm8k_train_path.read_text().splitlines()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (data / "test.jsonl").write_text("\n".join(lines[10:14]) + "\n")
+    out = tmp_path / "out"
+    args = ["generate", "--model", str(tiny_llama_dir), "--dataset", "gsm8k", "--data-path", str(data), "--split",
+            "test", "--few-shot", "1", "--n", "1", "--max-new-tokens", "2", "--template", "plain", "--device",
+            "cpu", "-o", str(out)]
+    assert thinkfast(*args, "--limit", "1").returncode == 0
+    (example,) = json.loads((out / "run.json").read_text())["settings"]["few_shot_examples"]
+    assert example.startswith("gsm8k-train-0 ") and len(example.split()[1]) == 10
+    assert thinkfast(*args, "--limit", "2").returncode == 0  # same examples: extended
+
+    (data / "train.jsonl").write_text("\n".join(lines[1:3]) + "\n")  # another first problem, same id
+    result = thinkfast(*args, "--limit", "3")
+    assert result.returncode == 2
+    assert f"few_shot_examples: ['{example}'] -> ['gsm8k-train-0 " in result.stderr
+    assert "the worked examples shown in every prompt would differ" in result.stderr
+    assert len(_samples(out)) == 2  # nothing written
+
+
 def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
         first_run, tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
     import shutil

@@ -162,7 +162,7 @@ def problem_seconds(records: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 # settings added to run.json after it was first written, with the value that reproduces what the code did before
 # them: a run.json without such a key was written by that code, so it compares as that value
-EARLIER_SETTINGS: dict[str, Any] = {"stop_on_special_tokens": False, "stop_at_answer": False}
+EARLIER_SETTINGS: dict[str, Any] = {"stop_on_special_tokens": False, "stop_at_answer": False, "few_shot_examples": []}
 
 
 def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -183,6 +183,9 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         details = ", ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in changed)
         # e.g. a run made with --data-path FILE and no --split before such a run took its split from the file name
         hint = f"; pass --split {previous['split']} to continue it" if changed == ["split"] else ""
+        if changed == ["few_shot_examples"]:
+            hint = ("; the worked examples shown in every prompt would differ: the data they come from changed, "
+                    "or the run was made before thinkfast recorded them")
         raise ThinkfastError(
             f"{path}: this output directory holds samples generated with other settings ({details}){hint}; "
             f"use another --output-dir, or delete {out_dir} to start over"

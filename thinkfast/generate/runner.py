@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,12 @@ class PendingProblem:
     missing: tuple[int, ...]
 
 
-def run_settings(recipe: Any, model_spec: str, answer_format: str | None) -> dict[str, Any]:
+def run_settings(recipe: Any, model_spec: str, answer_format: str | None,
+                 few_shot: list[Any] | None = None) -> dict[str, Any]:
     """What decides the samples; a resumed run must match it exactly. ``stop_at_answer`` is recorded as
-    in effect: whether the answer rule ends samples (``answer_format``, from :func:`answer_stop_format`)."""
+    in effect: whether the answer rule ends samples (``answer_format``, from :func:`answer_stop_format`);
+    ``few_shot`` are the worked examples, recorded by :func:`example_fingerprint` so that a resume notices
+    when the data they come from changed."""
     gen = recipe.generate
     data = gen.data
     return {
@@ -62,7 +66,15 @@ def run_settings(recipe: Any, model_spec: str, answer_format: str | None) -> dic
         "top_p": gen.top_p, "top_k": gen.top_k, "min_p": gen.min_p, "max_new_tokens": gen.max_new_tokens,
         "stop": list(gen.stop), "stop_on_special_tokens": gen.stop_on_special_tokens,
         "stop_at_answer": answer_format is not None, "seed": recipe.run.seed,
+        "few_shot_examples": [example_fingerprint(p) for p in few_shot or []],
     }
+
+
+def example_fingerprint(problem: Any) -> str:
+    """``"<id> <10 hex digits>"``: a worked example's id and a digest of the text a prompt shows of it (its
+    question, solution and answer), which changes when the data file does even where the id does not."""
+    text = "\n".join((problem.question, problem.solution or "", problem.answer))
+    return f"{problem.id} {hashlib.sha1(text.encode('utf-8')).hexdigest()[:10]}"
 
 
 def answer_stop_format(plugin: Any, stop_at_answer: bool) -> str | None:
@@ -147,9 +159,10 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         out_dir.mkdir(parents=True, exist_ok=True)
         plugin, problems = load_problems(gen.data)
         answer_format = answer_stop_format(plugin, gen.stop_at_answer)
-        settings = run_settings(recipe, model_spec, answer_format)
-        check_settings(out_dir, settings)
         d = gen.data
+        few_shot = plugin.few_shot_problems(d) if d.few_shot else []  # read and checked before the model loads
+        settings = run_settings(recipe, model_spec, answer_format, few_shot)
+        check_settings(out_dir, settings)
         if not problems:
             raise no_problems_error("generate.data", d)
         if d.limit and len(problems) < d.limit and console is not None and env.is_main:
@@ -161,7 +174,6 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         model: Any = None
         todo: list[PendingProblem] = []
         if work:  # a finished run does not load the model again
-            few_shot = plugin.few_shot_problems(d)  # read and checked before the model loads
             model, tokenizer = load_any(spec, dtype=dtype, device=device)
             if tokenizer is None:  # [teacher].tokenizer is read only for the teacher, not for --model
                 raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
