@@ -446,3 +446,17 @@ def test_common_problems_with_no_problem_complete_everywhere_is_one_error_line(t
                      "evaluate.common_problems: no problem is complete in every run", "finish the runs or turn "
                      "common_problems off")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("by_seconds", [False, True])
+def test_long_model_labels_fit_in_the_legend(by_seconds, check_figure_readable):
+    """Labels such as ``Llama-3.2-1B-Instruct (teacher-gsm8k)`` in three columns were wider than a one-panel
+    figure, cut off at both edges; the legend now drops columns and wraps labels until it fits."""
+    labels = ["meta-llama/Llama-3.2-1B-Instruct (teacher-gsm8k-long-run-name)",
+              "Llamba-1B-distilled-from-Llama-3.2-1B-Instruct (student-gsm8k)",
+              "MambaInLlama-hybrid-25pct-attention (hybrid-gsm8k)"]
+    results = [_result(label, 0.1 * (i + 1), [0.2, 0.3, 0.4, 0.5]) for i, label in enumerate(labels)]
+    fig = figure(results, "accuracy", by_seconds, "gsm8k")
+    check_figure_readable(fig)
+    shown = ["".join(t.get_text().split()) for t in fig.legends[0].get_texts()]  # wrapped at spaces or hyphens
+    assert shown == ["".join(label.split()) for label in labels]

@@ -394,3 +394,18 @@ def test_cli_bad_input_exits_2_with_a_message(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_long_model_names_fit_in_the_legend_of_a_one_panel_plot(sweep, check_figure_readable):
+    """Model directories make long names: the legend under one panel took three columns of them and was cut
+    off at both edges of the figure; it now drops columns and wraps names until it fits."""
+    result, _ = sweep
+    names = {"tiny-llamba": "runs/distill/an-experiment-with-a-rather-long-name/final",
+             "tiny-llama": "/data/checkpoints/llama-3.2-1b-instruct-teacher",
+             "tiny-hybrid": "runs/distill/hybrid-25pct-attention-stage3/final"}
+    models = [dataclasses.replace(m, name=names[m.name]) for m in result.models]
+    cells = [dataclasses.replace(c, model=names[c.model]) for c in result.cells if c.seqlen == 48]
+    fig = decode_throughput_figure(dataclasses.replace(result, models=models, cells=cells))
+    check_figure_readable(fig)
+    shown = " ".join(t.get_text().replace("\n", "") for t in fig.legends[0].get_texts())
+    assert all(name in shown for name in names.values())

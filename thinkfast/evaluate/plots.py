@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from thinkfast.evaluate.engine import ModelResult, Series  # noqa: E402
-from thinkfast.plotting import plain_log_ticks  # noqa: E402
+from thinkfast.plotting import legend_below, plain_log_ticks  # noqa: E402
 
 
 def _safe(name: str) -> str:
@@ -97,8 +97,7 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
     # under the panels, where it hides no point or band
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=min(len(entries), 3),
-               frameon=False, fontsize=9)
+    legend_below(fig, list(entries.values()), list(entries), 3, fontsize=9)
     return fig
 
 

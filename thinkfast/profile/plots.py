@@ -6,14 +6,12 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thinkfast.plotting import plain_log_ticks
+from thinkfast.plotting import MARKERS, legend_below, plain_log_ticks
 from thinkfast.profile.report import format_length
 from thinkfast.profile.results import ProfileResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def plot_decode_throughput(result: ProfileResult, path: Path) -> Path | None:
@@ -62,7 +60,7 @@ def decode_throughput_figure(result: ProfileResult) -> Figure | None:
         for i, model in enumerate(result.models):
             points = sorted((c.batch, c.decode_tokens_per_s) for c in result.cells
                             if c.model == model.name and c.seqlen == seqlen and c.status == "ok")
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker=_MARKERS[i % len(_MARKERS)],
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=MARKERS[i % len(MARKERS)],
                     linewidth=1.6, markersize=5, color=f"C{i}")
             missing = [c.batch for c in result.cells
                        if c.model == model.name and c.seqlen == seqlen and c.status != "ok"]
@@ -86,13 +84,12 @@ def decode_throughput_figure(result: ProfileResult) -> Figure | None:
     plain_log_ticks(axes[0][0].yaxis)
     axes[0][0].set_ylabel("decode throughput (tokens/s)")
     measured = {c.model for c in result.cells if c.status == "ok"}
-    handles = [Line2D([], [], marker=_MARKERS[i % len(_MARKERS)], linewidth=1.6, markersize=5, color=f"C{i}",
+    handles = [Line2D([], [], marker=MARKERS[i % len(MARKERS)], linewidth=1.6, markersize=5, color=f"C{i}",
                       label=model.name if model.name in measured else f"{model.name} (no cell measured)")
                for i, model in enumerate(result.models)]
     if unmeasured:
         handles.append(Line2D([], [], linestyle="none", marker="$x$", color="0.3", label="OOM or skipped"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2 * len(seqlens) + 1),
-               fontsize=8, frameon=False)
+    legend_below(fig, handles, [h.get_label() for h in handles], 2 * len(seqlens) + 1, fontsize=8)
     fig.suptitle(textwrap.fill(f"decode throughput on {result.device['name']} ({result.dtype})",
                                width=int(11 * fig.get_figwidth())), fontsize=10)
     return fig
