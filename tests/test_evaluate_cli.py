@@ -460,3 +460,18 @@ def test_long_model_labels_fit_in_the_legend(by_seconds, check_figure_readable):
     check_figure_readable(fig)
     shown = ["".join(t.get_text().split()) for t in fig.legends[0].get_texts()]  # wrapped at spaces or hyphens
     assert shown == ["".join(label.split()) for label in labels]
+
+
+@pytest.mark.parametrize("by_seconds", [False, True])
+def test_models_differ_by_marker_and_a_model_at_zero_is_drawn_whole(by_seconds):
+    """Every model had the same round marker, so in grayscale (or for a colour-blind reader) the lines
+    could only be told apart by colour; and a model at 0 % lay on the frame, its line and markers half
+    clipped away. Each model now has its own marker, and lines are drawn over the frame, unclipped."""
+    results = [_result("teacher", 0.3, [0.3, 0.5, 0.6, 0.7]), _result("student", 0.1, [0.0, 0.0, 0.0, 0.0])]
+    fig = figure(results, "accuracy", by_seconds, "gsm8k")
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["teacher"].get_marker() != lines["student"].get_marker()
+    assert ax.get_ylim()[0] == 0.0 and set(lines["student"].get_ydata()) == {0.0}
+    frame = max(spine.get_zorder() for spine in ax.spines.values())
+    assert not lines["student"].get_clip_on() and lines["student"].get_zorder() > frame

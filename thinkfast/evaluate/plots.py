@@ -1,6 +1,7 @@
 """PNG plots of coverage and accuracy against samples (k) and against wall-clock seconds.
 
-One line per model, a shaded band for its bootstrap interval (none with ``evaluate.bootstrap = 0``).
+One line per model (its own colour and marker), a shaded band for its bootstrap interval (none with
+``evaluate.bootstrap = 0``).
 Per dataset four files:
 ``<dataset>-coverage-vs-k.png``, ``<dataset>-accuracy-vs-k.png`` (one panel per aggregator),
 ``<dataset>-coverage-vs-seconds.png`` and ``<dataset>-accuracy-vs-seconds.png`` (log x).
@@ -18,20 +19,25 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from thinkfast.evaluate.engine import ModelResult, Series  # noqa: E402
-from thinkfast.plotting import legend_below, plain_log_ticks  # noqa: E402
+from thinkfast.plotting import MARKERS, legend_below, plain_log_ticks  # noqa: E402
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "dataset"
 
 
-def _draw(ax, series: Series, label: str, color, by_seconds: bool) -> bool:
-    """One line with its band; False when the x values (seconds) are unknown."""
+def _draw(ax, series: Series, label: str, color, marker: str, by_seconds: bool) -> bool:
+    """One line with its band; False when the x values (seconds) are unknown.
+
+    The line is drawn over the axes' frame and not clipped by it, so that a model at 0 % (or 100 %), on the
+    edge of the y range, shows its whole line and markers instead of half of them behind the frame.
+    """
     xs = series.seconds if by_seconds else series.ks
     if any(x is None for x in xs):
         return False
     ys = [100 * v for v in series.mean]
-    ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.6, color=color, label=label)
+    ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.6, color=color, label=label, clip_on=False,
+            zorder=3)
     if all(v is not None for v in (*series.low, *series.high)):  # no band without bootstrap intervals
         ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color,
                         alpha=0.18, linewidth=0)
@@ -85,7 +91,8 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
         for i, r in enumerate(results):
             series = r.coverage if panel == "coverage" else r.accuracy.get(panel)
             if series is not None:
-                drawn_any |= _draw(ax, series, r.model, colors[i % len(colors)], by_seconds)
+                drawn_any |= _draw(ax, series, r.model, colors[i % len(colors)], MARKERS[i % len(MARKERS)],
+                                   by_seconds)
         title = f"{dataset}: coverage (pass@k)" if panel == "coverage" else f"{dataset}: {panel}"
         _axes_style(ax, by_seconds, "coverage (%)" if panel == "coverage" else "accuracy (%)", title)
     if not drawn_any:
