@@ -475,3 +475,34 @@ def test_models_differ_by_marker_and_a_model_at_zero_is_drawn_whole(by_seconds):
     assert ax.get_ylim()[0] == 0.0 and set(lines["student"].get_ydata()) == {0.0}
     frame = max(spine.get_zorder() for spine in ax.spines.values())
     assert not lines["student"].get_clip_on() and lines["student"].get_zorder() > frame
+
+
+def test_a_run_without_timings_is_named_where_the_seconds_plots_leave_it_out(tmp_path):
+    """A run whose run.json has no problem_seconds and whose samples carry no seconds cannot be placed on a
+    seconds axis. It was silently missing from the accuracy-vs-seconds figure; now a warning says so (terminal
+    and report.json) and the legend names it as not drawn."""
+    untimed = tmp_path / "untimed"
+    untimed.mkdir()
+    meta = json.loads((FIXTURES / "student" / "run.json").read_text())
+    del meta["problem_seconds"]
+    (untimed / "run.json").write_text(json.dumps(meta))
+    samples = [json.loads(line) for line in (FIXTURES / "student" / "samples.jsonl").read_text().splitlines()]
+    (untimed / "samples.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in s.items() if k != "seconds"}) + "\n" for s in samples))
+    out = tmp_path / "out"
+    result = _run(["--runs", str(FIXTURES / "teacher"), "--runs", str(untimed), "-o", str(out),
+                   "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert [w for w in warnings if "left out of the plots against seconds" in w] == [
+        f"{untimed}: run.json has no problem_seconds and its samples no seconds, so its time budget is unknown; "
+        f"it is left out of the plots against seconds"]
+    assert "left out of the plots against seconds" in " ".join(result.output.split())
+
+    timed = _result("teacher", 0.3, [0.3, 0.5, 0.6, 0.7])
+    series = Series([1, 2, 4, 8], [None] * 4, [0.2, 0.3, 0.4, 0.5], [None] * 4, [None] * 4)
+    blind = ModelResult("untimed", "gsm8k", "run", 12, 8, None, 1.0, series, {"majority": series})
+    for metric in ("coverage", "accuracy"):
+        fig = figure([timed, blind], metric, True, "gsm8k")
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["teacher", "untimed (no timings: not drawn)"]
+        assert [line.get_label() for line in fig.axes[0].get_lines()] == ["teacher"]

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from thinkfast.evaluate.engine import ModelResult, Series  # noqa: E402
@@ -87,12 +88,18 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
                              layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn_any = False
+    untimed: dict[str, Line2D] = {}  # models without seconds: named in the legend, not silently missing
     for ax, panel in zip(axes[0], panels, strict=True):
         for i, r in enumerate(results):
             series = r.coverage if panel == "coverage" else r.accuracy.get(panel)
-            if series is not None:
-                drawn_any |= _draw(ax, series, r.model, colors[i % len(colors)], MARKERS[i % len(MARKERS)],
-                                   by_seconds)
+            style = {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]}
+            if series is None:
+                continue
+            if _draw(ax, series, r.model, style["color"], style["marker"], by_seconds):
+                drawn_any = True
+            else:
+                untimed.setdefault(r.model, Line2D([], [], linestyle="none", alpha=0.5, **style,
+                                                   label=f"{r.model} (no timings: not drawn)"))
         title = f"{dataset}: coverage (pass@k)" if panel == "coverage" else f"{dataset}: {panel}"
         _axes_style(ax, by_seconds, "coverage (%)" if panel == "coverage" else "accuracy (%)", title)
     if not drawn_any:
@@ -103,6 +110,9 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
+    for model, handle in untimed.items():
+        if model not in entries:  # drawn in no panel
+            entries[handle.get_label()] = handle
     # under the panels, where it hides no point or band
     legend_below(fig, list(entries.values()), list(entries), 3, fontsize=9)
     return fig

@@ -149,6 +149,9 @@ def run_warnings(runs: list[Run]) -> list[str]:
         if run.meta.get("problem_seconds_from") == "samples":
             warnings.append(f"{run.path}: run.json has no problem_seconds (the run did not finish); they were "
                             f"summed from the samples' seconds")
+        if not run.problem_seconds:
+            warnings.append(f"{run.path}: run.json has no problem_seconds and its samples no seconds, so its "
+                            f"time budget is unknown; it is left out of the plots against seconds")
         status = run.meta.get("status")
         if status not in (None, "complete"):
             warnings.append(f"{run.path}: run.json says status {status!r}: the generation did not finish, so "
