@@ -411,12 +411,32 @@ def _string_seconds(run: Path) -> None:
     (run / "run.json").write_text(json.dumps(meta))
 
 
+def _nan_seconds(run: Path) -> None:
+    """Python's json reads and writes NaN; a report built on it had NaN seconds and the plots crashed."""
+    meta = json.loads((run / "run.json").read_text())
+    meta["problem_seconds"]["gsm8k-train-3"] = float("nan")
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+def _infinite_sample_seconds(run: Path) -> None:
+    meta = json.loads((run / "run.json").read_text())
+    del meta["problem_seconds"]
+    (run / "run.json").write_text(json.dumps(meta))
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    samples[0]["seconds"] = float("inf")
+    (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda run: (run / "samples.jsonl").unlink(),
      "{run}: no samples.jsonl here; pass a directory written by `thinkfast generate`"),
     (_broken_run_json, "{run}/run.json: not valid JSON ("),
     (_string_seconds, "{run}/run.json: problem_seconds must map problem ids to seconds (numbers)"),
-], ids=["no-samples", "run-json-not-json", "seconds-not-numbers"])
+    (_nan_seconds, "{run}/run.json: problem_seconds of problem 'gsm8k-train-3' is nan; seconds must be finite "
+                   "numbers >= 0"),
+    (_infinite_sample_seconds, "{run}/samples.jsonl: the samples' seconds of problem 'gsm8k-train-0' sum to inf; "
+                               "seconds must be finite numbers >= 0"),
+], ids=["no-samples", "run-json-not-json", "seconds-not-numbers", "seconds-nan", "sample-seconds-infinite"])
 def test_a_run_directory_evaluate_cannot_read_is_one_error_line(tmp_path, damage, message):
     """--runs given a directory that is no generate output (the parent of the runs, say), or whose run.json is
     damaged: one line naming the file and the fix, exit 2, no report."""
@@ -506,3 +526,26 @@ def test_a_run_without_timings_is_named_where_the_seconds_plots_leave_it_out(tmp
         fig = figure([timed, blind], metric, True, "gsm8k")
         assert [t.get_text() for t in fig.legends[0].get_texts()] == ["teacher", "untimed (no timings: not drawn)"]
         assert [line.get_label() for line in fig.axes[0].get_lines()] == ["teacher"]
+
+
+def test_report_json_is_strict_json_even_with_a_non_finite_number(tmp_path, evaluated):
+    """report.json is read by jq, JavaScript and Go, which reject NaN and Infinity: a non-finite number
+    (here a grading rate) is written as null, and everything else round-trips exactly."""
+    from thinkfast.evaluate.report import write_report
+
+    out, _ = evaluated
+    data = json.loads((out / "report.json").read_text())
+    evaluation = evaluate(EvaluateSection(runs=[str(FIXTURES / "student")], bootstrap=0, subsets=2),
+                          [FIXTURES / "student"], output_dir=None)
+    evaluation.grading["samples_per_second"] = float("inf")
+    evaluation.results[0].coverage.mean[0] = float("nan")
+    write_report(evaluation, tmp_path / "report.json", extra={"seed": 0})
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    written = json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)
+    assert written["grading"]["samples_per_second"] is None
+    assert written["results"][0]["coverage"]["mean"][0] is None
+    assert written["results"][0]["coverage"]["mean"][1:] == evaluation.results[0].coverage.mean[1:]
+    assert json.loads(json.dumps(data), parse_constant=refuse) == data  # the fixture report is strict already

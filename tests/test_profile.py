@@ -409,3 +409,19 @@ def test_long_model_names_fit_in_the_legend_of_a_one_panel_plot(sweep, check_fig
     check_figure_readable(fig)
     shown = " ".join(t.get_text().replace("\n", "") for t in fig.legends[0].get_texts())
     assert all(name in shown for name in names.values())
+
+
+def test_profile_json_is_strict_json_and_round_trips(sweep, tmp_path):
+    """A non-finite number (a division by a zero time) is written as null, never NaN/Infinity, which strict
+    parsers (jq, JavaScript, Go) reject; every finite number reads back exactly."""
+    result, _ = sweep
+    broken = dataclasses.replace(result.cells[0], bandwidth_fraction=float("inf"), prefill_tokens_per_s=float("nan"))
+    path = dataclasses.replace(result, cells=[broken, *result.cells[1:]]).write(tmp_path / "profile.json")
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["cells"][0]["bandwidth_fraction"] is None and data["cells"][0]["prefill_tokens_per_s"] is None
+    back = read_result(path)
+    assert back.cells[1:] == result.cells[1:] and back.device == result.device

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,16 +10,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from thinkfast import strict_json
 from thinkfast.evaluate.engine import Evaluation, Series
 from thinkfast.tables import number_column, text_column
 
 
 def write_report(evaluation: Evaluation, path: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write ``report.json`` atomically (temporary file + rename)."""
+    """Write ``report.json`` atomically (temporary file + rename), strict JSON (a non-finite number is null)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {**(extra or {}), **evaluation.report()}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(strict_json.dumps(data, indent=2) + "\n", encoding="utf-8")  # no NaN: strict parsers read it
     os.replace(tmp, path)
 
 

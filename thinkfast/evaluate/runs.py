@@ -12,6 +12,7 @@ does. See docs/architecture.md, "Files between subcommands".
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,12 +199,24 @@ def read_run(run_dir: str | Path) -> Run:
     if not seconds and problems and all(t is not None for p in problems for t in p.seconds):
         seconds = {p.problem_id: sum(p.seconds) for p in problems}  # type: ignore[arg-type]
         meta = {**meta, "problem_seconds_from": "samples"}
+        _check_seconds(seconds, f"{samples_path}: the samples' seconds of problem")
+    else:
+        _check_seconds(seconds, f"{meta_path}: problem_seconds of problem")
     run = Run(label=_label(meta, run_dir), path=run_dir, problems=problems,
               problem_seconds={str(k): float(v) for k, v in seconds.items()}, meta=meta)
     options = run_dataset_options(run)
     for problem in problems:
         problem.dataset_options = dict(options.get(problem.dataset, {}))
     return run
+
+
+def _check_seconds(seconds: dict[str, Any], what: str) -> None:
+    """Every problem's seconds are a finite number >= 0: a NaN or infinite time (Python's ``json`` reads both)
+    would make every seconds figure NaN, in ``report.json`` and on the plots' log axes."""
+    for pid, value in seconds.items():
+        if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise DataError(f"{what} {pid!r} {'sum to' if 'samples' in what else 'is'} {value!r}; seconds must "
+                            f"be finite numbers >= 0")
 
 
 def run_dataset_options(run: Run) -> dict[str, dict[str, Any]]:

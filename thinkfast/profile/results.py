@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 import thinkfast
+from thinkfast import strict_json
 
 SCHEMA = "thinkfast.profile/1"
 STATUSES = ("ok", "oom", "skipped")  # plus "planned" in a dry run, which writes no profile.json
@@ -135,9 +136,9 @@ class ProfileResult:
         return dataclasses.asdict(self)
 
     def write(self, path: Path) -> Path:
-        """Write ``profile.json`` (pretty-printed) and return its path."""
+        """Write ``profile.json`` (pretty-printed, strict JSON: a non-finite number is null) and return its path."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        path.write_text(strict_json.dumps(self.to_json(), indent=2) + "\n")
         return path
 
 
