@@ -425,3 +425,26 @@ def test_profile_json_is_strict_json_and_round_trips(sweep, tmp_path):
     assert data["cells"][0]["bandwidth_fraction"] is None and data["cells"][0]["prefill_tokens_per_s"] is None
     back = read_result(path)
     assert back.cells[1:] == result.cells[1:] and back.device == result.device
+
+
+def test_recipe_keys_take_sizes_as_the_flags_do(tmp_path):
+    """Every flag is a [profile] key, and the docs give `seqlen` the default `1k,8k`; yet `seqlen = "8k"` in a
+    recipe or `--set profile.seqlen=1k,8k` was refused ("expected list of int"). Now the keys parse sizes as
+    the flags do, and a bad one is one error naming the key."""
+    recipe = tmp_path / "profile.toml"
+    recipe.write_text('[profile]\nmodels = ["tiny-llama"]\nbatch = "1,8"\nseqlen = ["1k", 512]\nprompt_len = "256"\n')
+    result = CliRunner().invoke(cli, ["profile", str(recipe), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│")[2:5] for line in result.output.splitlines() if line.startswith("│")]
+    assert [[c.strip() for c in row] for row in rows] == [
+        ["512", "256+256", "1"], ["512", "256+256", "8"], ["1k", "256+768", "1"], ["1k", "256+768", "8"]]
+
+    result = CliRunner().invoke(cli, ["profile", "--models", "tiny-llama", "--dry-run", "--set", "profile.batch=512",
+                                      "--set", "profile.seqlen=1k,8k"])
+    assert result.exit_code == 0, result.output
+    assert "8k" in result.output and "2048+6144" in result.output and "│   512 │" in result.output
+
+    result = CliRunner().invoke(cli, ["profile", "--models", "tiny-llama", "--dry-run", "--set", "profile.seqlen=8q"])
+    assert result.exit_code == 2
+    assert "seqlen '8q' is not a size" in result.output and "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if "error" in line]) == 1

@@ -21,14 +21,18 @@ def option(
     choices: tuple[str, ...] | None = None,
     plugin: str | None = None,
     default_factory: Any = dataclasses.MISSING,
+    parse: Any = None,
 ) -> Any:
     """A dataclass field with validation metadata.
 
     ``plugin`` names a plugin family (``"aggregators"``...): the value (or each list item) must
     be a registered name in it. ``min``/``max`` bound numbers (inclusive), ``choices`` strings.
-    Mutable defaults (lists, dicts) go through ``default_factory``.
+    Mutable defaults (lists, dicts) go through ``default_factory``. ``parse``: a function applied to the
+    value as written in the recipe (or ``--set``) before its type is checked, e.g. ``"8k"`` -> ``8192``; its
+    :class:`ValueError` is reported as the key's problem.
     """
-    metadata = {"help": help, "unit": unit, "min": min, "max": max, "choices": choices, "plugin": plugin}
+    metadata = {"help": help, "unit": unit, "min": min, "max": max, "choices": choices, "plugin": plugin,
+                "parse": parse}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     if isinstance(default, (list, dict)):

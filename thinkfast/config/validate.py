@@ -203,6 +203,12 @@ def _build(cls: type, data: dict[str, Any], path: str, problems: Problems) -> An
         f = fields[key]
         meta = dict(f.metadata)
         value = _over_default_section(f, value)
+        if meta.get("parse") is not None:
+            try:
+                value = meta["parse"](value)
+            except ValueError as exc:
+                problems.add(_join(path, key), str(exc))
+                continue
         converted = _convert(value, hints[key], _join(path, key), problems, meta)
         if meta.get("plugin"):
             _check_plugin(value, meta["plugin"], _join(path, key), problems, optional=f.default == "")

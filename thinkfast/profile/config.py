@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from thinkfast.config.fields import option
+from thinkfast.profile.grid import parse_size, parse_sizes
+
+
+def _sizes(key: str, minimum: int):
+    """The recipe's ``batch`` / ``seqlen`` as the flags take them: ``512``, ``"8k"``, ``"1k,8k"``, ``[1, "2k"]``."""
+    return lambda value: parse_sizes(value, key, minimum)
+
+
+def _size(key: str):
+    """``prompt_len`` / ``gen_len`` as the flags take them: ``512`` or ``"2k"``."""
+    return lambda value: parse_size(value, key)
 
 
 @dataclass
@@ -15,12 +26,15 @@ class ProfileSection:
         ["llama-3.2-1b", "llamba-1b", "hybrid-1b"],
         "Built-in shapes (random weights: llama-3.2-1b, llamba-1b, hybrid-1b, their -3b and tiny- variants), "
         "model directories or recipe files.")
-    batch: list[int] = option([1, 64, 512], "Batch sizes (decode slots).", unit="sequences", min=1)
-    seqlen: list[int] = option([1024, 8192], "Total lengths per sequence (prompt + generated); `--seqlen` also "
-                               "takes 8k for 8192.", unit="tokens", min=2)
-    prompt_len: int = option(0, "Prompt tokens of each length; 0 means seqlen - gen_len, or seqlen/4 if both are 0.",
-                             unit="tokens", min=0)
-    gen_len: int = option(0, "Generated tokens of each length; 0 means seqlen - prompt_len.", unit="tokens", min=0)
+    batch: list[int] = option([1, 64, 512], "Batch sizes (decode slots): a list, one size, or a string as `--batch` "
+                              "takes it (\"1,8,64\").", unit="sequences", min=1, parse=_sizes("batch", 1))
+    seqlen: list[int] = option([1024, 8192], "Total lengths per sequence (prompt + generated): a list, one length, "
+                               "or a string with k = 1024 as `--seqlen` takes it (\"8k\", \"1k,8k\").",
+                               unit="tokens", min=2, parse=_sizes("seqlen", 2))
+    prompt_len: int = option(0, "Prompt tokens of each length (512 or \"2k\"); 0 means seqlen - gen_len, or "
+                             "seqlen/4 if both are 0.", unit="tokens", min=0, parse=_size("prompt_len"))
+    gen_len: int = option(0, "Generated tokens of each length (512 or \"2k\"); 0 means seqlen - prompt_len.",
+                          unit="tokens", min=0, parse=_size("gen_len"))
     warmup: int = option(2, "Untimed calls before timing each measurement.", min=0)
     repeats: int = option(5, "Timed repeats per measurement (the median is reported).", min=1)
     decode_points: int = option(3, "Positions, evenly spaced over the generated range, at which a decode step is "
