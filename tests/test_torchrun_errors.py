@@ -79,3 +79,28 @@ def test_ctrl_c_is_reported_by_rank_zero_only(monkeypatch):
         result = CliRunner().invoke(cli, ["generate"], prog_name="thinkfast")
         assert result.exit_code == 130 and result.stderr.strip().startswith(expected), result.stderr
         assert expected or not result.stderr.strip()
+
+
+def test_torchrun_passes_every_subcommand_option_through(capsys):
+    """torchrun parses its whole command line and stops at an option that could abbreviate two of its own
+    (``--n`` -> --nnodes, --nproc-per-node, ...); every option a subcommand has under some name reaches it."""
+    import click
+    from torch.distributed.run import get_args_parser
+
+    parser = get_args_parser()
+    refused = []
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name == "help":
+                continue
+            passed = []
+            for opt in param.opts + param.secondary_opts:
+                try:
+                    parser.parse_args(["--nproc-per-node", "2", "-m", "thinkfast", name, opt, "1"])
+                except SystemExit:
+                    continue
+                passed.append(opt)
+            if not passed:
+                refused.append(f"{name} {'/'.join(param.opts)}")
+    capsys.readouterr()
+    assert not refused
