@@ -409,3 +409,33 @@ def test_a_teacher_directory_without_tokenizer_files_is_named_and_teacher_tokeni
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (out / "student" / "tokenizer.json").is_file() and len(read_metrics(out / "metrics.jsonl")) == 1
+
+
+def test_resume_with_another_number_of_processes_names_the_one_that_wrote_the_checkpoint(
+        tiny_llama_dir, gsm8k_train_path, tmp_path):
+    """A checkpoint written by 2 processes (torchrun) resumed by one: refused before the models load, naming
+    the process count to use (the data stream alone said 'resume with the recipe the checkpoint was written
+    with', though the recipe was the same)."""
+    import json
+
+    from thinkfast.distill import checkpoint
+
+    def recipe():
+        return _recipe(tiny_llama_dir, gsm8k_train_path, [_stage("kd", steps=2, checkpoint_every=1, seq_len=128,
+                                                                 batch_size=1)])
+
+    def interrupt(position):
+        if position.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(recipe(), tmp_path, on_step=interrupt)
+    saved = checkpoint.latest_checkpoint(tmp_path / "checkpoints")
+    rngs = torch.load(saved / "rng.pt", weights_only=True)
+    torch.save(rngs * 2, saved / "rng.pt")  # as two processes write it
+    position = json.loads((saved / "position.json").read_text())
+    position["data_state"]["world_size"] = 2
+    (saved / "position.json").write_text(json.dumps(position))
+    with pytest.raises(CheckpointError, match=r"written by 2 processes and this run has 1; resume under torchrun "
+                                              r"--nproc-per-node 2"):
+        run_distill(recipe(), tmp_path, resume=True)

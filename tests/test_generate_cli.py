@@ -396,3 +396,17 @@ def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tin
     assert not list(out.glob("*.rank*"))
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2 and len(run["devices"]) == 2 and run["num_samples"] == 6
+
+
+def test_a_rerun_with_fewer_ranks_removes_the_timings_an_interrupted_run_left(first_run, tiny_llama_dir,
+                                                                               gsm8k_train_path, tmp_path):
+    """Under torchrun a rank that finishes first writes run.rank<r>.json and waits for the others; interrupted
+    then, the file stays. A re-run with fewer processes (here one) merges, and must not leave it behind."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(first_run, out)
+    (out / "run.rank1.json").write_text(json.dumps({"rank": 1, "wall_seconds": 1.0}))
+    result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "samples.jsonl"]

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from thinkfast import __version__
+from thinkfast.cli.ranks import defer_to_rank_zero, is_main_rank
 from thinkfast.errors import ThinkfastError
 from thinkfast.plugin_guard import third_party_error, traceback_wanted
 
@@ -20,7 +21,9 @@ class ThinkfastGroup(click.Group):
 
     An exception of any other type is thinkfast's own bug and keeps its traceback, unless it came from a
     third-party plugin's code (:func:`thinkfast.plugin_guard.third_party_error`): that is one message naming
-    the plugin. ``THINKFAST_TRACEBACK=1`` prints the traceback above every such message.
+    the plugin. ``THINKFAST_TRACEBACK=1`` prints the traceback above every such message. Under ``torchrun``
+    rank 0 reports for the job (:mod:`thinkfast.cli.ranks`): the other ranks print an error only when rank 0
+    did not stop with it, and stay quiet on Ctrl-C.
     """
 
     def invoke(self, ctx: click.Context):
@@ -29,7 +32,8 @@ class ThinkfastGroup(click.Group):
         except ThinkfastError as exc:
             _report(exc, exc)
         except KeyboardInterrupt:
-            err_console.print("interrupted; anything already written is kept", style="yellow")
+            if is_main_rank():
+                err_console.print("interrupted; anything already written is kept", style="yellow")
             sys.exit(130)
         except Exception as exc:
             plugin = third_party_error(exc)
@@ -39,21 +43,23 @@ class ThinkfastGroup(click.Group):
 
 
 def _report(error: ThinkfastError, raised: BaseException) -> None:
-    """Print ``error`` (after the traceback of ``raised`` when ``THINKFAST_TRACEBACK`` asks) and exit."""
+    """Print ``error`` (after the traceback of ``raised`` when ``THINKFAST_TRACEBACK`` asks) and exit; under
+    torchrun a rank other than 0 first gives rank 0 the chance to report it (:func:`defer_to_rank_zero`)."""
+    prefix = defer_to_rank_zero()
     if traceback_wanted():
         traceback.print_exception(raised, file=sys.stderr)
-    _print_error(error)
+    _print_error(error, prefix)
     sys.exit(error.exit_code)
 
 
-def _print_error(exc: ThinkfastError) -> None:
-    """One line for one problem; a counted list for several."""
+def _print_error(exc: ThinkfastError, prefix: str = "") -> None:
+    """One line for one problem; a counted list for several. ``prefix`` names the rank that reports."""
     lines = str(exc).splitlines() or [type(exc).__name__]
     if len(lines) == 1:
-        err_console.print("[bold red]error:[/bold red] ", end="")
+        err_console.print(f"[bold red]{prefix}error:[/bold red] ", end="")
         err_console.print(lines[0], markup=False)
         return
-    err_console.print(f"[bold red]{len(lines)} errors:[/bold red]")
+    err_console.print(f"[bold red]{prefix}{len(lines)} errors:[/bold red]")
     for line in lines:
         err_console.print(f"  - {line}", markup=False)
 

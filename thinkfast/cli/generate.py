@@ -78,7 +78,8 @@ def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
 @click.option("--template", type=click.Choice(["auto", "chat", "plain"]),
               help="Prompt rendering: chat template, plain text, or auto (chat when the tokenizer has one).")
 @click.option("--few-shot", type=click.IntRange(min=0), help="Worked examples put before each question.")
-@click.option("--n", type=click.IntRange(min=1), help="Samples per problem. Default: 8.")
+@click.option("--n", "--n-samples", "n", type=click.IntRange(min=1),
+              help="Samples per problem (under torchrun: --n-samples; torchrun reads --n as its own). Default: 8.")
 @click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature; 0 = greedy. Default: 0.8.")
 @click.option("--top-p", type=click.FloatRange(0.0, 1.0), help="Nucleus mass (1 disables). Default: 1.")
 @click.option("--top-k", type=click.IntRange(min=0), help="Keep the k most likely tokens (0 disables). Default: 0.")

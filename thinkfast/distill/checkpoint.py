@@ -181,6 +181,20 @@ def read_position(path: Path) -> Position:
                               f"to start over") from None
 
 
+def check_processes(path: Path, world_size: int) -> None:
+    """Refuse to resume checkpoint ``path`` with another number of processes than wrote it (its ``rng.pt``
+    holds one RNG state per process); every process calls it, before the models load."""
+    try:
+        written = len(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError, TypeError, EOFError) as exc:
+        raise CheckpointError(f"{path / 'rng.pt'}: unreadable ({exc}); delete {path.parent} to start over") from None
+    if written != world_size:
+        how = "without torchrun (one process)" if written == 1 else f"under torchrun --nproc-per-node {written}"
+        raise CheckpointError(f"--resume: {path} was written by {written} process{'es' if written != 1 else ''} "
+                              f"and this run has {world_size}; resume {how}: each process continues its own "
+                              f"share of the data and its own random state")
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any = None) -> None:
     """Load model, optimizer, scheduler and this process's RNG state from ``path`` (every process calls it).

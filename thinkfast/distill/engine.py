@@ -222,6 +222,8 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     if resume and resume_path is None:
         raise ckpt.CheckpointError(f"--resume: no checkpoint in {checkpoint_dir}; run without --resume to start")
     position = ckpt.read_position(resume_path) if resume_path else None
+    if resume_path is not None:  # on every process: a rank the checkpoint has no state for must not go on alone
+        ckpt.check_processes(resume_path, ctx.world_size)
     if resume_path is not None and ctx.is_main:
         _check_same_training(output_dir / "recipe.toml", recipe)
     if not resume and ckpt.latest_checkpoint(checkpoint_dir) is not None and ctx.is_main:

@@ -82,12 +82,15 @@ def sum_engine_stats(stats: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 def read_rank_stats(out_dir: Path, world_size: int) -> list[dict[str, Any]]:
-    """Every rank's ``run.rank<r>.json``, removed once read."""
+    """Every rank's ``run.rank<r>.json``, removed once read; those of ranks an interrupted earlier run had
+    beyond ``world_size`` (a rank that finished first wrote its file) are removed unread."""
     stats = []
     for rank in range(world_size):
         path = out_dir / rank_stats_name(rank)
         stats.append(json.loads(path.read_text()))
         path.unlink()
+    for stale in out_dir.glob("run.rank*.json"):
+        stale.unlink(missing_ok=True)
     return stats
 
 
