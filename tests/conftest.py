@@ -15,6 +15,7 @@ Spies:
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,36 @@ def check_figure_readable():
                 box.y1 <= page.y1 + 1, f"{t.get_text()!r} is cut off at the figure's edge"
 
     return check
+
+
+def plugin_module(**families) -> types.ModuleType:
+    """A plugin module registering ``families`` ({"datasets": {"bad": cls}, ...}) through its hooks."""
+    from thinkfast.hookspecs import hookimpl
+
+    module = types.ModuleType("runtime_plugins")
+    for family, components in families.items():
+        def hook(register, components=components):
+            for name, component in components.items():
+                register(name, component)
+
+        setattr(module, f"register_{family}", hookimpl(specname=f"register_{family}")(hook))
+    return module
+
+
+@pytest.fixture
+def use_plugins():
+    """``use_plugins(datasets={"bad": cls}, aggregators={...})``: those components become registered plugins of
+    this process for the test, as an installed package's entry point would register them (module
+    ``runtime_plugins``, package ``<local>``); the registry before is restored afterwards."""
+    from thinkfast import registry as registry_module
+
+    before: list = []
+
+    def install(**families):
+        registry = registry_module.load_registry(extra_modules=[plugin_module(**families)])
+        before.append(registry_module.set_registry(registry))
+        return registry
+
+    yield install
+    if before:
+        registry_module.set_registry(before[0])

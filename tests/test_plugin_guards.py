@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -23,39 +22,12 @@ from thinkfast.config.common import DataSpec
 from thinkfast.data import DatasetPlugin, Problem
 from thinkfast.data import answers as answers_module
 from thinkfast.errors import DataError
-from thinkfast.hookspecs import hookimpl
 from thinkfast.kernels import KernelSet, TorchKernels, select_kernels
 from thinkfast.models import ModelConfig, ThinkfastLM, build_student
 from thinkfast.plugin_guard import PluginError, calling, third_party_error
 
 HERE = Path(__file__).name
 RUNS = Path(__file__).parent / "fixtures" / "evaluate"
-
-
-def _module(**families) -> types.ModuleType:
-    """A plugin module registering ``families`` ({"datasets": {"bad": cls}, ...}) through its hooks."""
-    module = types.ModuleType("runtime_plugins")
-    for family, components in families.items():
-        def hook(register, components=components):
-            for name, component in components.items():
-                register(name, component)
-
-        setattr(module, f"register_{family}", hookimpl(specname=f"register_{family}")(hook))
-    return module
-
-
-@pytest.fixture
-def use_plugins():
-    before: list = []
-
-    def install(**families):
-        registry = registry_module.load_registry(extra_modules=[_module(**families)])
-        before.append(registry_module.set_registry(registry))
-        return registry
-
-    yield install
-    if before:
-        registry_module.set_registry(before[0])
 
 
 # --- datasets -----------------------------------------------------------------------------------------------

@@ -19,10 +19,8 @@ import pytest
 import torch
 from test_cli_errors import assert_one_error, thinkfast
 
-from thinkfast import registry as registry_module
 from thinkfast.config import option
 from thinkfast.evaluate.aggregation import Aggregator, select_by_scores
-from thinkfast.hookspecs import hookimpl
 
 RUNS = Path(__file__).parent / "fixtures" / "evaluate"
 
@@ -101,32 +99,6 @@ class FailsToStart(Aggregator):
         raise ValueError("needs a GPU")
 
 
-def _module(**components) -> types.ModuleType:
-    module = types.ModuleType("runtime_aggregators")
-
-    def register_aggregators(register):
-        for name, component in components.items():
-            register(name, component)
-
-    module.register_aggregators = hookimpl(register_aggregators)
-    return module
-
-
-@pytest.fixture
-def use_plugins():
-    """Make ``components`` (name -> class) registered aggregators of this process, as a plugin would."""
-    before: list = []
-
-    def install(**components):
-        registry = registry_module.load_registry(extra_modules=[_module(**components)])
-        before.append(registry_module.set_registry(registry))
-        return registry
-
-    yield install
-    if before:
-        registry_module.set_registry(before[0])
-
-
 def _evaluate(tmp_path: Path, *aggregators: str, extra: str = "") -> tuple:
     recipe = tmp_path / "recipe.toml"
     tables = "".join(f'[[evaluate.aggregators]]\nname = "{name}"\n{extra}\n' for name in aggregators)
@@ -136,10 +108,10 @@ def _evaluate(tmp_path: Path, *aggregators: str, extra: str = "") -> tuple:
 
 
 def test_a_runtime_plugin_is_listed_validated_and_used_by_evaluate(use_plugins, tmp_path):
-    use_plugins(oracle=Oracle)
+    use_plugins(aggregators=dict(oracle=Oracle))
     listed = json.loads(thinkfast("plugins", "--json").stdout)
     assert {"family": "aggregators", "name": "oracle", "package": "<local>", "version": "",
-            "module": "runtime_aggregators"} in listed["plugins"]
+            "module": "runtime_plugins"} in listed["plugins"]
     bad, _ = _evaluate(tmp_path, "oracle", extra="options = { abstain = 3 }")
     assert_one_error(bad, "evaluate.aggregators[0].options.abstain: expected true or false, got 3")
 
@@ -172,7 +144,7 @@ def _scoring(make_scores):
 ], ids=["bools", "cpu-tensor", "int-list"])
 def test_scores_that_numpy_reads_as_numbers_are_accepted(use_plugins, tmp_path, make_scores):
     """What select_by_scores took before the guard (it converts with np.asarray(scores, float64)) passes it."""
-    use_plugins(scored=_scoring(make_scores))
+    use_plugins(aggregators=dict(scored=_scoring(make_scores)))
     result, out = _evaluate(tmp_path, "scored")
     assert result.exit_code == 0, result.output
 
@@ -183,7 +155,7 @@ def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_
         def score(self, problems):
             return np.stack([p.num_tokens for p in problems]).astype(np.float32)
 
-    use_plugins(scored=Stacked)
+    use_plugins(aggregators=dict(scored=Stacked))
     result, out = _evaluate(tmp_path, "scored")
     assert result.exit_code == 0, result.output
 
@@ -205,17 +177,17 @@ def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_
 ], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
         "choose-signature", "aggregate-signature", "short-scores", "init-raises", "init-takes-no-options"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
-    use_plugins(bad=component)
+    use_plugins(aggregators=dict(bad=component))
     out = tmp_path / "out"
     out.mkdir()
     (out / "report.json").write_text("earlier report\n")
     result, out = _evaluate(tmp_path, "bad")
-    assert_one_error(result, "aggregator 'bad' from <local> (runtime_aggregators): ", *fragments)
+    assert_one_error(result, "aggregator 'bad' from <local> (runtime_plugins): ", *fragments)
     assert (out / "report.json").read_text() == "earlier report\n"  # nothing already written is lost
 
 
 def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugins, tmp_path):
-    registry = use_plugins(majority=Oracle, oracle=Oracle)
+    registry = use_plugins(aggregators=dict(majority=Oracle, oracle=Oracle))
     assert registry.entry("aggregators", "majority").package == "thinkfast"
     assert registry.entry("aggregators", "oracle").package == "<local>"  # the plugin's other names still load
     listed = thinkfast("plugins", "--json")
@@ -223,7 +195,7 @@ def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugin
     (error,) = json.loads(listed.stdout)["load_errors"]
     assert "'majority'" in error["error"] and "built-in" in error["error"] and "rename" in error["error"]
     shown = " ".join(thinkfast("plugins").stdout.split())  # the table's warning lines, unwrapped
-    assert "warning: plugin runtime_aggregators from <local> loaded all but one name: " in shown, shown
+    assert "warning: plugin runtime_plugins from <local> loaded all but one name: " in shown, shown
     result, _ = _evaluate(tmp_path, "majority")
     assert result.exit_code == 0, result.output
 
