@@ -137,6 +137,36 @@ def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_di
     assert records[2]["elapsed_s"] - records[1]["elapsed_s"] == 101.0
 
 
+def test_a_full_disk_while_checkpointing_is_one_error_keeping_the_last_checkpoint(tiny_llama_dir, gsm8k_train_path,
+                                                                                    tmp_path, monkeypatch):
+    """torch.save on a full device raises a RuntimeError about the file position (seen on this machine):
+    it is a CheckpointError naming the file and --resume, the partial checkpoint is removed, and the last
+    complete one stays the one to resume from."""
+    import collections
+
+    from thinkfast.distill import checkpoint
+
+    calls = []
+    save = torch.save
+
+    def full_after_the_first_checkpoint(obj, fh, *args, **kwargs):
+        calls.append(fh.name)
+        if len(calls) > 2:  # state.pt and rng.pt of the step-2 checkpoint fit; the next write does not
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 795318528 vs 795318420")
+        return save(obj, fh, *args, **kwargs)
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.torch, "save", full_after_the_first_checkpoint)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 24 * 2**10, 24 * 2**10))
+    stage = _stage("kd", steps=4, checkpoint_every=2, seq_len=128, batch_size=1)
+    with pytest.raises(CheckpointError, match=r"state\.pt: no space left on the device while writing it \(0\.0 MiB "
+                                              r"free\); free some space, then run again with --resume"):
+        run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, [stage]), tmp_path)
+    root = tmp_path / "checkpoints"
+    assert (root / "latest").read_text().strip() == "stage00-step0000002"
+    assert not list(root.glob(".tmp-*"))
+
+
 def test_resume_needs_only_the_data_of_the_stages_left(tiny_llama_dir, gsm8k_train_path, tmp_path):
     first = tmp_path / "stage0.jsonl"
     first.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:20]))

@@ -19,6 +19,7 @@ files come from (and load into) a plain module, a DDP-wrapped or an FSDP2-sharde
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -115,11 +116,25 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: Below this many free bytes on its device, a failed write is reported as the device being full.
+NEARLY_FULL_BYTES = 64 * 2**20
+
+
 def _write_file(path: Path, write) -> None:
-    with path.open("wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Write ``path`` with ``write(fh)`` and sync it; a full device is a :class:`CheckpointError` naming it
+    (``torch.save`` reports a short write as a ``RuntimeError`` about the file position, not ``ENOSPC``)."""
+    try:
+        with path.open("wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as exc:
+        free = shutil.disk_usage(path.parent).free
+        if getattr(exc, "errno", None) != errno.ENOSPC and free >= NEARLY_FULL_BYTES:
+            raise
+        raise CheckpointError(f"{path}: no space left on the device while writing it ({free / 2**20:.1f} MiB "
+                              f"free); free some space, then run again with --resume: the last complete "
+                              f"checkpoint is kept") from None
 
 
 def save_checkpoint(root: Path, position: Position, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -141,9 +156,13 @@ def save_checkpoint(root: Path, position: Position, model: nn.Module, optimizer:
     tmp = root / f".tmp-{position.dirname}-{os.getpid()}"
     tmp.mkdir()
     state = {"model": model_state, "optimizer": optim_state, "scheduler": scheduler.state_dict()}
-    _write_file(tmp / "state.pt", lambda fh: torch.save(state, fh))
-    _write_file(tmp / "rng.pt", lambda fh: torch.save(rngs, fh))
-    _write_file(tmp / "position.json", lambda fh: fh.write(json.dumps(asdict(position), indent=2).encode()))
+    try:
+        _write_file(tmp / "state.pt", lambda fh: torch.save(state, fh))
+        _write_file(tmp / "rng.pt", lambda fh: torch.save(rngs, fh))
+        _write_file(tmp / "position.json", lambda fh: fh.write(json.dumps(asdict(position), indent=2).encode()))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint only takes space
+        raise
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
