@@ -256,6 +256,20 @@ def test_a_corrupt_middle_line_names_the_file_and_line(tmp_path):
         read_done(tmp_path)
 
 
+def test_merged_rank_stats_name_the_student_a_rank_loaded():
+    """On a resume rank 0 may have nothing left and load no model: the student kind comes from a rank that
+    loaded it (run.json said "" for a llamba student before)."""
+    from thinkfast.generate.distributed import merge_rank_stats
+
+    def stats(rank, student):
+        return {"rank": rank, "device": "cpu", "wall_seconds": 1.0, "generated_tokens": 0, "new_samples": 0,
+                "student": student}
+
+    assert merge_rank_stats([stats(0, None), stats(1, "llamba")])["student"] == "llamba"
+    assert merge_rank_stats([stats(0, "transformer"), stats(1, "transformer")])["student"] == "transformer"
+    assert merge_rank_stats([stats(0, None), stats(1, None)])["student"] is None  # run.json keeps the earlier
+
+
 def test_merge_unions_shards_in_problem_order(tmp_path):
     with SampleWriter(tmp_path / "samples.jsonl") as w:
         w.write(_record("b", 1))

@@ -69,6 +69,8 @@ def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "compile_error": next((s["compile_error"] for s in stats if s.get("compile_error")), None),
         "prefill_compile_errors": {k: v for s in stats for k, v in (s.get("prefill_compile_errors") or {}).items()},
         "engine": sum_engine_stats([s.get("engine") or {} for s in stats]),
+        # the model's student kind, from any rank that loaded it (a rank with nothing to do loads none)
+        "student": next((s["student"] for s in stats if s.get("student") is not None), None),
     }
 
 

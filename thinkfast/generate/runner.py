@@ -189,7 +189,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         wall = time.perf_counter() - started
         stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
                  "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records),
-                 **graph}
+                 "student": None if model is None else getattr(model.config, "student", ""), **graph}
         write_json(out_dir / rank_stats_name(env.rank), stats)
         group.barrier()
         if not env.is_main:
@@ -307,7 +307,7 @@ def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.de
         "status": "complete" if complete else "partial",
         "settings": settings,
         "model": settings["model"],
-        "student": getattr(getattr(model, "config", None), "student", earlier.get("student", "")),
+        "student": merged["student"] if merged["student"] is not None else earlier.get("student", ""),
         "dataset": gen.data.dataset,
         "split": gen.data.split,
         "device": merged["devices"][0],
