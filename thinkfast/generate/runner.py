@@ -125,14 +125,11 @@ def missing_samples(problems: list[Any], n_samples: int,
 
 
 def render_prompts(work: list[tuple[Any, tuple[int, ...]]], plugin: Any, tokenizer: Any,
-                   recipe: Any, few_shot: list[Any] | None = None) -> list[PendingProblem]:
-    """Render and tokenise the prompts of the problems in ``work`` (``few_shot``: the worked examples,
-    read here when None)."""
+                   recipe: Any, few_shot: list[Any]) -> list[PendingProblem]:
+    """Render and tokenise the prompts of the problems in ``work`` (``few_shot``: the worked examples)."""
     from thinkfast.data.render import prompt_ids
 
     data = recipe.generate.data
-    if few_shot is None:
-        few_shot = plugin.few_shot_problems(data) if work else []
     instruction = data.instruction or plugin.instruction
     return [PendingProblem(problem, prompt_ids(problem, tokenizer, data.template, few_shot, instruction,
                                                answer_format=plugin.answer_format), missing)
@@ -197,8 +194,8 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         merged = merge_rank_stats(read_rank_stats(out_dir, env.world_size))
         if env.distributed or any(out_dir.glob("samples.rank*.jsonl")):
             merge_samples(out_dir, [p.id for p in problems])
-        summary = _summary(recipe, settings, model, device, dtype, out_dir, problems, merged, env)
         previous = read_run_json(out_dir)
+        summary = _summary(recipe, settings, dtype, out_dir, problems, merged, env, previous)
         if merged["new_samples"] == 0 and previous.get("status") == "complete" \
                 and previous.get("num_samples") == summary["num_samples"]:
             # nothing was generated: the finished run's summary (its engine timings, throughput, batch size)
@@ -292,12 +289,12 @@ def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: s
                         dataset=plugin_name, seconds=item.seconds, question=problem.question)
 
 
-def _summary(recipe: Any, settings: dict[str, Any], model: Any, device: torch.device, dtype: torch.dtype,
-             out_dir: Path, problems: list[Any], merged: dict[str, Any], env: DistEnv) -> dict[str, Any]:
-    """``run.json``: settings, hardware, timings of this invocation and per-problem seconds of all samples."""
+def _summary(recipe: Any, settings: dict[str, Any], dtype: torch.dtype, out_dir: Path, problems: list[Any],
+             merged: dict[str, Any], env: DistEnv, previous: dict[str, Any]) -> dict[str, Any]:
+    """``run.json``: settings, hardware, timings of this invocation and per-problem seconds of all samples
+    (``previous``: the ``run.json`` there before, a marker or an earlier summary)."""
     gen = recipe.generate
     records = list(read_done(out_dir).values())
-    previous = read_run_json(out_dir)
     earlier = previous.get("previous_summary", previous)  # the last summary, under a marker if one was written
     counts: dict[str, int] = {}
     for rec in records:
