@@ -199,9 +199,9 @@ def read_run(run_dir: str | Path) -> Run:
     if not seconds and problems and all(t is not None for p in problems for t in p.seconds):
         seconds = {p.problem_id: sum(p.seconds) for p in problems}  # type: ignore[arg-type]
         meta = {**meta, "problem_seconds_from": "samples"}
-        _check_seconds(seconds, f"{samples_path}: the samples' seconds of problem")
+        _check_seconds(seconds, f"{samples_path}: the samples' seconds of problem", "sum to")
     else:
-        _check_seconds(seconds, f"{meta_path}: problem_seconds of problem")
+        _check_seconds(seconds, f"{meta_path}: problem_seconds of problem", "is")
     run = Run(label=_label(meta, run_dir), path=run_dir, problems=problems,
               problem_seconds={str(k): float(v) for k, v in seconds.items()}, meta=meta)
     options = run_dataset_options(run)
@@ -210,13 +210,13 @@ def read_run(run_dir: str | Path) -> Run:
     return run
 
 
-def _check_seconds(seconds: dict[str, Any], what: str) -> None:
+def _check_seconds(seconds: dict[str, Any], what: str, verb: str) -> None:
     """Every problem's seconds are a finite number >= 0: a NaN or infinite time (Python's ``json`` reads both)
-    would make every seconds figure NaN, in ``report.json`` and on the plots' log axes."""
+    would make every seconds figure NaN, in ``report.json`` and on the plots' log axes. The error reads
+    ``<what> '<id>' <verb> <value>``."""
     for pid, value in seconds.items():
         if isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise DataError(f"{what} {pid!r} {'sum to' if 'samples' in what else 'is'} {value!r}; seconds must "
-                            f"be finite numbers >= 0")
+            raise DataError(f"{what} {pid!r} {verb} {value!r}; seconds must be finite numbers >= 0")
 
 
 def run_dataset_options(run: Run) -> dict[str, dict[str, Any]]:
