@@ -3,9 +3,10 @@
 ``evaluate`` wraps every aggregator in :class:`GuardedAggregator`. A plugin that raises while it is created,
 scored or asked to choose, that returns something other than an answer class (an int from ``-1`` to the
 problem's number of classes minus one), or scores that are not one ``(n,)`` array of numbers per problem,
-stops the run with an :class:`AggregatorError` naming the aggregator, its package and module, what it did,
-and, for an exception, the line of the plugin's code it came from. Without the checks a float class was
-truncated, a negative one silently indexed another class, and anything else was a numpy traceback.
+stops the run with a :class:`~thinkfast.plugin_guard.PluginError` naming the aggregator, its package and
+module, what it did, and, for an exception, the line of the plugin's code it came from. Without the checks a
+float class was truncated, a negative one silently indexed another class, and anything else was a numpy
+traceback.
 """
 
 from __future__ import annotations
@@ -23,11 +24,6 @@ if TYPE_CHECKING:
     from thinkfast.registry import PluginEntry
 
 
-class AggregatorError(PluginError):
-    """An aggregator plugin that raised or broke the aggregator contract (kept for callers that catch it;
-    the guard raises the family-neutral :class:`~thinkfast.plugin_guard.PluginError`)."""
-
-
 @dataclass
 class GuardedAggregator:
     """An aggregator plus the registry entry it came from; ``score`` and ``aggregate`` check what it returns."""
@@ -38,7 +34,8 @@ class GuardedAggregator:
 
     @classmethod
     def create(cls, label: str, entry: PluginEntry, options: dict[str, Any]) -> GuardedAggregator:
-        """Instantiate ``entry``'s component with ``options`` (an exception becomes an :class:`AggregatorError`)."""
+        """Instantiate ``entry``'s component with ``options`` (an exception from its code becomes a
+        :class:`PluginError`)."""
         guard = cls(label, entry, None)
         with calling(entry, "creating it", label):
             guard.inner = entry.component(options)
