@@ -76,7 +76,7 @@ def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = No
             where = f"{path}:{lineno}"
             cut = on_cut_end is not None and not raw.endswith(b"\n")
             try:
-                line = _decode(raw.removeprefix(BOM), where)  # a BOM on any line: also files joined by cat
+                line = decode_utf8(raw.removeprefix(BOM), where)  # a BOM on any line: also files joined by cat
             except DataError:
                 if cut:
                     on_cut_end(where)
@@ -97,18 +97,18 @@ def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = No
             yield where, record
 
 
-def _decode(raw: bytes, where: str) -> str:
-    """UTF-8 text; anything else is a :class:`DataError` naming ``where`` and the first bad byte."""
+def decode_utf8(raw: bytes, where: str, fix: str = "save the file as UTF-8") -> str:
+    """UTF-8 text; anything else is a :class:`DataError` naming ``where``, the first bad byte and ``fix``."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); {fix}") from None
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     raw = path.read_bytes()
     try:
-        data = json.loads(_decode(raw.removeprefix(BOM), str(path)))
+        data = json.loads(decode_utf8(raw.removeprefix(BOM), str(path)))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from thinkfast.data.files import decode_utf8
 from thinkfast.errors import DataError, ThinkfastError
 
 SAMPLES = "samples.jsonl"
@@ -65,11 +66,7 @@ def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
     records = []
     for lineno, data in enumerate(raw[:end].splitlines(), 1):
         where = f"{path}:{lineno}"
-        try:
-            line = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x}); delete the line or use "
-                            f"another --output-dir") from None
+        line = decode_utf8(data, where, fix="delete the line or use another --output-dir")
         if not line.strip():
             continue
         try:
