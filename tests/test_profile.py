@@ -383,9 +383,9 @@ def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch", "1,x"], "Invalid value for '--batch'"),
-    (["--seqlen", "8q"], "Invalid value for '--seqlen'"),
-    (["--memory-cap", "lots"], "Invalid value for '--memory-cap'"),
+    (["--batch", "1,x"], "error: --batch: 'x' is not a size"),
+    (["--seqlen", "8q"], "error: --seqlen: '8q' is not a size"),
+    (["--memory-cap", "lots"], "error: --memory-cap: memory amount 'lots' is not understood"),
     (["--models", "llama-3.2-1bb", "--dry-run"], "did you mean 'llama-3.2-1b'"),
     (["--seqlen", "1k", "--prompt-len", "2k", "--dry-run"], "--prompt-len/--gen-len"),
 ])

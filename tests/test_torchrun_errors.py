@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from thinkfast.cli import cli, ranks
@@ -21,14 +22,16 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node 2 -m thinkfast ARGS`` on the CPU (the launcher stops the other ranks once
-    one fails, as it does on GPUs)."""
+def _torchrun(*args: str, script: Path | None = None, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m thinkfast ARGS`` (or ``SCRIPT ARGS``) on the CPU (the launcher stops the
+    other ranks once one fails, as it does on GPUs)."""
+    program = [str(script)] if script is not None else ["-m", "thinkfast"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", _free_port(),
-           "-m", "thinkfast", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("THINKFAST_TRACEBACK", None)
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+           *program, *args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("THINKFAST_TRACEBACK", None)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=full_env)
 
 
 def test_a_bad_recipe_key_is_reported_once_not_once_per_rank(tmp_path):
@@ -104,3 +107,90 @@ def test_torchrun_passes_every_subcommand_option_through(capsys):
                 refused.append(f"{name} {'/'.join(param.opts)}")
     capsys.readouterr()
     assert not refused
+
+
+# --- a crash (a bug in thinkfast, not a user error) ------------------------------------------------------
+
+#: ``thinkfast recipe show`` with a bug planted in recipe loading on the ranks listed in CRASH_RANKS: the
+#: exception goes up through thinkfast's own code (loader, validate, the CLI) as a real bug's would.
+PLANTED_BUG = """
+import os
+
+from thinkfast.config import validate
+
+
+def to_dict(*args, **kwargs):
+    rank = os.environ["RANK"]
+    if rank in os.environ["CRASH_RANKS"].split(","):
+        raise RuntimeError(f"planted bug on rank {rank}")
+    return original(*args, **kwargs)
+
+
+original, validate.to_dict = validate.to_dict, to_dict
+from thinkfast.cli import main  # noqa: E402
+
+main()
+"""
+
+
+def _crash(tmp_path: Path, crash_ranks: str) -> tuple[subprocess.CompletedProcess, Path]:
+    script = tmp_path / "planted_bug.py"
+    script.write_text(PLANTED_BUG)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[run]\nname = "crash"\n')
+    return _torchrun("recipe", "show", str(recipe), script=script, env={"CRASH_RANKS": crash_ranks}), script
+
+
+def test_a_crash_on_every_rank_prints_one_traceback_and_one_line_per_other_rank(tmp_path):
+    result, script = _crash(tmp_path, "0,1")
+    assert result.returncode != 0
+    assert result.stderr.count(f'File "{script}"') == 1, result.stderr  # one traceback went through the bug
+    assert "rank 0 crashed:\nTraceback (most recent call last):" in result.stderr
+    assert "RuntimeError: planted bug on rank 0" in result.stderr
+    assert ("rank 1: crashed the same way as rank 0 (RuntimeError: planted bug on rank 1); see rank 0's traceback"
+            in result.stderr), result.stderr
+
+
+def test_a_crash_on_one_rank_only_still_prints_its_traceback(tmp_path):
+    result, script = _crash(tmp_path, "1")
+    assert result.returncode != 0
+    assert result.stderr.count(f'File "{script}"') == 1, result.stderr
+    assert "rank 1 crashed:\nTraceback (most recent call last):" in result.stderr
+    assert "RuntimeError: planted bug on rank 1" in result.stderr
+    assert 'name = "crash"' in result.stdout  # rank 0 did its work
+
+
+def test_a_rank_that_crashed_another_way_than_a_lower_rank_prints_its_own_traceback(monkeypatch, capsys):
+    """Ranks compare crashes through the torchrun agent's store (here a real one in this process): the same
+    place (type and frames) is one line that still gives this rank's message; another place, a traceback."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    from thinkfast.cli.crash import report_crash
+
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=5))
+    for name, value in {"TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(store.port), "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "test"}.items():
+        monkeypatch.setenv(name, value)
+
+    def bug(rank: int):
+        raise KeyError(f"shard {rank}")
+
+    def another_bug(rank: int):
+        raise KeyError(f"shard {rank}")
+
+    def crash(rank: int, where) -> str:
+        monkeypatch.setenv("RANK", str(rank))
+        try:
+            where(rank)
+        except KeyError as exc:
+            with pytest.raises(SystemExit) as stopped:
+                report_crash(exc)
+        assert stopped.value.code == 1
+        return capsys.readouterr().err
+
+    assert crash(0, bug).startswith("rank 0 crashed:\nTraceback")
+    other = crash(1, another_bug)
+    assert other.startswith("rank 1 crashed:\nTraceback") and "KeyError: 'shard 1'" in other
+    assert crash(1, bug) == "rank 1: crashed the same way as rank 0 (KeyError: 'shard 1'); see rank 0's traceback\n"

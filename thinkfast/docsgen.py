@@ -166,11 +166,35 @@ def _command_doc(cmd: click.Command, name: str, out: list[str]) -> None:
             _command_doc(cmd.commands[sub_name], f"{name} {sub_name}", out)
 
 
+def cli_errors() -> str:
+    """The "Errors" section of ``docs/cli.md``: what every subcommand prints when something goes wrong."""
+    from thinkfast.cli.crash import CRASH_GRACE_S
+
+    return f"""## Errors
+
+- **A mistake on the command line** (a bad flag value, an unknown option or subcommand, a missing argument) is
+  one line naming the flag and what to write instead, and exit code 2:
+  `error: --temperature: 'x' is not a number; use a number of at least 0 (see thinkfast generate --help)`,
+  `error: --tempertaure: no such option; did you mean --temperature? (see thinkfast generate --help)`.
+- **Anything else you can fix** (a recipe key, a file, a model path, a plugin name) is one `error:` line, or a
+  counted list of them, naming the file or key and the fix; exit code 2. Nothing already written is lost.
+- **A crash** (an exception thinkfast did not expect: a bug, please report it) prints its Python traceback
+  and exits 1. `THINKFAST_TRACEBACK=1` adds the traceback above the one-line messages too.
+- **Under torchrun** rank 0 reports an error for the job; another rank prints `rank R: error: ...` only for an
+  error rank 0 did not hit. A crash prints its traceback once, headed `rank R crashed:`, from the lowest rank
+  that crashed that way; each other rank that crashed the same way (same exception type and frames) prints
+  one line, `rank R: crashed the same way as rank L (ValueError: ...); see rank L's traceback`, and a rank
+  that crashed another way, or alone, prints its own traceback (after waiting up to {CRASH_GRACE_S:g} s for
+  lower ranks).
+"""
+
+
 def cli_reference() -> str:
     """The markdown of ``docs/cli.md``."""
     from thinkfast.cli import cli
 
-    out = ["# CLI reference", "", "Generated from the code by `python -m thinkfast.docsgen`; do not edit by hand.", ""]
+    out = ["# CLI reference", "", "Generated from the code by `python -m thinkfast.docsgen`; do not edit by hand.", "",
+           cli_errors()]
     _command_doc(cli, "thinkfast", out)
     return "\n".join(out).rstrip() + "\n"
 

@@ -9,7 +9,9 @@ import click
 from rich.console import Console
 
 from thinkfast import __version__
-from thinkfast.cli.ranks import defer_to_rank_zero, is_main_rank
+from thinkfast.cli.crash import report_crash
+from thinkfast.cli.ranks import defer_to_rank_zero, in_multi_rank_job, is_main_rank
+from thinkfast.cli.usage_errors import command_line_error, is_help
 from thinkfast.errors import ThinkfastError
 from thinkfast.plugin_guard import third_party_error, traceback_wanted
 
@@ -19,12 +21,23 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 class ThinkfastGroup(click.Group):
     """A click group that turns :class:`ThinkfastError` into one message and exit code 2.
 
+    A mistake on the command line (click's usage errors: a bad flag value, an unknown option) is one such
+    message too, naming the flag and the fix (:mod:`thinkfast.cli.usage_errors`), not click's usage block.
     An exception of any other type is thinkfast's own bug and keeps its traceback, unless it came from a
     third-party plugin's code (:func:`thinkfast.plugin_guard.third_party_error`): that is one message naming
     the plugin. ``THINKFAST_TRACEBACK=1`` prints the traceback above every such message. Under ``torchrun``
     rank 0 reports for the job (:mod:`thinkfast.cli.ranks`): the other ranks print an error only when rank 0
-    did not stop with it, and stay quiet on Ctrl-C.
+    did not stop with it, and stay quiet on Ctrl-C; a crash prints its traceback once, not once per rank
+    (:mod:`thinkfast.cli.crash`).
     """
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # the group's own options: thinkfast --bogus
+            if is_help(exc):
+                raise
+            _report(command_line_error(exc), exc)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -35,11 +48,19 @@ class ThinkfastGroup(click.Group):
             if is_main_rank():
                 err_console.print("interrupted; anything already written is kept", style="yellow")
             sys.exit(130)
+        except click.UsageError as exc:
+            if is_help(exc):
+                raise
+            _report(command_line_error(exc, ctx), exc)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own ways to stop (--help, --version): click handles them
         except Exception as exc:
             plugin = third_party_error(exc)
-            if plugin is None:
-                raise
-            _report(plugin, exc)
+            if plugin is not None:
+                _report(plugin, exc)
+            if in_multi_rank_job():
+                report_crash(exc)
+            raise
 
 
 def _report(error: ThinkfastError, raised: BaseException) -> None:

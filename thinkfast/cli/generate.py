@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
+from thinkfast.cli.param_types import Choice, FloatRange, IntRange
 from thinkfast.config.loader import load_recipe
 
 # flag name -> recipe key path (flags given on the command line override the recipe; --set overrides both)
@@ -74,18 +75,18 @@ def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
 @click.option("--split", help="Dataset split. Default: test; with --data-path naming a file (and no split in the "
                              "recipe), the split in the file's name (train, test, validation, dev, val), else "
                              "its stem.")
-@click.option("--limit", type=click.IntRange(min=0), help="Use the first N problems (0: all).")
-@click.option("--template", type=click.Choice(["auto", "chat", "plain"]),
+@click.option("--limit", type=IntRange(min=0), help="Use the first N problems (0: all).")
+@click.option("--template", type=Choice(["auto", "chat", "plain"]),
               help="Prompt rendering: chat template, plain text, or auto (chat when the tokenizer has one).")
-@click.option("--few-shot", type=click.IntRange(min=0), help="Worked examples put before each question.")
-@click.option("--n", "--n-samples", "n", type=click.IntRange(min=1),
+@click.option("--few-shot", type=IntRange(min=0), help="Worked examples put before each question.")
+@click.option("--n", "--n-samples", "n", type=IntRange(min=1),
               help="Samples per problem (under torchrun: --n-samples; torchrun reads --n as its own). Default: 8.")
-@click.option("--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature; 0 = greedy. Default: 0.8.")
-@click.option("--top-p", type=click.FloatRange(0.0, 1.0), help="Nucleus mass (1 disables). Default: 1.")
-@click.option("--top-k", type=click.IntRange(min=0), help="Keep the k most likely tokens (0 disables). Default: 0.")
-@click.option("--min-p", type=click.FloatRange(0.0, 1.0),
+@click.option("--temperature", type=FloatRange(min=0.0), help="Sampling temperature; 0 = greedy. Default: 0.8.")
+@click.option("--top-p", type=FloatRange(0.0, 1.0), help="Nucleus mass (1 disables). Default: 1.")
+@click.option("--top-k", type=IntRange(min=0), help="Keep the k most likely tokens (0 disables). Default: 0.")
+@click.option("--min-p", type=FloatRange(0.0, 1.0),
               help="Drop tokens below min_p x the top probability (0 disables). Default: 0.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), help="Generated tokens per sample at most. Default: 512.")
+@click.option("--max-new-tokens", type=IntRange(min=1), help="Generated tokens per sample at most. Default: 512.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
 @click.option("--stop-on-special-tokens/--no-stop-on-special-tokens", default=None,
               help="End a sample at any tokenizer special token (e.g. <|im_start|>), not only at the model's EOS. "
@@ -93,15 +94,15 @@ def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
 @click.option("--stop-at-answer/--no-stop-at-answer", default=None,
               help="End a sample once its answer is complete (gsm8k format: the newline of its first '#### <number>' "
                    "line; finish reason 'answer'). Default: on.")
-@click.option("--seed", type=click.IntRange(min=0), help="Sampling seed (run.seed). Default: 0.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Sequences decoded together (slots). Default: 64.")
-@click.option("--state-dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+@click.option("--seed", type=IntRange(min=0), help="Sampling seed (run.seed). Default: 0.")
+@click.option("--batch-size", type=IntRange(min=1), help="Sequences decoded together (slots). Default: 64.")
+@click.option("--state-dtype", type=Choice(["float32", "bfloat16", "float16"]),
               help="dtype of the SSM state. Default: float32.")
 @click.option("--compile/--no-compile", default=None,
               help="torch.compile the decode step before capturing it, and large prefills' pointwise work "
                    "(GPU only). Default: on.")
 @click.option("--device", help="'auto', 'cpu', 'cuda' or 'cuda:N' (run.device). Default: auto.")
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+@click.option("--dtype", type=Choice(["auto", "float32", "bfloat16", "float16"]),
               help="Weights and KV cache dtype; auto = bfloat16 on GPU, float32 on CPU.")
 @run_options
 def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | None, **flags: Any) -> None:

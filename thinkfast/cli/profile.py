@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,46 +11,46 @@ import click
 from rich.console import Console
 
 from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
+from thinkfast.cli.param_types import FloatRange, IntRange
 from thinkfast.config.loader import load_recipe
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 progress_console = Console(stderr=True, highlight=False)
 
 
-def _sizes(what: str, minimum: int = 1):
-    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+def _option_value(parse: Callable[[str, str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback that parses an option's text with ``parse(text, flag)`` (a :mod:`thinkfast.profile.grid`
+    parser, whose :class:`ValueError` names ``flag`` first); the error is the CLI's one line for that flag."""
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         if value is None:
             return None
-        from thinkfast.profile.grid import parse_sizes
-
+        flag = param.opts[0]
         try:
-            return parse_sizes(value, what, minimum)
+            return parse(value, flag)
         except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
+            raise click.BadParameter(str(exc).removeprefix(f"{flag} "), ctx, param) from None
     return callback
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
+def _sizes(minimum: int = 1):
+    def parse(text: str, flag: str) -> list[int]:
+        from thinkfast.profile.grid import parse_sizes
+
+        return parse_sizes(text, flag, minimum)
+    return _option_value(parse)
+
+
+def _size(text: str, flag: str) -> int:
     from thinkfast.profile.grid import parse_size
 
-    try:
-        return parse_size(value, param.name.replace("_", "-"))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    return parse_size(text, flag)
 
 
-def _memory(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
+def _memory(text: str, flag: str) -> str:
     from thinkfast.profile.grid import parse_memory
 
-    try:
-        parse_memory(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
+    parse_memory(text)
+    return text
 
 
 def _flags_to_section(**flags: Any) -> dict[str, Any]:
@@ -66,23 +67,23 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
 @click.argument("recipe", type=click.Path(path_type=Path), required=False)
 @click.option("--models", metavar="A,B,...", help="Built-in shapes (llama-3.2-1b, llamba-1b, hybrid-1b, -3b and "
               "tiny- variants), model directories or recipe files. Default: llama-3.2-1b,llamba-1b,hybrid-1b.")
-@click.option("--batch", callback=_sizes("--batch"), metavar="SIZES",
+@click.option("--batch", callback=_sizes(), metavar="SIZES",
               help="Batch sizes: one (512) or a list (1,8,64,512). Default: 1,64,512.")
-@click.option("--seqlen", callback=_sizes("--seqlen", minimum=2), metavar="LENGTHS",
+@click.option("--seqlen", callback=_sizes(minimum=2), metavar="LENGTHS",
               help="Total tokens per sequence, k = 1024: 8k, or a list 1k,8k,32k. Default: 1k,8k.")
-@click.option("--prompt-len", callback=_size, metavar="TOKENS",
+@click.option("--prompt-len", callback=_option_value(_size), metavar="TOKENS",
               help="Prompt tokens of each length (the rest is generated). Default: a quarter of it.")
-@click.option("--gen-len", callback=_size, metavar="TOKENS",
+@click.option("--gen-len", callback=_option_value(_size), metavar="TOKENS",
               help="Generated tokens of each length (the rest is prompt).")
-@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Untimed calls before each measurement.")
-@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats (median reported).")
-@click.option("--decode-points", type=click.IntRange(min=1, max=64), default=None,
+@click.option("--warmup", type=IntRange(min=0), default=None, help="Untimed calls before each measurement.")
+@click.option("--repeats", type=IntRange(min=1), default=None, help="Timed repeats (median reported).")
+@click.option("--decode-points", type=IntRange(min=1, max=64), default=None,
               help="Positions over the generated range at which a decode step is timed.")
-@click.option("--memory-cap", callback=_memory, metavar="BYTES",
+@click.option("--memory-cap", callback=_option_value(_memory), metavar="BYTES",
               help="Memory limit, e.g. 40G (GiB) or 40GB; cells estimated above it are skipped.")
 @click.option("--skip-estimated/--no-skip-estimated", default=None,
               help="Skip cells estimated above the memory limit (default) or try them, recording OOMs.")
-@click.option("--bandwidth", type=click.FloatRange(min=0.0), default=None, metavar="GB/S",
+@click.option("--bandwidth", type=FloatRange(min=0.0), default=None, metavar="GB/S",
               help="Device bandwidth for the bandwidth-bound fraction; default: measured.")
 @click.option("--baseline", default=None, help="Model the speedups are relative to (one of --models).")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Capture the decode step in a CUDA graph.")

@@ -5,6 +5,7 @@ a missing file fails on all N ranks alike. Rank 0 prints the message; any other 
 :data:`RANK_ZERO_GRACE_S` seconds, in which the launcher stops it once rank 0 has exited with the error (torchrun
 stops the other workers as soon as one fails). An error only that rank hit (rank 0 carries on) is then printed
 by the rank itself, prefixed ``rank R:``, so no message is lost; outside a multi-process job nothing changes.
+A crash (thinkfast's own bug) is reported once per job by :mod:`thinkfast.cli.crash`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,20 @@ import time
 RANK_ZERO_GRACE_S = 10.0
 
 
+def in_multi_rank_job() -> bool:
+    """Whether this process is one of several (``WORLD_SIZE`` > 1, as ``torchrun`` sets it)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
 def job_rank() -> int:
     """This process's rank in a multi-process job (``RANK`` when ``WORLD_SIZE`` > 1), else 0."""
-    env = os.environ
+    if not in_multi_rank_job():
+        return 0
     try:
-        if int(env.get("WORLD_SIZE", "1")) <= 1:
-            return 0
-        return int(env.get("RANK", "0"))
+        return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
 

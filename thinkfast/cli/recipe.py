@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from thinkfast.cli import ThinkfastGroup
 from thinkfast.cli.options import set_option
 from thinkfast.config.loader import load_recipe
 from thinkfast.config.toml_writer import dumps
@@ -15,7 +16,7 @@ from thinkfast.config.validate import check_input_files, to_dict
 console = Console(highlight=False)
 
 
-@click.group("recipe")
+@click.group("recipe", cls=ThinkfastGroup)  # its subcommands' errors are one line too
 def command() -> None:
     """Check a recipe, or print it fully resolved."""
 
