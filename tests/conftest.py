@@ -116,8 +116,9 @@ def check_figure_readable():
     """``check(fig)``: asserts that a matplotlib figure reads cleanly once drawn.
 
     Every tick label shown is a plain number (no ``×10⁻¹``), labels along an axis do not run into
-    each other, no legend covers an axes (where it could hide a point), and every text, titles
-    included, lies inside the figure.
+    each other, no legend covers an axes (where it could hide a point), every text, titles
+    included, lies inside the figure, and none is smaller than 7 points (the figure is saved at its
+    own size, so that is its size in print).
     """
     import re
 
@@ -146,6 +147,8 @@ def check_figure_readable():
         texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
                  if t.get_visible() and t.get_text() and t.figure is fig]
         for t in texts:
+            if hasattr(t, "get_fontsize"):  # a Text (a legend's TextArea holds one, checked on its own)
+                assert t.get_fontsize() >= 7, f"{t.get_text()!r} is {t.get_fontsize()} pt, too small to read in print"
             box = t.get_window_extent(renderer)
             if t in {lbl for ax in fig.axes for lbl in ax.get_xticklabels(which="both") + ax.get_yticklabels(
                     which="both")}:
@@ -154,6 +157,35 @@ def check_figure_readable():
                 box.y1 <= page.y1 + 1, f"{t.get_text()!r} is cut off at the figure's edge"
 
     return check
+
+
+@pytest.fixture
+def figure_files():
+    """``size(png)``: asserts that ``png`` and the PDF beside it (same name, ``.pdf``) are one figure, and
+    returns its size in inches (width, height).
+
+    The PNG is a PNG of that size at :data:`thinkfast.plotting.PNG_DPI`; the PDF is a PDF whose page is
+    that size (72 points an inch), with its fonts embedded as TrueType: no Type 3 font, which
+    conference paper checkers reject.
+    """
+    import re
+
+    from thinkfast.plotting import PNG_DPI
+
+    def size(png: Path) -> tuple[float, float]:
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{png} is no PNG"
+        pixels = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        pdf = png.with_suffix(".pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-", f"{png.with_suffix('.pdf')} is no PDF"
+        pages = re.findall(rb"/MediaBox \[ 0 0 ([\d.]+) ([\d.]+) \]", pdf)
+        assert len(pages) == 1
+        inches = float(pages[0][0]) / 72, float(pages[0][1]) / 72
+        assert pixels == (round(inches[0] * PNG_DPI), round(inches[1] * PNG_DPI)), (pixels, inches)
+        assert b"/Type3" not in pdf and b"/FontFile2" in pdf
+        return inches
+
+    return size
 
 
 def plugin_module(**families) -> types.ModuleType:

@@ -16,6 +16,7 @@ from thinkfast.evaluate.engine import ModelResult, Series, evaluate
 from thinkfast.evaluate.metrics import pass_at_k
 from thinkfast.evaluate.plots import figure
 from thinkfast.evaluate.report import print_summary
+from thinkfast.plotting import COLUMN_WIDTH, FULL_WIDTH
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evaluate"
 
@@ -81,13 +82,29 @@ def test_seconds_come_from_run_json(evaluated):
     assert student["accuracy"]["verifier"]["seconds"][-1] == pytest.approx(8 * (per_sample + cost))
 
 
-def test_table_and_plots(evaluated):
+def test_table_and_plots(evaluated, figure_files):
+    """Every figure is a PNG and a vector PDF (papers need those) of the same size, named in the output: one
+    panel (coverage) fits one column of a two-column paper, two (two aggregators) its full width."""
     out, output = evaluated
     assert "Llama-3.2-1B-Instruct" in output and "majority@k" in output and "pass@k" in output
-    names = sorted(p.name for p in out.glob("*.png"))
-    assert names == ["gsm8k-accuracy-vs-k.png", "gsm8k-accuracy-vs-seconds.png", "gsm8k-coverage-vs-k.png",
-                     "gsm8k-coverage-vs-seconds.png"]
-    assert all(p.stat().st_size > 10_000 for p in out.glob("*.png"))
+    stems = ["gsm8k-accuracy-vs-k", "gsm8k-accuracy-vs-seconds", "gsm8k-coverage-vs-k", "gsm8k-coverage-vs-seconds"]
+    assert sorted(p.name for p in out.glob("*.p*")) == sorted(f"{s}.{e}" for s in stems for e in ("pdf", "png"))
+    for stem in stems:
+        for ext in ("png", "pdf"):
+            assert f"wrote {out / f'{stem}.{ext}'}" in output
+        width, height = figure_files(out / f"{stem}.png")
+        assert width == pytest.approx(COLUMN_WIDTH if "coverage" in stem else FULL_WIDTH) and height < 3.5
+
+
+def test_figure_width_sets_the_width_of_every_figure_in_inches(tmp_path, figure_files):
+    out = tmp_path / "out"
+    args = ["--runs", str(FIXTURES / "student"), "-o", str(out), "--set", "evaluate.bootstrap=0",
+            "--set", "evaluate.subsets=2"]
+    assert _run([*args, "--figure-width", "5.5"]).exit_code == 0
+    assert [figure_files(png)[0] for png in sorted(out.glob("*.png"))] == pytest.approx([5.5] * 4)
+    result = CliRunner().invoke(cli, ["evaluate", *args, "--figure-width", "25"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "evaluate.figure_width: 25 in is not a figure width; give inches from 2 to 20" in result.output
 
 
 def test_bad_samples_file_is_a_clean_error(tmp_path):
@@ -301,6 +318,26 @@ def test_plots_of_a_constant_accuracy_show_a_readable_range_inside_0_to_100(valu
                 low, high = ax.get_ylim()
                 assert 0.0 <= low <= 100 * value <= high <= 100.0
                 assert high - low >= 5.0
+
+
+def test_four_aggregators_are_two_rows_of_panels_sharing_their_axes(check_figure_readable):
+    """Side by side, panels whose x ranges differ read as comparable when they are not: an aggregator that
+    costs seconds (a reward model) shifts its lines right. The panels share both axes, four of them sit
+    2 x 2 in a page-wide figure, and only the left column repeats no y label."""
+    aggregators = {"majority": 0.0, "prm-weighted": 0.5, "verifier": 0.1, "orm": 2.0}
+    results = []
+    for model, seconds in (("teacher", 0.3), ("runs/distill/an-experiment-with-a-rather-long-name/final", 0.1)):
+        ks = [1, 2, 4, 8]
+        series = {name: Series(ks, [k * (seconds + cost) for k in ks], [0.2, 0.4, 0.5, 0.6], [0.1, 0.3, 0.4, 0.5],
+                               [0.3, 0.5, 0.6, 0.7]) for name, cost in aggregators.items()}
+        results.append(ModelResult(model, "gsm8k", "run", 12, 8, seconds, 1.0, series["majority"], series))
+    fig = figure(results, "accuracy", True, "gsm8k")
+    assert len(fig.axes) == 4 and fig.get_figwidth() == pytest.approx(FULL_WIDTH)
+    rows = sorted({round(ax.get_position().y0, 3) for ax in fig.axes})
+    assert len(rows) == 2
+    assert len({ax.get_xlim() for ax in fig.axes}) == 1 and len({ax.get_ylim() for ax in fig.axes}) == 1
+    assert [bool(ax.get_ylabel()) for ax in fig.axes] == [True, False, True, False]
+    check_figure_readable(fig)
 
 
 def test_plots_keep_their_bands_inside_0_to_100_percent():

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from thinkfast.cli import cli
 from thinkfast.errors import RecipeError
+from thinkfast.plotting import COLUMN_WIDTH, FULL_WIDTH
 from thinkfast.profile.config import ProfileSection
 from thinkfast.profile.decode import DecodeStep, decode_positions, trapezoid_mean
 from thinkfast.profile.grid import (
@@ -285,16 +286,73 @@ def test_bytes_per_step_grow_with_kv_cache_but_not_for_a_pure_ssm(sweep):
     assert result.cell("tiny-llama", 4, 48).bytes_per_step > result.cell("tiny-llama", 4, 32).bytes_per_step
 
 
-def test_plot_is_a_png_with_a_panel_per_length(sweep, tmp_path):
+def _with_status(result, status: str, *where: tuple[str, int]):
+    """``result`` with the cells of (model, batch) in ``where`` (every length) not measured: ``status``."""
+    return dataclasses.replace(result, cells=[
+        dataclasses.replace(c, status=status, reason="simulated", decode_tokens_per_s=None, decode_step_ms=None)
+        if (c.model, c.batch) in where else c for c in result.cells])
+
+
+def test_plot_is_a_png_and_a_pdf_of_one_figure_across_a_page(sweep, tmp_path, figure_files):
+    """Papers need vector figures: profile.pdf is written beside profile.png, the same figure at the same
+    size; two lengths are two panels side by side, as wide as both columns of a paper."""
     result, _ = sweep
-    failed = dataclasses.replace(result.cells[0], status="oom", reason="simulated", decode_tokens_per_s=None)
-    result = dataclasses.replace(result, cells=[failed, *result.cells[1:]])
-    path = plot_decode_throughput(result, tmp_path / "plots" / "profile.png")
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width = int.from_bytes(data[16:20], "big")
-    height = int.from_bytes(data[20:24], "big")
-    assert width > 1.5 * height  # two panels side by side
+    result = _with_status(result, "oom", ("tiny-llama", 4))
+    paths = plot_decode_throughput(result, tmp_path / "plots" / "profile.png")
+    assert paths == [tmp_path / "plots" / "profile.png", tmp_path / "plots" / "profile.pdf"]
+    width, height = figure_files(paths[0])
+    assert width == pytest.approx(FULL_WIDTH) and height < width / 2
+
+
+@pytest.mark.parametrize("width, expected", [(0.0, COLUMN_WIDTH), (5.5, 5.5)])
+def test_a_one_length_plot_fits_a_column_of_a_paper_or_the_width_asked(sweep, width, expected,
+                                                                       check_figure_readable):
+    result, _ = sweep
+    one = dataclasses.replace(result, cells=[c for c in result.cells if c.seqlen == 48])
+    fig = decode_throughput_figure(one, width)
+    assert fig.get_figwidth() == pytest.approx(expected) and fig.get_figheight() < 3.5
+    check_figure_readable(fig)  # every text at least 7 pt at this size
+
+
+def test_unmeasured_cells_are_hollow_markers_in_a_hatched_grey_band_named_in_the_legend(sweep):
+    """A skipped or OOM cell was only an ``x`` letter in the model's colour over the blank bottom of the
+    panel; it is now the model's marker, hollow, in a grey hatched band that the legend names, and no
+    y tick falls in the band (its height is no throughput)."""
+    result, _ = sweep
+    result = _with_status(_with_status(result, "skipped", ("tiny-llama", 4)), "oom", ("tiny-hybrid", 4))
+    fig = decode_throughput_figure(result)
+    fig.canvas.draw()
+    models = [m.name for m in result.models]
+    for ax in fig.axes:
+        bands = [p for p in ax.patches if p.get_gid() == "not-measured-band"]
+        assert len(bands) == 1 and bands[0].get_hatch() and bands[0].get_facecolor()[:3] == pytest.approx((0.92,) * 3)
+        band_top = ax.transData.inverted().transform(ax.transAxes.transform((0, bands[0].get_height())))[1]
+        assert all(y > band_top for y in ax.get_yticks() if ax.get_ylim()[0] <= y <= ax.get_ylim()[1])
+        curves = dict(zip(models, [line for line in ax.get_lines() if line.get_gid() != "not-measured"],
+                          strict=True))
+        cells = {next(m for m, curve in curves.items() if curve.get_color() == line.get_color()): line
+                 for line in ax.get_lines() if line.get_gid() == "not-measured"}
+        assert set(cells) == {"tiny-llama", "tiny-hybrid"}
+        for model, line in cells.items():
+            assert list(line.get_xdata()) == [4] and line.get_markerfacecolor() == "white"
+            assert line.get_marker() == curves[model].get_marker()
+            assert 0 < line.get_ydata()[0] < bands[0].get_height()  # in the band (axes fraction)
+    assert "OOM or skipped" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_many_batch_sizes_in_three_panels_label_every_other_batch_apart(sweep, check_figure_readable):
+    """Ten batch sizes under each of three panels of a page-wide figure: the labels would run into each
+    other, so every other one is labelled (all still have a tick)."""
+    result, _ = sweep
+    template = result.cells[0]
+    batches = [2 ** i for i in range(10)]
+    cells = [dataclasses.replace(template, model=m.name, batch=b, seqlen=s, decode_tokens_per_s=100.0 * b)
+             for m in result.models for b in batches for s in (1024, 8192, 32768)]
+    fig = decode_throughput_figure(dataclasses.replace(result, cells=cells))
+    check_figure_readable(fig)
+    ax = fig.axes[0]
+    assert sorted([*ax.get_xticks(), *ax.get_xticks(minor=True)]) == batches
+    assert 2 <= len([t for t in ax.get_xticklabels() if t.get_text()]) < len(batches)
 
 
 def test_tables_fit_80_columns_with_names_numbers_and_reasons_whole(sweep):
@@ -323,14 +381,14 @@ def test_tables_fit_80_columns_with_names_numbers_and_reasons_whole(sweep):
 
 def test_a_one_panel_plot_reads_cleanly(sweep, check_figure_readable):
     """One length, one panel: the title is not cut at the figure's edges, the legend covers no point,
-    the y labels are plain numbers; an x still marks a skipped cell."""
+    the y labels are plain numbers; a skipped cell is still marked."""
     result, _ = sweep
     cells = [c if (c.model, c.batch) != ("tiny-llama", 4) else dataclasses.replace(
         c, status="skipped", reason="simulated", decode_tokens_per_s=None) for c in result.cells if c.seqlen == 48]
     one = dataclasses.replace(result, cells=cells, device={**result.device, "name": "NVIDIA H100 80GB HBM3"})
     fig = decode_throughput_figure(one)
     assert len(fig.axes) == 1
-    assert "x" in [t.get_text() for t in fig.axes[0].texts]
+    assert [list(line.get_xdata()) for line in fig.axes[0].get_lines() if line.get_gid() == "not-measured"] == [[4]]
     check_figure_readable(fig)
 
 
@@ -345,8 +403,21 @@ def test_cli_tiny_end_to_end(tmp_path):
     data = json.loads((out / "profile.json").read_text())
     assert {(c["model"], c["batch"], c["prompt_len"], c["gen_len"]) for c in data["cells"]} == {
         (m, b, 8, 16) for m in ("tiny-llama", "tiny-hybrid") for b in (1, 2)}
-    assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "profile.png").read_bytes()[:4] == b"\x89PNG" and (out / "profile.pdf").read_bytes()[:4] == b"%PDF"
+    assert f"wrote {out / 'profile.png'}" in result.output and f"wrote {out / 'profile.pdf'}" in result.output
     assert "speedup over tiny-llama" in result.output and "x)" in result.output
+
+
+def test_cli_figure_width_sets_the_width_of_the_figure_in_inches(tmp_path, figure_files):
+    out = tmp_path / "run"
+    args = ["profile", "--models", "tiny-llama", "--batch", "1", "--seqlen", "16,24", "--device", "cpu",
+            "--warmup", "0", "--repeats", "1", "--decode-points", "1", "--bandwidth", "5", "-o", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--figure-width", "5.5"])
+    assert result.exit_code == 0, result.output
+    assert figure_files(out / "profile.png")[0] == pytest.approx(5.5)
+    result = CliRunner().invoke(cli, [*args, "--figure-width", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "profile.figure_width: 1 in is not a figure width; give inches from 2 to 20" in result.output
 
 
 def test_cli_issue_command_as_written_in_a_dry_run():
@@ -370,6 +441,7 @@ def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     (out / "profile.png").write_bytes(b"an older sweep's plot")
+    (out / "profile.pdf").write_bytes(b"an older sweep's plot")
     result = CliRunner().invoke(cli, [
         "profile", "--models", "tiny-llama,tiny-llamba", "--batch", "1,8", "--seqlen", "64,256", "--device", "cpu",
         "--memory-cap", "100000", "--bandwidth", "5", "-o", str(out)])
@@ -378,8 +450,8 @@ def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_pa
     data = json.loads((out / "profile.json").read_text())
     assert {c["status"] for c in data["cells"]} == {"skipped"}
     assert all(c["reason"].endswith("> limit 97.66 KiB") and "0.00 GiB" not in c["reason"] for c in data["cells"])
-    assert "no cell was measured (all skipped or OOM): no profile.png" in result.output
-    assert not (out / "profile.png").exists()
+    assert "no cell was measured (all skipped or OOM): no profile.png or profile.pdf" in result.output
+    assert not (out / "profile.png").exists() and not (out / "profile.pdf").exists()
 
 
 @pytest.mark.parametrize("args, message", [

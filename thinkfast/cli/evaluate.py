@@ -10,6 +10,7 @@ from rich.console import Console
 
 from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
+from thinkfast.plotting import FIGURE_WIDTH_HELP
 from thinkfast.progress import sample_progress
 
 
@@ -21,13 +22,15 @@ from thinkfast.progress import sample_progress
               help="Aggregator plugin with default options (repeatable); replaces evaluate.aggregators.")
 @click.option("--common-problems/--all-problems", default=None,
               help="Evaluate every run on the problems all runs completed (evaluate.common_problems).")
+@click.option("--figure-width", type=click.FloatRange(min=0.0), default=None, metavar="INCHES",
+              help=f"{FIGURE_WIDTH_HELP} Sets evaluate.figure_width.")
 @run_options
 def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str, ...], common_problems: bool | None,
-            overrides: tuple[str, ...], output_dir: Path | None) -> None:
+            figure_width: float | None, overrides: tuple[str, ...], output_dir: Path | None) -> None:
     """Grade samples and report coverage and accuracy against samples and seconds.
 
-    Writes report.json, grades.jsonl (the grading cache) and PNG plots to the output directory
-    and prints a summary table.
+    Writes report.json, grades.jsonl (the grading cache) and the plots, each as a PNG and a PDF, to
+    the output directory and prints a summary table.
     """
     from thinkfast.evaluate.engine import REPORT_FILE, evaluate
     from thinkfast.evaluate.plots import write_plots
@@ -40,6 +43,8 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
         extra["aggregators"] = [{"name": name} for name in aggregators]
     if common_problems is not None:
         extra["common_problems"] = common_problems
+    if figure_width is not None:
+        extra["figure_width"] = figure_width
     loaded = load_recipe(recipe, overrides, extra={"evaluate": extra} if extra else None)
     section = loaded.evaluate
     console = Console(highlight=False)
@@ -61,6 +66,6 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
         write_report(evaluation, out / REPORT_FILE, extra={"recipe": loaded.source, "seed": loaded.run.seed})
         print_summary(evaluation, section.confidence if section.bootstrap else None, console)
         if section.plots:
-            for path in write_plots(evaluation.results, out):
+            for path in write_plots(evaluation.results, out, section.figure_width):
                 console.print(f"wrote {path}")
     console.print(f"wrote {out / REPORT_FILE}")

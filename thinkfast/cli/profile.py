@@ -13,6 +13,7 @@ from rich.console import Console
 from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
 from thinkfast.cli.param_types import FloatRange, IntRange
 from thinkfast.config.loader import load_recipe
+from thinkfast.plotting import FIGURE_WIDTH_HELP
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 progress_console = Console(stderr=True, highlight=False)
@@ -90,7 +91,9 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
 @click.option("--compile/--no-compile", default=None,
               help="torch.compile the decode step first, and large prefills' pointwise work, as generate "
                    "does (GPU only). Default: off.")
-@click.option("--plots/--no-plots", default=None, help="Write profile.png.")
+@click.option("--plots/--no-plots", default=None, help="Write profile.png and profile.pdf.")
+@click.option("--figure-width", type=click.FloatRange(min=0.0), default=None, metavar="INCHES",
+              help=FIGURE_WIDTH_HELP)
 @click.option("--dry-run", is_flag=True, help="Only print each cell's estimated memory and whether it would run.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default=None, help="auto, float32, bfloat16 or float16.")
@@ -101,7 +104,8 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
 
     \b
     Example: thinkfast profile --batch 1,64,512 --seqlen 1k,8k --models llama-3.2-1b,llamba-1b,hybrid-1b
-    Writes profile.json and profile.png to the output directory and prints the tables.
+    Writes profile.json, profile.png and profile.pdf (the same figure) to the output directory and prints
+    the tables.
     """
     from thinkfast.profile.plots import plot_decode_throughput
     from thinkfast.profile.report import comparison_table, detail_tables, plan_table
@@ -138,8 +142,9 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
         console.print(table)
     console.print(f"wrote {json_path}")
     if section.plots:
-        plot = plot_decode_throughput(result, out_dir / "profile.png")
-        if plot is None:
-            console.print("[yellow]warning:[/yellow] no cell was measured (all skipped or OOM): no profile.png")
-        else:
-            console.print(f"wrote {plot}")
+        written = plot_decode_throughput(result, out_dir / "profile.png", section.figure_width)
+        if not written:
+            console.print("[yellow]warning:[/yellow] no cell was measured (all skipped or OOM): no profile.png "
+                          "or profile.pdf")
+        for path in written:
+            console.print(f"wrote {path}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from thinkfast.config.fields import option
+from thinkfast.plotting import FIGURE_WIDTH_HELP, check_figure_width
 
 
 @dataclass
@@ -43,11 +44,16 @@ class EvaluateSection:
     grading_timeout: float = option(5.0, "Seconds one equivalence check may take before it counts as wrong.",
                                     unit="s", min=0.1)
     workers: int = option(2, "Grading processes.", min=1)
-    plots: bool = option(True, "Write PNG plots next to report.json.")
+    plots: bool = option(True, "Write the plots next to report.json, each as a PNG and a PDF.")
+    figure_width: float = option(0.0, FIGURE_WIDTH_HELP, unit="in", min=0.0)
 
     def check(self) -> list[tuple[str, str]]:
         labels = [a.display for a in self.aggregators if a is not None]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
+        problems = []
         if dupes:
-            return [("aggregators", f"two aggregators are called {', '.join(dupes)}; give each a distinct `label`")]
-        return []
+            problems.append(("aggregators", f"two aggregators are called {', '.join(dupes)}; give each a distinct "
+                                            f"`label`"))
+        if (problem := check_figure_width(self.figure_width)) is not None:
+            problems.append(("figure_width", problem))
+        return problems

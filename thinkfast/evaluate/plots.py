@@ -1,10 +1,11 @@
-"""PNG plots of coverage and accuracy against samples (k) and against wall-clock seconds.
+"""Plots of coverage and accuracy against samples (k) and against wall-clock seconds, each as a PNG and
+a vector PDF of the same figure.
 
 One line per model (its own colour and marker), a shaded band for its bootstrap interval (none with
 ``evaluate.bootstrap = 0``).
-Per dataset four files:
-``<dataset>-coverage-vs-k.png``, ``<dataset>-accuracy-vs-k.png`` (one panel per aggregator),
-``<dataset>-coverage-vs-seconds.png`` and ``<dataset>-accuracy-vs-seconds.png`` (log x).
+Per dataset four figures, each written as ``.png`` and ``.pdf``:
+``<dataset>-coverage-vs-k``, ``<dataset>-accuracy-vs-k`` (one panel per aggregator),
+``<dataset>-coverage-vs-seconds`` and ``<dataset>-accuracy-vs-seconds`` (log x).
 """
 
 from __future__ import annotations
@@ -12,15 +13,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
-
-from thinkfast.evaluate.engine import ModelResult, Series  # noqa: E402
-from thinkfast.plotting import MARKERS, legend_below, plain_log_ticks  # noqa: E402
+from thinkfast.evaluate.engine import ModelResult, Series
+from thinkfast.plotting import (
+    MARKERS,
+    has_panel_below,
+    in_paper_style,
+    legend_below,
+    panel_figure,
+    panel_width,
+    plain_log_ticks,
+    save_figure,
+    starts_row,
+    wrap_to_width,
+)
 
 
 def _safe(name: str) -> str:
@@ -37,27 +46,22 @@ def _draw(ax, series: Series, label: str, color, marker: str, by_seconds: bool) 
     if any(x is None for x in xs):
         return False
     ys = [100 * v for v in series.mean]
-    ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.6, color=color, label=label, clip_on=False,
-            zorder=3)
+    ax.plot(xs, ys, marker=marker, color=color, label=label, clip_on=False, zorder=3)
     if all(v is not None for v in (*series.low, *series.high)):  # no band without bootstrap intervals
         ax.fill_between(xs, [100 * v for v in series.low], [100 * v for v in series.high], color=color,
                         alpha=0.18, linewidth=0)
     return True
 
 
-def _axes_style(ax, by_seconds: bool, ylabel: str, title: str) -> None:
+def _x_scale(ax, by_seconds: bool) -> None:
+    """Log x (base 2 for k), ticks labelled as plain numbers; the panels share it, so once is enough."""
     if by_seconds:
         ax.set_xscale("log")
-        ax.set_xlabel("wall-clock seconds per problem (log scale)")
         plain_log_ticks(ax.xaxis)
     else:
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("samples per problem, k")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.3)
 
 
 #: The smallest y range a plot shows, in percentage points: without it a model at 0 % everywhere is drawn
@@ -77,19 +81,23 @@ def _percent_limits(ax) -> None:
     ax.set_ylim(low, high)
 
 
-def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: str) -> Figure | None:
-    """The plot of ``metric`` (``coverage`` or ``accuracy``) against k or seconds; None with nothing to draw."""
-    import matplotlib.pyplot as plt
+@in_paper_style
+def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: str,
+           width: float = 0.0) -> Figure | None:
+    """The plot of ``metric`` (``coverage`` or ``accuracy``) against k or seconds; None with nothing to draw.
 
+    ``width``: the figure's width in inches (0: one column of a paper for one panel, the full page for
+    several). The panels (one per aggregator) share both axes, so that their lines compare at a glance.
+    """
     panels = ["coverage"] if metric == "coverage" else list(dict.fromkeys(a for r in results for a in r.accuracy))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False, sharey=True,
-                             layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = panel_figure(len(panels), width)
+    width_of_panel = panel_width(fig, len(panels))
+    colors = [f"C{i}" for i in range(10)]
     drawn_any = False
     untimed: dict[str, Line2D] = {}  # models without seconds: named in the legend, not silently missing
-    for ax, panel in zip(axes[0], panels, strict=True):
+    for index, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
         for i, r in enumerate(results):
             series = r.coverage if panel == "coverage" else r.accuracy.get(panel)
             style = {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]}
@@ -101,37 +109,40 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
                 untimed.setdefault(r.model, Line2D([], [], linestyle="none", alpha=0.5, **style,
                                                    label=f"{r.model} (no timings: not drawn)"))
         title = f"{dataset}: coverage (pass@k)" if panel == "coverage" else f"{dataset}: {panel}"
-        _axes_style(ax, by_seconds, "coverage (%)" if panel == "coverage" else "accuracy (%)", title)
+        ax.set_title(wrap_to_width(title, 0.9 * width_of_panel))
+        if not has_panel_below(len(axes), index):
+            xlabel = "wall-clock seconds per problem (log scale)" if by_seconds else "samples per problem, k"
+            ax.set_xlabel(wrap_to_width(xlabel, 0.85 * width_of_panel))
+        if starts_row(len(axes), index):
+            ax.set_ylabel("coverage (%)" if panel == "coverage" else "accuracy (%)")
+        ax.grid(True, which="major", alpha=0.3)
     if not drawn_any:
-        plt.close(fig)
         return None
-    _percent_limits(axes[0][0])  # the panels share their y axis
+    _x_scale(axes[0], by_seconds)  # the panels share their axes
+    _percent_limits(axes[0])
     entries: dict = {}  # label -> line, over every panel
-    for ax in axes[0]:
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
     for model, handle in untimed.items():
         if model not in entries:  # drawn in no panel
             entries[handle.get_label()] = handle
     # under the panels, where it hides no point or band
-    legend_below(fig, list(entries.values()), list(entries), 3, fontsize=9)
+    legend_below(fig, list(entries.values()), list(entries), 3)
     return fig
 
 
-def write_plots(results: list[ModelResult], out_dir: Path) -> list[Path]:
-    """Write every plot for every dataset in ``results``; returns the files written."""
-    import matplotlib.pyplot as plt
-
+def write_plots(results: list[ModelResult], out_dir: Path, width: float = 0.0) -> list[Path]:
+    """Write every plot for every dataset in ``results``, each as a PNG and a PDF (``width`` in inches, 0:
+    automatic, see :func:`figure`); returns the files written, each PNG followed by its PDF."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset in dict.fromkeys(r.dataset for r in results):
         group = [r for r in results if r.dataset == dataset]
         for metric in ("coverage", "accuracy"):
             for by_seconds in (False, True):
-                fig = figure(group, metric, by_seconds, dataset)
-                if fig is None:
-                    continue
-                written.append(out_dir / f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png")
-                fig.savefig(written[-1], dpi=150)
-                plt.close(fig)
+                fig = figure(group, metric, by_seconds, dataset, width)
+                if fig is not None:
+                    name = f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png"
+                    written += save_figure(fig, out_dir / name)
     return written

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from thinkfast.config.fields import option
+from thinkfast.plotting import FIGURE_WIDTH_HELP, check_figure_width
 from thinkfast.profile.grid import parse_size, parse_sizes
 
 
@@ -50,7 +51,8 @@ class ProfileSection:
     bandwidth: float = option(0.0, "Device memory bandwidth for the bandwidth-bound fraction; 0 measures it with a "
                                    "large device-to-device copy.", unit="GB/s", min=0.0)
     baseline: str = option("", "Model the speedups are relative to; empty means the first all-attention model.")
-    plots: bool = option(True, "Write profile.png (decode tokens/s vs batch, one panel per length).")
+    plots: bool = option(True, "Write profile.png and profile.pdf (decode tokens/s vs batch, one panel per length).")
+    figure_width: float = option(0.0, FIGURE_WIDTH_HELP, unit="in", min=0.0)
 
     def check(self) -> list[tuple[str, str]]:
         problems = []
@@ -62,6 +64,8 @@ class ProfileSection:
                 problems.append((key, "empty; give at least one size"))
         if self.baseline and self.baseline not in self.models:
             problems.append(("baseline", f"{self.baseline!r} is not one of models {self.models}"))
+        if (problem := check_figure_width(self.figure_width)) is not None:
+            problems.append(("figure_width", problem))
         if self.memory_cap:
             from thinkfast.profile.grid import parse_memory
 
