@@ -97,7 +97,7 @@ printf '  %-22s %s\n' \
     "student samples" "$OUT/generate/student/samples.jsonl (+ run.json)" \
     "teacher samples" "$OUT/generate/teacher/samples.jsonl (+ run.json)" \
     "report" "$OUT/evaluate/report.json" \
-    "plots" "$OUT/evaluate/*.png"
+    "plots" "$OUT/evaluate/*.png, *.pdf"
 printf '\n==> wall time per step (s)\n'
 for i in "${!STEP_NAMES[@]}"; do
     printf '  %-22s %7s\n' "${STEP_NAMES[$i]}" "${STEP_SECONDS[$i]}"

@@ -262,10 +262,11 @@ phase_collect() {
   fi
   local png
   for png in "$GEN_ROOT"/eval/*.png; do [ -f "$png" ] && cp "$png" "$dest/$tag-$(basename "$png")"; done
-  # small artifacts: metrics, run.json, resolved recipes, profile, the table, the phase log
+  # small artifacts: metrics, run.json, resolved recipes, profile, the table, the phase log, the PDF plots
   (cd "$RUNS" && find "seed$MODEL_SEED" "$(basename "$GEN_ROOT")" -maxdepth 4 \
       \( -name metrics.jsonl -o -name run.json -o -name recipe.toml -o -name 'profile.json' \
-         -o -name batch_sizes.txt -o -name table.txt -o -name report.json -o -name phases.tsv \) -print0 2>/dev/null \
+         -o -name batch_sizes.txt -o -name table.txt -o -name report.json -o -name phases.tsv \
+         -o -name '*.pdf' \) -print0 2>/dev/null \
      | sort -zu | tar --null -czf "$dest/artifacts-$tag.tar.gz" -T -)
   if [ -d "$GEN_ROOT/gen" ]; then  # xz if the machine has it (about 2x smaller than gzip on samples)
     local zip=z ext=gz

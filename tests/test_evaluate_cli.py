@@ -565,6 +565,32 @@ def test_a_run_without_timings_is_named_where_the_seconds_plots_leave_it_out(tmp
         assert [line.get_label() for line in fig.axes[0].get_lines()] == ["teacher"]
 
 
+def test_a_seconds_plot_with_nothing_to_draw_removes_the_earlier_reports_files(tmp_path):
+    """Evaluating into a directory that holds an earlier report: a plot that now has nothing to draw (the only
+    run has no timings) must not leave the earlier figure of that name, which shows other runs, beside the
+    new report.json."""
+    out = tmp_path / "out"
+    first = _run(["--runs", str(FIXTURES / "teacher"), "-o", str(out), "--set", "evaluate.bootstrap=0",
+                  "--set", "evaluate.subsets=2"])
+    assert first.exit_code == 0, first.output
+    seconds_plots = sorted(p.name for p in out.glob("*-vs-seconds.*"))
+    assert len(seconds_plots) == 4 and {p.rsplit(".", 1)[1] for p in seconds_plots} == {"png", "pdf"}
+
+    untimed = tmp_path / "untimed"
+    untimed.mkdir()
+    meta = json.loads((FIXTURES / "teacher" / "run.json").read_text())
+    del meta["problem_seconds"]
+    (untimed / "run.json").write_text(json.dumps(meta))
+    samples = [json.loads(line) for line in (FIXTURES / "teacher" / "samples.jsonl").read_text().splitlines()]
+    (untimed / "samples.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in s.items() if k != "seconds"}) + "\n" for s in samples))
+    second = _run(["--runs", str(untimed), "-o", str(out), "--set", "evaluate.bootstrap=0",
+                   "--set", "evaluate.subsets=2"])
+    assert second.exit_code == 0, second.output
+    assert list(out.glob("*-vs-seconds.*")) == []
+    assert len(list(out.glob("*-vs-k.png"))) == 2 and len(list(out.glob("*-vs-k.pdf"))) == 2
+
+
 def test_report_json_is_strict_json_even_with_a_non_finite_number(tmp_path, evaluated):
     """report.json is read by jq, JavaScript and Go, which reject NaN and Infinity: a non-finite number
     (here a grading rate) is written as null, and everything else round-trips exactly."""

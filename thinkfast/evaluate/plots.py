@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from thinkfast.evaluate.engine import ModelResult, Series
 from thinkfast.plotting import (
     MARKERS,
+    figure_paths,
     has_panel_below,
     in_paper_style,
     legend_below,
@@ -134,7 +135,8 @@ def figure(results: list[ModelResult], metric: str, by_seconds: bool, dataset: s
 
 def write_plots(results: list[ModelResult], out_dir: Path, width: float = 0.0) -> list[Path]:
     """Write every plot for every dataset in ``results``, each as a PNG and a PDF (``width`` in inches, 0:
-    automatic, see :func:`figure`); returns the files written, each PNG followed by its PDF."""
+    automatic, see :func:`figure`); returns the files written, each PNG followed by its PDF. A plot with
+    nothing to draw (no run has timings) removes an earlier report's files of that name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset in dict.fromkeys(r.dataset for r in results):
@@ -142,7 +144,10 @@ def write_plots(results: list[ModelResult], out_dir: Path, width: float = 0.0) -
         for metric in ("coverage", "accuracy"):
             for by_seconds in (False, True):
                 fig = figure(group, metric, by_seconds, dataset, width)
+                png = out_dir / f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png"
                 if fig is not None:
-                    name = f"{_safe(dataset)}-{metric}-vs-{'seconds' if by_seconds else 'k'}.png"
-                    written += save_figure(fig, out_dir / name)
+                    written += save_figure(fig, png)
+                else:  # nothing to draw: an earlier report's figure of that name would no longer be true
+                    for path in figure_paths(png):
+                        path.unlink(missing_ok=True)
     return written
