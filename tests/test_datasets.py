@@ -109,6 +109,26 @@ def test_malformed_line_names_file_and_line(tmp_path):
         load_problems(spec(dataset="gsm8k", path=str(bad)))
 
 
+def test_a_dataset_line_that_is_not_an_object_names_the_fix(tmp_path):
+    """Before: 'expected a JSON object, got list' said what was wrong but not what the file must hold."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q1", "answer": "x\\n#### 1"}\n["q2", "x\\n#### 2"]\n')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(bad))}:2: expected a JSON object, got list; each line "
+                                        rf"must be one JSON object$"):
+        load_problems(spec(dataset="gsm8k", path=str(bad)))
+
+
+def test_a_dataset_last_line_without_newline_is_read_or_named_never_dropped(tmp_path):
+    """A file the user gave us is not one a killed writer left: its last line, newline or not, is read, and
+    when it is not JSON that is an error naming the line (a cut line is dropped only in files thinkfast writes)."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"question": "q1", "answer": "x\\n#### 1"}\n{"question": "q2", "answer": "x\\n#### 2"}')
+    assert [p.question for p in load_problems(spec(dataset="gsm8k", path=str(path)))[1]] == ["q1", "q2"]
+    path.write_text('{"question": "q1", "answer": "x\\n#### 1"}\n{"question": "q2", "ans')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: not valid JSON \(.*\); each line must be"):
+        load_problems(spec(dataset="gsm8k", path=str(path)))
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_encoding_a_bom_is_read_and_bytes_that_are_not_utf8_are_named(tmp_path, suffix):
     """A byte-order mark (Windows editors write one) was 'not valid JSON'; Latin-1 text was a

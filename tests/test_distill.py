@@ -99,6 +99,8 @@ def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path
     changed[1]["steps"] = 5  # a different schedule is a different run: refused, nothing overwritten
     with pytest.raises(CheckpointError, match=r"differs .* at distill\.stages\[1\]\.steps;"):  # the key itself
         run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, changed), part_dir, resume=True)
+    with (part_dir / "metrics.jsonl").open("a") as fh:
+        fh.write('{"stage": "kd", "global_step": 4, "lo')  # a kill inside a write leaves a line cut short
     resumed = run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages()), part_dir, resume=True)
 
     a, _ = load_model(full)

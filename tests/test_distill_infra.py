@@ -201,6 +201,71 @@ def test_metrics_log_resumes_past_a_line_cut_short(tmp_path):
     assert [r["global_step"] for r in read_metrics(path)] == [1, 2, 3, 4]
 
 
+_STEPS_1_2 = b'{"global_step": 1, "loss": 1.0}\n{"global_step": 2, "loss": 1.0}'
+
+
+@pytest.mark.parametrize("content", [
+    _STEPS_1_2 + b"\n" + b'{"global_step": 3, "lo',  # killed mid-line
+    _STEPS_1_2,  # killed between the object and its newline
+    b"\n" + _STEPS_1_2 + b"\n\n  \n",  # blank lines
+    b"\xef\xbb\xbf" + _STEPS_1_2 + b"\n",  # a byte-order mark (an editor saved the file)
+], ids=["cut", "complete-without-newline", "blank-lines", "bom"])
+def test_metrics_log_resume_keeps_the_finished_steps_and_appends_on_a_line_of_its_own(tmp_path, content):
+    """Before: a byte-order mark stopped the resume with 'not valid JSON'."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(content)
+    MetricsLog(path, resume_global_step=2).write({"global_step": 3, "loss": 0.5})
+    assert [r["global_step"] for r in read_metrics(path)] == [1, 2, 3]
+    assert path.read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize("line, says", [
+    (b"not json\n", "not valid JSON"),  # ends in a newline: written whole, so damaged, not cut short
+    (b'{"global_step": 2, "stage": "\xff"}\n', r"not UTF-8 text \(byte 0xff\)"),
+    (b"[2, 1.0]\n", "expected a JSON object, got list"),
+], ids=["malformed-last-line", "not-utf8", "not-an-object"])
+def test_metrics_log_resume_names_any_damaged_line_but_a_cut_last_one(tmp_path, line, says):
+    """Before: a damaged last line that ended in a newline was dropped silently, a line that is not a JSON object
+    was kept as if it were step 0, and bytes that are not UTF-8 were a UnicodeDecodeError traceback."""
+    from thinkfast.errors import DataError
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"global_step": 1}\n' + line)
+    with pytest.raises(DataError, match=rf"{path}:2: {says}.*start a new --output-dir"):
+        MetricsLog(path, resume_global_step=2)
+
+
+def test_read_metrics_leaves_out_a_last_line_cut_short(tmp_path):
+    """Before: a JSONDecodeError traceback."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(_STEPS_1_2 + b'\n{"global_st')
+    assert [r["global_step"] for r in read_metrics(path)] == [1, 2]
+
+
+def test_a_resume_that_fails_while_rewriting_the_metrics_loses_none_of_them(tmp_path):
+    """The file of finished steps was truncated and then rewritten in place: a process killed or a disk filled
+    during the rewrite lost the metrics of the whole run. Here the rewrite really fails halfway (a file size
+    limit: EFBIG, as ENOSPC on a full disk)."""
+    import resource
+    import subprocess
+    import sys
+
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLog(path)
+    for step in range(1, 201):
+        log.write({"global_step": step, "loss": 1.0})
+    before = path.read_bytes()
+    limit = len(before) // 2
+    code = f"from pathlib import Path; from thinkfast.distill.metrics import MetricsLog; " \
+           f"MetricsLog(Path({str(path)!r}), resume_global_step=150)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode != 0 and "File too large" in done.stderr
+    assert path.read_bytes() == before
+    MetricsLog(path, resume_global_step=150).write({"global_step": 151, "loss": 0.5})
+    assert [r["global_step"] for r in read_metrics(path)] == list(range(1, 152))
+
+
 def test_metrics_log_names_a_damaged_line_before_the_last(tmp_path):
     from thinkfast.errors import DataError
 

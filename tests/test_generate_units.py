@@ -250,6 +250,29 @@ def test_a_torn_last_line_is_dropped_and_appending_continues(tmp_path):
     assert [json.loads(line)["sample_index"] for line in lines] == [0, 1]
 
 
+_LINE0 = b'{"problem_id": "p1", "sample_index": 0}\n'
+_LINE1 = b'{"problem_id": "p1", "sample_index": 1}'
+
+
+@pytest.mark.parametrize("content, done", [
+    (_LINE0 + _LINE1[:25], [0]),  # killed mid-line: the unfinished sample is generated again
+    (_LINE0 + '{"problem_id": "p1", "sample_index": 1, "text": "3 \u00d7'.encode()[:-1], [0]),  # mid-character
+    (_LINE0 + _LINE1, [0, 1]),  # killed between the object and its newline: a finished sample, kept
+    (_LINE0 + b"\n  \n" + _LINE1 + b"\n", [0, 1]),  # blank lines
+    (b"\xef\xbb\xbf" + _LINE0 + _LINE1 + b"\n", [0, 1]),  # a byte-order mark (an editor saved the file)
+], ids=["cut", "cut-in-a-character", "complete-without-newline", "blank-lines", "bom"])
+def test_resume_keeps_every_finished_sample_and_appends_on_a_line_of_its_own(tmp_path, content, done):
+    """Before: a last sample complete but for its newline was dropped (and cut from the file), so finished work
+    was thrown away; a byte-order mark was 'not valid JSON'."""
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(content)
+    assert sorted(i for _, i in read_done(tmp_path)) == done
+    with SampleWriter(path) as w:
+        w.write(_record("p1", 2))
+    assert sorted(i for _, i in read_done(tmp_path)) == [*done, 2]
+    assert path.read_bytes().endswith(b"\n") and path.read_text(encoding="utf-8-sig").count("{") == len(done) + 1
+
+
 def test_a_corrupt_middle_line_names_the_file_and_line(tmp_path):
     (tmp_path / "samples.jsonl").write_text('{"problem_id": "a", "sample_index": 0}\nnot json\n')
     with pytest.raises(DataError, match=r"samples.jsonl:2"):

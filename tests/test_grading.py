@@ -95,6 +95,19 @@ def test_grades_are_cached_and_reused(tmp_path, pool):
     assert second.counts["cached"] == len(lines) and "ok" not in second.counts
 
 
+def test_a_verdict_added_after_a_killed_run_is_not_glued_onto_its_cut_line(tmp_path):
+    """evaluate killed while appending left half a line in grades.jsonl; the next run appended its first verdict
+    onto it, so that verdict was unreadable (checked again, and appended again, on every later run)."""
+    from thinkfast.evaluate.equivalence import Check
+
+    cache_path = tmp_path / "grades.jsonl"
+    GradeCache(cache_path).add({("gsm8k", "1", "1"): Check(True, "quick")})
+    with cache_path.open("a") as fh:
+        fh.write('{"dataset": "gsm8k", "gold": "2", "pr')
+    GradeCache(cache_path).add({("gsm8k", "3", "4"): Check(False, "ok")})
+    assert set(GradeCache(cache_path).verdicts) == {("gsm8k", "1", "1"), ("gsm8k", "3", "4")}
+
+
 def test_extractor_errors_count_as_no_answer(pool):
     def broken(dataset: str, text: str) -> str | None:
         raise RuntimeError("boom")

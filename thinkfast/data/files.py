@@ -7,6 +7,10 @@ downloaded hub dataset) all match, ``train_1M-00000.parquet`` does not.
 
 Every record comes with its location (``file:line`` for JSON lines, ``file: record N`` for a
 JSON array, ``file: row N`` for parquet) so that errors can point at it.
+
+:func:`iter_jsonl_objects` also reads the JSON-lines files thinkfast appends to itself (``samples.jsonl``,
+``metrics.jsonl``): there a last line cut short by a killed writer is expected and left out, and
+:func:`repair_cut_end` makes such a file safe to append to again.
 """
 
 from __future__ import annotations
@@ -63,38 +67,68 @@ def resolve_files(path: str | Path, split: str) -> list[Path]:
     return chosen
 
 
-def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = None
+def iter_jsonl_objects(path: Path, on_cut_end: Callable[[str], None] | None = None, fix: str = ""
                        ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``("file:line", object)`` for every non-blank line of a JSONL file; a line that is not a JSON
-    object is a :class:`DataError` naming the file and line.
+    """``("file:line", object)`` for every non-blank line of a JSON-lines file, read as bytes one line at a time.
 
-    ``on_cut_end(where)``: when given, a last line that is not valid JSON (or not even UTF-8: the cut split
-    a character) and has no newline (a writer killed mid-line) is passed to it and skipped instead.
+    A byte-order mark at the start of any line is dropped (also files joined by ``cat``); a line that is not
+    UTF-8, not valid JSON or not a JSON object is a :class:`DataError` naming the file and line and ``fix``
+    (by default, for a file the user gave us: save it as UTF-8, one JSON object per line).
+
+    ``on_cut_end(where)``: for a file thinkfast appends to, where a killed writer can leave the last line
+    unfinished. When given, a last line that has no newline and is not complete JSON (:func:`_is_cut_line`)
+    is passed to it and skipped; a last line that is complete JSON without its newline is read like any
+    other. :func:`repair_cut_end` makes such a file safe to append to again.
     """
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
-            cut = on_cut_end is not None and not raw.endswith(b"\n")
-            try:
-                line = decode_utf8(raw.removeprefix(BOM), where)  # a BOM on any line: also files joined by cat
-            except DataError:
-                if cut:
-                    on_cut_end(where)
-                    return
-                raise
+            if on_cut_end is not None and _is_cut_line(raw):
+                on_cut_end(where)
+                return
+            line = decode_utf8(raw.removeprefix(BOM), where, fix or "save the file as UTF-8")
             if not line.strip():
                 continue
             try:
                 record = json.loads(line.rstrip("\r\n"))  # without the newline an error's column is on this line
             except json.JSONDecodeError as exc:
-                if cut:
-                    on_cut_end(where)
-                    return
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be "
-                                f"one JSON object") from None
+                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                f"{fix or 'each line must be one JSON object'}") from None
             if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}; "
+                                f"{fix or 'each line must be one JSON object'}")
             yield where, record
+
+
+def _is_cut_line(raw: bytes) -> bool:
+    """Whether ``raw`` (one line as read, newline included) is a line a killed writer left unfinished: no
+    newline, and not complete JSON (or not even UTF-8: the cut split a character). A writer appends
+    ``json.dumps(obj) + "\\n"``, so an unfinished object never parses, and a complete one lacks only the newline."""
+    if raw.endswith(b"\n"):
+        return False
+    try:
+        json.loads(raw.removeprefix(BOM).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return True
+    return False
+
+
+def repair_cut_end(path: Path) -> None:
+    """Make a JSON-lines file safe to append to after its writer was killed mid-line: an unfinished last line
+    (:func:`_is_cut_line`) is truncated away, a complete last line without its newline gets one. Without this,
+    the next appended line would be glued onto the last one. A missing file is left missing."""
+    if not path.exists():
+        return
+    raw = path.read_bytes()
+    end = raw.rfind(b"\n") + 1
+    if end == len(raw):
+        return
+    with path.open("r+b") as fh:
+        if _is_cut_line(raw[end:]):
+            fh.truncate(end)
+        else:
+            fh.seek(0, 2)
+            fh.write(b"\n")
 
 
 def decode_utf8(raw: bytes, where: str, fix: str = "save the file as UTF-8") -> str:

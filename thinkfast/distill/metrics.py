@@ -12,12 +12,15 @@ run, or its resumption, started) and ``time`` (Unix seconds).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from thinkfast.data.files import iter_jsonl_objects
 
 
 class MetricsLog:
@@ -29,36 +32,31 @@ class MetricsLog:
         if resume_global_step is None:
             path.write_text("")
         elif path.exists():
-            kept = [line for line, record in _records(path) if record.get("global_step", 0) <= resume_global_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in _records(path, fix=_RESUME_FIX)
+                    if record.get("global_step", 0) <= resume_global_step]
+            # written aside and renamed: a kill while rewriting leaves the old file whole, never half of it
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
+            os.replace(tmp, path)
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as fh:
             fh.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
 
 
-def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(line, record)`` for each line of a metrics file being resumed. A last line cut short (the process
-    was killed while writing it) is dropped; a damaged line before it is a :class:`DataError`."""
-    from thinkfast.errors import DataError
+#: What to do about a damaged line of a metrics file that a run resumes.
+_RESUME_FIX = "the metrics of this run cannot be resumed; remove the line or start a new --output-dir"
 
-    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
-    out = []
-    for i, (n, line) in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise DataError(f"{path}:{n}: not valid JSON, so the metrics of this run cannot be resumed; remove "
-                            f"the line or start a new --output-dir") from None
-        out.append((line, record if isinstance(record, dict) else {}))
-    return out
+
+def _records(path: Path, fix: str) -> list[dict[str, Any]]:
+    """Every record of a metrics file. A last line cut short (the process was killed while writing it) is
+    left out; a damaged line before it is a :class:`DataError` naming the file, the line and ``fix``."""
+    return [record for _, record in iter_jsonl_objects(path, on_cut_end=lambda where: None, fix=fix)]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every record of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every record of a ``metrics.jsonl`` file (a last line cut short by a killed run left out)."""
+    return _records(path, fix="delete the line")
 
 
 class ProgressDisplay:

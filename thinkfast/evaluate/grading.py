@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thinkfast.data.files import repair_cut_end
 from thinkfast.errors import ThinkfastError
 from thinkfast.evaluate.equivalence import Check, EquivalencePool, normalize_text
 from thinkfast.evaluate.graded import GradedProblem
@@ -67,6 +68,7 @@ class GradeCache:
         self.path = path
         self.verdicts: dict[tuple[str, str, str], Check] = {}
         if path is not None and path.is_file():
+            repair_cut_end(path)  # so that the first verdict added is not glued onto a line a killed run left
             with path.open(encoding="utf-8") as fh:
                 for line in fh:
                     try:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from thinkfast.data.files import decode_utf8
+from thinkfast.data.files import iter_jsonl_objects, repair_cut_end
 from thinkfast.errors import DataError, ThinkfastError
 
 SAMPLES = "samples.jsonl"
@@ -53,43 +53,29 @@ def shard_name(rank: int) -> str:
     return f"samples.rank{rank}.jsonl"
 
 
-def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
-    """Records of one samples file. An unterminated last line (a crash mid-write) is dropped,
-    and with ``repair`` also cut from the file so that appending continues cleanly."""
+#: What to do about a damaged line of a samples file.
+_FIX = "delete the line or use another --output-dir"
+
+
+def _read_samples(path: Path) -> list[dict[str, Any]]:
+    """Records of one samples file; a last line cut short by a killed run is left out (its sample is generated
+    again). A damaged line before it is a :class:`DataError` naming the file and line."""
     if not path.exists():
         return []
-    raw = path.read_bytes()
-    end = raw.rfind(b"\n") + 1
-    if end < len(raw) and repair:
-        with path.open("r+b") as fh:
-            fh.truncate(end)
-    records = []
-    for lineno, data in enumerate(raw[:end].splitlines(), 1):
-        where = f"{path}:{lineno}"
-        line = decode_utf8(data, where, fix="delete the line or use another --output-dir")
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg}); delete the line or use another "
-                            f"--output-dir") from None
-        records.append(_checked_sample(record, where))
-    return records
+    return [_checked_sample(record, where)
+            for where, record in iter_jsonl_objects(path, on_cut_end=lambda where: None, fix=_FIX)]
 
 
-def _checked_sample(record: Any, where: str) -> dict[str, Any]:
-    """``record`` if it can name a sample (a JSON object with ``problem_id`` and an integer ``sample_index``),
-    else a :class:`DataError` naming ``where``."""
-    if not isinstance(record, dict):
-        problem = f"expected a JSON object, got {type(record).__name__}"
-    elif "problem_id" not in record or "sample_index" not in record:
+def _checked_sample(record: dict[str, Any], where: str) -> dict[str, Any]:
+    """``record`` if it can name a sample (it has ``problem_id`` and an integer ``sample_index``), else a
+    :class:`DataError` naming ``where``."""
+    if "problem_id" not in record or "sample_index" not in record:
         problem = "a sample needs problem_id and sample_index"
     elif not isinstance(record["sample_index"], int) or isinstance(record["sample_index"], bool):
         problem = f"sample_index {record['sample_index']!r} is not an integer"
     else:
         return record
-    raise DataError(f"{where}: {problem}; delete the line or use another --output-dir")
+    raise DataError(f"{where}: {problem}; {_FIX}")
 
 
 def sample_files(out_dir: Path) -> list[Path]:
@@ -97,11 +83,11 @@ def sample_files(out_dir: Path) -> list[Path]:
     return [out_dir / SAMPLES, *sorted(out_dir.glob("samples.rank*.jsonl"))]
 
 
-def read_done(out_dir: Path, *, repair: bool = False) -> dict[tuple[str, int], dict[str, Any]]:
+def read_done(out_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Every sample already written in ``out_dir``, keyed by ``(problem_id, sample_index)``."""
     done: dict[tuple[str, int], dict[str, Any]] = {}
     for path in sample_files(out_dir):
-        for rec in _read_jsonl(path, repair=repair):
+        for rec in _read_samples(path):
             done.setdefault((str(rec["problem_id"]), int(rec["sample_index"])), rec)
     return done
 
@@ -111,7 +97,7 @@ class SampleWriter:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        _read_jsonl(path, repair=True)
+        repair_cut_end(path)  # so that the first record is not glued onto a line a killed run left unfinished
         self.path = path
         self._fh = path.open("a", encoding="utf-8")
 
