@@ -10,7 +10,7 @@ import torch
 from thinkfast.config import from_dict
 from thinkfast.config.common import DataSpec
 from thinkfast.data.packing import PackedLoader, pack
-from thinkfast.data.training import load_responses, training_examples
+from thinkfast.data.training import load_responses, training_data, training_examples
 from thinkfast.errors import DataError
 
 
@@ -71,6 +71,22 @@ def test_responses_errors(smollm_tokenizer, tmp_path):
         load_responses(samples)
     with pytest.raises(DataError, match="does not exist"):
         load_responses(tmp_path / "missing.jsonl")
+
+
+def test_a_responses_file_cut_by_a_killed_generate_is_read_without_its_cut_line(tmp_path):
+    """data.responses names a samples.jsonl that generate writes; a generate killed mid-write leaves its last
+    line cut short. generate's resume and evaluate leave that line out; distill stopped with "not valid JSON".
+    It now leaves it out too, with a warning naming file:line, and still refuses a bad line elsewhere."""
+    samples = tmp_path / "samples.jsonl"
+    whole = '{"problem_id": "arith-train-0", "text": "#### 1"}\n{"problem_id": "arith-train-1", "text": "#### 2"}\n'
+    samples.write_text(whole + '{"problem_id": "arith-train-2", "te')
+    data = training_data(spec(dataset="synthetic-arith", limit=3, responses=str(samples)))
+    assert [(p.id, text) for p, text in data.pairs] == [("arith-train-0", "#### 1"), ("arith-train-1", "#### 2")]
+    assert data.warnings == [f"data.responses: {samples}:3: the last line is cut short (generate was stopped "
+                             f"while writing it); that sample is left out"]
+    samples.write_text('{"problem_id": "arith-train-0", "te\n' + whole)
+    with pytest.raises(DataError, match=r"samples.jsonl:1: not valid JSON"):
+        training_data(spec(dataset="synthetic-arith", limit=3, responses=str(samples)))
 
 
 def test_loader_over_real_examples(smollm_tokenizer):

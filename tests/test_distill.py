@@ -471,3 +471,23 @@ def test_resume_with_another_number_of_processes_names_the_one_that_wrote_the_ch
     with pytest.raises(CheckpointError, match=r"written by 2 processes and this run has 1; resume under torchrun "
                                               r"--nproc-per-node 2"):
         run_distill(recipe(), tmp_path, resume=True)
+
+
+def test_distill_warns_once_about_a_cut_line_in_its_responses_file(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    """A stage trained on a generate output whose last line a killed generate cut short: distill trains on the
+    whole lines and says, once, on its console, which line it left out."""
+    import json
+
+    from rich.console import Console
+
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"problem_id": f"gsm8k-train-{i}", "text": "So 2 + 2 = 4.\n#### 4"}) + "\n"
+                               for i in range(3)) + '{"problem_id": "gsm8k-train-2", "text": "#### ')  # ids by line
+    stages = [_stage("sft", steps=1, data={"dataset": "gsm8k", "path": "", "split": "train", "limit": 3,
+                                           "responses": str(samples)}) for _ in range(2)]
+    console = Console(record=True, width=400)
+    run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, stages, "transformer", {}), tmp_path / "out",
+                console=console)
+    assert console.export_text().splitlines() == [
+        f"warning: data.responses: {samples}:4: the last line is cut short (generate was stopped while writing "
+        f"it); that sample is left out"]

@@ -23,11 +23,12 @@ def command(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, r
     Writes checkpoints/, metrics.jsonl and the final student (a model directory, student/) to the
     output dir. On several GPUs: torchrun --nproc-per-node N -m thinkfast distill RECIPE.
     """
+    from thinkfast.cli import err_console
     from thinkfast.cli.ranks import is_main_rank
     from thinkfast.distill.engine import run_distill
 
     loaded = load_recipe(recipe, overrides)
     with output_directory(resolve_output_dir(loaded, output_dir, "distill")) as out:
-        student = run_distill(loaded, out, resume=resume, progress=progress)
+        student = run_distill(loaded, out, resume=resume, progress=progress, console=err_console)
     if is_main_rank():  # rank 0 writes the student
         click.echo(f"student written to {student}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,19 @@ from thinkfast.config.common import DataSpec
 from thinkfast.data import load_problems, no_problems_error
 from thinkfast.data.answers import answers_equal
 from thinkfast.data.base import Problem
-from thinkfast.data.files import field, iter_file
+from thinkfast.data.files import field, iter_jsonl_objects
 from thinkfast.data.guard import GuardedDataset
 from thinkfast.data.render import assemble_example, eos_token_id, prompt_text, resolve_template, response_segment
 from thinkfast.errors import DataError
 
 
-def load_responses(path: str | Path) -> dict[str, list[str]]:
-    """``problem_id -> [text, ...]`` from a samples file (JSON lines with ``problem_id`` and ``text``)."""
+def load_responses(path: str | Path, warnings: list[str] | None = None) -> dict[str, list[str]]:
+    """``problem_id -> [text, ...]`` from a samples file (JSON lines with ``problem_id`` and ``text``).
+
+    The file is ``generate``'s output, so a last line cut short (``generate`` killed mid-write) is left out,
+    as ``generate`` and ``evaluate`` leave it out, with a line about it appended to ``warnings``; any other
+    bad line is a :class:`DataError` naming ``file:line``.
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"data.responses: {p} does not exist; point it at the samples.jsonl that "
@@ -33,20 +39,27 @@ def load_responses(path: str | Path) -> dict[str, list[str]]:
     if p.suffix != ".jsonl":
         raise DataError(f"data.responses: {p} is not a .jsonl file (expected a `thinkfast generate` samples.jsonl)")
     responses: dict[str, list[str]] = defaultdict(list)
-    for where, record in iter_file(p):
+    def cut(where: str) -> None:
+        if warnings is not None:
+            warnings.append(f"data.responses: {where}: the last line is cut short (generate was stopped while "
+                            f"writing it); that sample is left out")
+
+    for where, record in iter_jsonl_objects(p, on_cut_end=cut):
         responses[field(record, "problem_id", where)].append(field(record, "text", where))
     return dict(responses)
 
 
-def response_pairs(plugin: GuardedDataset, problems: list[Problem], spec: DataSpec) -> list[tuple[Problem, str]]:
-    """``(problem, response)`` pairs to train on (rules in the module docstring)."""
+def response_pairs(plugin: GuardedDataset, problems: list[Problem], spec: DataSpec,
+                   warnings: list[str] | None = None) -> list[tuple[Problem, str]]:
+    """``(problem, response)`` pairs to train on (rules in the module docstring); what a reader must know
+    about the responses file is appended to ``warnings``."""
     if not spec.responses:
         pairs = [(p, r) for p in problems if (r := plugin.response_text(p)) is not None]
         if problems and not pairs:
             raise DataError(f"dataset {spec.dataset!r} has no reference solutions to train on; set "
                             f"data.responses to a samples.jsonl from `thinkfast generate`")
         return pairs
-    responses = load_responses(spec.responses)
+    responses = load_responses(spec.responses, warnings)
     pairs = []
     for problem in problems:
         for text in responses.get(problem.id, []):
@@ -69,6 +82,7 @@ class TrainingData:
     plugin: GuardedDataset
     shots: list[Problem]
     pairs: list[tuple[Problem, str]]
+    warnings: list[str] = dataclass_field(default_factory=list)  # e.g. a cut last line left out of data.responses
 
 
 def training_data(spec: DataSpec, key: str = "data") -> TrainingData:
@@ -81,7 +95,9 @@ def training_data(spec: DataSpec, key: str = "data") -> TrainingData:
     plugin, problems = load_problems(spec)
     if not problems:
         raise no_problems_error(key, spec)
-    return TrainingData(plugin, plugin.few_shot_problems(spec), response_pairs(plugin, problems, spec))
+    warnings: list[str] = []
+    pairs = response_pairs(plugin, problems, spec, warnings)
+    return TrainingData(plugin, plugin.few_shot_problems(spec), pairs, warnings)
 
 
 def training_examples(spec: DataSpec, tokenizer: Any, chunk_size: int = 1024,

@@ -156,18 +156,19 @@ def _unwrapped_copy(student: nn.Module, strategy: str, ctx: DistContext) -> nn.M
 
 
 def run_distill(recipe: Any, output_dir: Path, *, resume: bool = False, progress: bool | None = None,
-                on_step: StepCallback | None = None) -> Path:
+                on_step: StepCallback | None = None, console: Any = None) -> Path:
     """Run every stage of ``recipe.distill``; return the final student directory.
 
     ``resume`` continues from ``<output_dir>/checkpoints/latest`` (bit-for-bit on the CPU);
     ``progress`` None follows ``distill.progress``. ``on_step`` is called after every optimizer step.
+    ``console`` (a rich console) hears the warnings about the training data, on the main process.
     """
     section = recipe.distill
     if not section.stages:
         raise RecipeError([f"{recipe.source}: distill.stages: no stages; add [[distill.stages]] tables"])
     ctx = init_distributed(recipe.run.device)
     try:
-        return _run(recipe, output_dir, ctx, resume, progress, on_step)
+        return _run(recipe, output_dir, ctx, resume, progress, on_step, console)
     finally:
         shutdown_distributed()
 
@@ -207,7 +208,7 @@ def _check_same_training(saved: Path, recipe: Any) -> None:
 
 
 def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress: bool | None,
-         on_step: StepCallback | None) -> Path:
+         on_step: StepCallback | None, console: Any) -> Path:
     from thinkfast.config.toml_writer import dumps
     from thinkfast.config.validate import check_input_files, to_dict
     from thinkfast.models import save_model
@@ -237,6 +238,9 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
                           overrides=recipe.override_spans)
     check_model_files(recipe)
     stage_data = read_stage_data(stages)
+    if console is not None and ctx.is_main:
+        for warning in dict.fromkeys(w for data in stage_data.values() for w in data.warnings):
+            console.print(f"[yellow]warning:[/yellow] {warning}")
 
     torch.manual_seed(recipe.run.seed)
     teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)
