@@ -139,6 +139,44 @@ def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_di
     assert records[2]["elapsed_s"] - records[1]["elapsed_s"] == 101.0
 
 
+def test_elapsed_s_goes_on_across_an_interruption_from_the_time_its_checkpoint_recorded(
+        tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+    """On a clock where a step takes 1 s and a checkpoint save 100 s, a run stopped after step 3 (its last
+    checkpoint: step 2) and resumed logs elapsed_s as one run would: the resumed steps go on from the 102 s
+    its checkpoint recorded (the save included) instead of from 0; the stopped run's step after that
+    checkpoint, redone, counts once. tokens/s after the resume is that of every other step."""
+    import types
+
+    from thinkfast.distill import checkpoint, trainer
+
+    clock = [0.0]
+
+    def advancing(seconds, function):
+        def call(*args, **kwargs):
+            clock[0] += seconds
+            return function(*args, **kwargs)
+        return call
+
+    def interrupt(position):
+        if position.step == 3:
+            raise KeyboardInterrupt  # leaves what a kill leaves: the checkpoint of step 2 and 3 metrics lines
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(trainer, "teacher_targets", advancing(1.0, trainer.teacher_targets))
+    monkeypatch.setattr(checkpoint, "save_checkpoint", advancing(100.0, checkpoint.save_checkpoint))
+
+    def recipe():
+        return _recipe(tiny_llama_dir, gsm8k_train_path, [_stage("kd", steps=4, checkpoint_every=2, seq_len=128,
+                                                                 batch_size=1)])
+
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(recipe(), tmp_path, on_step=interrupt)
+    run_distill(recipe(), tmp_path, resume=True)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["elapsed_s"] for r in records] == [1.0, 2.0, 103.0, 104.0], records
+    assert [r["tokens_per_s"] for r in records] == [128.0] * 4, records
+
+
 def test_a_full_disk_while_checkpointing_is_one_error_keeping_the_last_checkpoint(tiny_llama_dir, gsm8k_train_path,
                                                                                     tmp_path, monkeypatch):
     """torch.save on a full device raises a RuntimeError about the file position (seen on this machine):

@@ -396,6 +396,9 @@ def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tin
     assert not list(out.glob("*.rank*"))
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2 and len(run["devices"]) == 2 and run["num_samples"] == 6
+    # one invocation of two ranks side by side: its time is the slowest rank's, not the sum
+    assert run["total_wall_seconds"] == run["wall_seconds"]
+    assert 0 < max(r["total_wall_seconds"] for r in merged.values()) <= run["total_wall_seconds"]
 
 
 def test_a_rerun_with_fewer_ranks_removes_the_timings_an_interrupted_run_left(first_run, tiny_llama_dir,
@@ -410,3 +413,71 @@ def test_a_rerun_with_fewer_ranks_removes_the_timings_an_interrupted_run_left(fi
     result = thinkfast(*_args(tiny_llama_dir, gsm8k_train_path, out))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["run.json", "samples.jsonl"]
+
+
+def _generate_until_killed(cmd: list[str], samples: list[Path], at_least: int, env: dict[str, str] | None = None,
+                           processes: int = 1) -> float:
+    """Start ``processes`` copies of ``cmd`` (ranks 0.. under ``env`` when given), SIGKILL them all once the
+    files ``samples`` hold ``at_least`` finished lines between them; returns how long they lived (seconds)."""
+    import signal
+    import time
+
+    started = time.perf_counter()
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                   **({"RANK": str(r), "LOCAL_RANK": str(r), **env} if env else {})})
+             for r in range(processes)]
+    try:
+        while sum(p.read_bytes().count(b"\n") for p in samples if p.exists()) < at_least:
+            assert all(p.poll() is None for p in procs), [p.communicate()[1] for p in procs]
+            assert time.perf_counter() - started < 120, "no samples after 120 s"
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+    return time.perf_counter() - started
+
+
+def test_total_wall_seconds_counts_a_killed_invocation_up_to_its_last_sample(tiny_llama_dir, gsm8k_train_path,
+                                                                             tmp_path):
+    """generate killed by SIGKILL (nothing runs at exit) and re-run on the same directory: run.json's
+    total_wall_seconds counts the killed invocation's time up to its last finished sample, not only the
+    re-run's."""
+    out = tmp_path / "killed"
+    args = _args(tiny_llama_dir, gsm8k_train_path, out, "--batch-size", "1", "--max-new-tokens", "8")
+    lived = _generate_until_killed([sys.executable, "-m", "thinkfast", *args], [out / "samples.jsonl"], 2)
+    killed = list(_samples(out).values())
+    assert json.loads((out / "run.json").read_text())["status"] == "running" and len(killed) < 6
+    killed_seconds = sum(r["seconds"] for r in killed)  # attributed shares: at most its time up to the last one
+    assert thinkfast(*args).returncode == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["new_samples"] == 6 - len(killed)
+    assert killed_seconds > 0
+    assert killed_seconds + run["wall_seconds"] <= run["total_wall_seconds"] < lived + run["wall_seconds"]
+
+
+def test_total_wall_seconds_counts_killed_ranks_by_the_slowest_rank(first_run, tiny_llama_dir, gsm8k_train_path,
+                                                                   tmp_path):
+    """Two ranks killed by SIGKILL leave their samples in their shard files only; the re-run (here one process)
+    merges them into one run.json whose total counts the killed ranks' time once (ranks run side by side: the
+    slowest rank's time up to its last sample), not per rank and not zero."""
+    out = tmp_path / "dist"
+    args = _args(tiny_llama_dir, gsm8k_train_path, out, "--batch-size", "1", "--max-new-tokens", "8")
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    lived = _generate_until_killed([sys.executable, "-m", "thinkfast", *args],
+                                   [out / "samples.rank0.jsonl", out / "samples.rank1.jsonl"], 2, env, processes=2)
+    killed = _samples_by_file(out)
+    assert not (out / "samples.jsonl").exists() and 0 < sum(map(len, killed.values())) < 6
+    slowest_rank = max(sum(r["seconds"] for r in recs) for recs in killed.values())
+    assert thinkfast(*args).returncode == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["num_samples"] == 6 and not list(out.glob("*.rank*"))
+    assert slowest_rank + run["wall_seconds"] <= run["total_wall_seconds"] < lived + run["wall_seconds"]
+    stamped = [r["total_wall_seconds"] for r in _samples(out).values()]
+    assert max(stamped) <= run["total_wall_seconds"]
+
+
+def _samples_by_file(out: Path) -> dict[str, list[dict]]:
+    """Every finished line of each samples file in ``out`` (a torn last line left out)."""
+    return {p.name: [json.loads(line) for line in p.read_text().split("\n")[:-1]] for p in out.glob("samples*.jsonl")}

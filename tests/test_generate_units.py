@@ -406,3 +406,16 @@ def test_a_sample_line_that_is_not_utf8_is_a_data_error_naming_the_line(tmp_path
     (tmp_path / "samples.jsonl").write_bytes(b'{"problem_id": "a", "sample_index": 0}\n{"text": "\xff"}\n')
     with pytest.raises(DataError, match=r"samples.jsonl:2: not UTF-8 text \(byte 0xff\)"):
         read_done(tmp_path)
+
+
+def test_accounted_wall_seconds_is_the_largest_total_on_record():
+    from thinkfast.generate.output import accounted_wall_seconds
+
+    assert accounted_wall_seconds({}, []) == 0.0  # a new run
+    # a killed invocation's samples went past the marker's total; samples from before the field count via run.json
+    samples = [{"seconds": 1.0}, {"total_wall_seconds": 12.5}, {"total_wall_seconds": 11.0}]
+    assert accounted_wall_seconds({"status": "running", "total_wall_seconds": 10.0}, samples) == 12.5
+    assert accounted_wall_seconds({"total_wall_seconds": 30.0}, [{"total_wall_seconds": 12.5}]) == 30.0
+    # values no clock wrote are ignored, not summed or compared
+    assert accounted_wall_seconds({"total_wall_seconds": "7"}, [{"total_wall_seconds": float("nan")},
+                                                                {"total_wall_seconds": True}]) == 0.0

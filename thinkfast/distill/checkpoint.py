@@ -6,7 +6,7 @@ Layout under ``<output_dir>/checkpoints/``::
     stage01-step0000200/
         state.pt                model, optimizer and scheduler state dicts (full, unsharded)
         rng.pt                  RNG states of every process (torch CPU/CUDA, Python, NumPy)
-        position.json           stage index, step, tokens, data position (JSON, human-readable)
+        position.json           stage index, step, tokens, data position, training seconds (JSON)
 
 A checkpoint is written into a hidden temporary directory, flushed, renamed into place, and
 only then does ``latest`` (replaced with ``os.replace``) point at it, so an interruption at any
@@ -24,7 +24,8 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,9 @@ class Position:
     global_step: int = 0  # optimizer steps completed over all stages
     tokens: int = 0  # tokens consumed in this stage (all processes)
     data_state: dict[str, Any] = field(default_factory=dict)  # the stage's data iterator state
+    # training wall seconds of the run, every invocation included, when the checkpoint was written (rank 0's
+    # clock; 0 in checkpoints written before it was recorded)
+    elapsed_s: float = 0.0
 
     @property
     def dirname(self) -> str:
@@ -138,10 +142,11 @@ def _write_file(path: Path, write) -> None:
 
 
 def save_checkpoint(root: Path, position: Position, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, *, keep: int = 2) -> Path | None:
+                    scheduler: Any, *, keep: int = 2, elapsed: Callable[[], float] | None = None) -> Path | None:
     """Write a checkpoint under ``root`` (``<output_dir>/checkpoints``); every process must call it.
 
-    Returns the checkpoint directory on rank 0, None elsewhere.
+    ``elapsed()``: the run's training seconds, read once the model and optimizer states are written (so the
+    time they took counts), into ``position.elapsed_s``. Returns the checkpoint directory on rank 0, None elsewhere.
     """
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state, optim_state = get_state_dict(model, optimizer, options=options)
@@ -159,6 +164,8 @@ def save_checkpoint(root: Path, position: Position, model: nn.Module, optimizer:
     try:
         _write_file(tmp / "state.pt", lambda fh: torch.save(state, fh))
         _write_file(tmp / "rng.pt", lambda fh: torch.save(rngs, fh))
+        if elapsed is not None:
+            position = replace(position, elapsed_s=round(elapsed(), 3))
         _write_file(tmp / "position.json", lambda fh: fh.write(json.dumps(asdict(position), indent=2).encode()))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint only takes space

@@ -261,7 +261,8 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     show = section.progress if progress is None else progress
     tc = TrainContext(ctx=ctx, student=student, teacher=teacher, checkpoint_dir=checkpoint_dir, metrics=None,
                       progress=ProgressDisplay(show and ctx.is_main), strategy=strategy,
-                      autocast_dtype=autocast_dtype, keep_checkpoints=section.keep_checkpoints, on_step=on_step)
+                      autocast_dtype=autocast_dtype, keep_checkpoints=section.keep_checkpoints, on_step=on_step,
+                      elapsed_before=position.elapsed_s if position else 0.0)
 
     def start() -> None:
         """The run starts: write recipe.toml and start metrics.jsonl (right before the first optimizer step,

@@ -5,8 +5,9 @@
 ``stage`` (name), ``stage_index``, ``kind``, ``step`` (optimizer steps done in the stage),
 ``global_step``, ``loss`` (mean over loss tokens, or over layers/heads for matrix/hidden),
 ``lr``, ``grad_norm`` (before clipping), ``tokens`` (tokens consumed in the stage, all
-processes), ``tokens_per_s`` (over the logging window), ``elapsed_s`` (wall seconds since the
-run, or its resumption, started) and ``time`` (Unix seconds).
+processes), ``tokens_per_s`` (over the logging window), ``elapsed_s`` (the run's training wall
+seconds: a resumed run goes on from the ``elapsed_s`` its checkpoint recorded) and ``time`` (Unix
+seconds).
 """
 
 from __future__ import annotations

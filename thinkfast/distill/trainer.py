@@ -48,10 +48,17 @@ class TrainContext:
     autocast_dtype: torch.dtype | None = None
     keep_checkpoints: int = 2
     on_step: StepCallback | None = None
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=lambda: time.perf_counter())
+    # training seconds of earlier invocations of this run: the resumed checkpoint's ``elapsed_s``
+    elapsed_before: float = 0.0
     # called once, before the run's first optimizer step, once its first batch has passed its check: the run
     # starts writing files then (a run that stops at a check before it leaves no files, nor touches earlier ones)
     on_start: Callable[[], None] | None = None
+
+    def elapsed(self, now: float | None = None) -> float:
+        """The run's training wall seconds at ``now`` (a ``time.perf_counter()`` reading; default: now),
+        earlier invocations included up to the checkpoint this one resumed from."""
+        return self.elapsed_before + (time.perf_counter() if now is None else now) - self.started
 
     def start(self) -> None:
         """Call :attr:`on_start` if it has not been called yet."""
@@ -180,16 +187,17 @@ def train_stage(tc: TrainContext, stage_index: int, stage: StageSection, loader:
                 tc.metrics.write({"stage": stage.label, "stage_index": stage_index, "kind": stage.kind,
                                   "step": position.step, "global_step": position.global_step,
                                   "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": position.tokens,
-                                  "tokens_per_s": round(tps, 1), "elapsed_s": round(now - tc.started, 3)})
+                                  "tokens_per_s": round(tps, 1), "elapsed_s": round(tc.elapsed(now), 3)})
             tc.progress.update(position.step, step_loss, tps, lr)
         if stage.checkpoint_every and position.step % stage.checkpoint_every == 0 and not last:
             saving = time.perf_counter()
             ckpt.save_checkpoint(tc.checkpoint_dir, position, student, optimizer, scheduler,
-                                 keep=tc.keep_checkpoints)
+                                 keep=tc.keep_checkpoints, elapsed=tc.elapsed)
             window_start += time.perf_counter() - saving  # tokens/s counts training, not the save
         if tc.on_step is not None:
             tc.on_step(position)
     tc.progress.close()
     boundary = ckpt.Position(stage_index + 1, 0, position.global_step)
-    ckpt.save_checkpoint(tc.checkpoint_dir, boundary, student, optimizer, scheduler, keep=tc.keep_checkpoints)
+    ckpt.save_checkpoint(tc.checkpoint_dir, boundary, student, optimizer, scheduler, keep=tc.keep_checkpoints,
+                         elapsed=tc.elapsed)
     return position.global_step

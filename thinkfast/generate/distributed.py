@@ -5,6 +5,9 @@
 runs on ``cuda:LOCAL_RANK`` (when the run's device is a GPU), appends its samples to its own
 shard file, and writes its timings to ``run.rank<r>.json``. After a barrier (gloo process
 group, so it works on CPU too) rank 0 merges everything into ``samples.jsonl`` and ``run.json``.
+Every rank starts its run clock from the generation time rank 0 found on record
+(:meth:`ProcessGroup.from_main`), read before any rank writes a sample, so the samples' totals of one
+invocation share one origin and the slowest rank's last one is the run's.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def read_rank_stats(out_dir: Path, world_size: int) -> list[dict[str, Any]]:
 
 
 class ProcessGroup:
-    """A gloo process group used only for barriers; a no-op outside torchrun."""
+    """A gloo process group for barriers and for sharing rank 0's values; a no-op outside torchrun."""
 
     def __init__(self, env: DistEnv, timeout_s: float = 24 * 3600):
         self.env = env
@@ -108,6 +111,16 @@ class ProcessGroup:
             if not dist.is_initialized():
                 dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
                 self._owned = True
+
+    def from_main(self, value: T) -> T:
+        """Rank 0's ``value`` on every rank (a collective call: every rank makes it); ``value`` outside torchrun."""
+        if not self.env.distributed:
+            return value
+        import torch.distributed as dist
+
+        shared = [value]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0]
 
     def barrier(self) -> None:
         if self.env.distributed:

@@ -10,14 +10,22 @@ an uninterrupted run. ``run.json`` records the settings at the start (a re-run w
 settings is refused) and the timings at the end; while samples are being added it says status
 ``running`` (:func:`mark_running`), so a run interrupted while extending a finished one is not
 mistaken for the finished one.
+
+Wall time across invocations: every sample carries ``total_wall_seconds``, the run's generation
+time (all invocations) when it was written, so the time of an invocation that was killed before
+writing its summary survives up to its last finished sample. A re-run starts its clock from
+:func:`accounted_wall_seconds` (the most that ``run.json`` or any sample recorded), and its
+summary's ``total_wall_seconds`` is that plus its own ``wall_seconds``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,8 @@ class SampleRecord:
     ``num_tokens`` counts generated tokens including a final EOS token; ``seconds`` is the
     wall time attributed to this sample: every engine cycle (prefills of new work, then
     ``check_every`` decode steps, then the host check) is split equally among the slots busy in
-    it. ``question`` is the problem's text (for reward models).
+    it. ``question`` is the problem's text (for reward models). ``total_wall_seconds`` is the run's
+    generation wall time, every invocation included, when this sample was written (:class:`RunClock`).
     """
 
     problem_id: str
@@ -47,6 +56,37 @@ class SampleRecord:
     dataset: str = ""
     seconds: float = 0.0
     question: str = ""
+    total_wall_seconds: float = 0.0
+
+
+@dataclass
+class RunClock:
+    """The wall clock of one invocation, and of the run across invocations (seconds).
+
+    ``before``: the run's generation time accounted for by earlier invocations
+    (:func:`accounted_wall_seconds`); the invocation's own time runs from ``started``.
+    """
+
+    before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        """Seconds since this invocation's clock started."""
+        return time.perf_counter() - self.started
+
+    def total(self) -> float:
+        """The run's generation seconds so far: earlier invocations' plus this one's."""
+        return self.before + self.elapsed()
+
+
+def accounted_wall_seconds(run_json: dict[str, Any], records: Iterable[dict[str, Any]]) -> float:
+    """The run's generation seconds that earlier invocations left on record: the largest
+    ``total_wall_seconds`` of ``run.json`` (``run_json``: a summary or a marker) and of the samples
+    (``records``; an invocation killed before its summary left its time only there). Samples written
+    before samples carried it count through ``run.json`` alone."""
+    recorded = [run_json.get("total_wall_seconds"), *(rec.get("total_wall_seconds") for rec in records)]
+    return max([0.0, *(float(t) for t in recorded
+                       if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t))])
 
 
 def shard_name(rank: int) -> str:

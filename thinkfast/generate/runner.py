@@ -25,8 +25,10 @@ from thinkfast.generate.engine import Engine, EngineSettings, Finished, Request
 from thinkfast.generate.output import (
     RUN,
     SAMPLES,
+    RunClock,
     SampleRecord,
     SampleWriter,
+    accounted_wall_seconds,
     check_settings,
     mark_running,
     merge_samples,
@@ -167,6 +169,9 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
                           f"(split {d.split!r}) has only {len(problems)} problems from offset {d.offset}; "
                           f"generating those {len(problems)}")
         done = read_done(out_dir)
+        # the run's time on record, taken by rank 0 before any rank writes a sample (see distributed)
+        accounted = group.from_main(accounted_wall_seconds(read_run_json(out_dir), done.values())
+                                    if env.is_main else 0.0)
         work = missing_samples(shard(problems, env.rank, env.world_size), gen.n_samples, done)
         model: Any = None
         todo: list[PendingProblem] = []
@@ -180,10 +185,10 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         if env.is_main:  # every rank's missing samples, not only this rank's shard
             mark_running(out_dir, settings, work_left=bool(missing_samples(problems, gen.n_samples, done)))
 
-        started = time.perf_counter()
+        clock = RunClock(accounted)
         new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console,
-                                             answer_format) if todo else ([], {})
-        wall = time.perf_counter() - started
+                                             clock, answer_format) if todo else ([], {})
+        wall = clock.elapsed()
         stats = {"rank": env.rank, "device": device_name(device), "wall_seconds": wall,
                  "generated_tokens": sum(r.num_tokens for r in new_records), "new_samples": len(new_records),
                  "student": None if model is None else getattr(model.config, "student", ""), **graph}
@@ -195,7 +200,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         if env.distributed or any(out_dir.glob("samples.rank*.jsonl")):
             merge_samples(out_dir, [p.id for p in problems])
         previous = read_run_json(out_dir)
-        summary = _summary(recipe, settings, dtype, out_dir, problems, merged, env, previous)
+        summary = _summary(recipe, settings, dtype, out_dir, problems, merged, env, previous, accounted)
         if merged["new_samples"] == 0 and previous.get("status") == "complete" \
                 and previous.get("num_samples") == summary["num_samples"]:
             # nothing was generated: the finished run's summary (its engine timings, throughput, batch size)
@@ -208,10 +213,11 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
 
 
 def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, recipe: Any, device: torch.device,
-                    dtype: torch.dtype, out_dir: Path, env: DistEnv, console: Any,
+                    dtype: torch.dtype, out_dir: Path, env: DistEnv, console: Any, clock: RunClock,
                     answer_format: str | None = None) -> tuple[list[SampleRecord], dict[str, Any]]:
     """Run the engine over this rank's pending problems, appending each sample as it finishes.
 
+    ``clock``: stamps each sample with the run's total generation seconds (``total_wall_seconds``).
     ``answer_format``: end samples once their answer is complete (:func:`answer_stop_format`).
 
     Returns the new records and whether the decode step ran as a CUDA graph (and why not).
@@ -262,7 +268,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             progress.update(task, rate=f"{rate:,.0f} tok/s")
 
         for item in engine.generate(requests, on_progress=on_progress):
-            record = _record(item, todo[item.request], plugin_name=gen.data.dataset, eos=eos, decode=decode)
+            record = _record(item, todo[item.request], plugin_name=gen.data.dataset, eos=eos, decode=decode,
+                             total_wall_seconds=clock.total())
             writer.write(record)
             records.append(record)
             progress.advance(task)
@@ -277,7 +284,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
                      "engine": engine.timings}
 
 
-def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any) -> SampleRecord:
+def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: set[int], decode: Any,
+            total_wall_seconds: float) -> SampleRecord:
     if item.finish_reason in CUT_REASONS:  # the stop checker's cut text
         text = item.stop_text or ""
     else:
@@ -286,13 +294,15 @@ def _record(item: Finished, pending: PendingProblem, *, plugin_name: str, eos: s
     problem = pending.problem
     return SampleRecord(problem_id=problem.id, sample_index=item.sample_index, text=text,
                         num_tokens=len(item.tokens), finish_reason=item.finish_reason, answer=problem.answer,
-                        dataset=plugin_name, seconds=item.seconds, question=problem.question)
+                        dataset=plugin_name, seconds=item.seconds, question=problem.question,
+                        total_wall_seconds=total_wall_seconds)
 
 
 def _summary(recipe: Any, settings: dict[str, Any], dtype: torch.dtype, out_dir: Path, problems: list[Any],
-             merged: dict[str, Any], env: DistEnv, previous: dict[str, Any]) -> dict[str, Any]:
+             merged: dict[str, Any], env: DistEnv, previous: dict[str, Any], accounted: float) -> dict[str, Any]:
     """``run.json``: settings, hardware, timings of this invocation and per-problem seconds of all samples
-    (``previous``: the ``run.json`` there before, a marker or an earlier summary)."""
+    (``previous``: the ``run.json`` there before, a marker or an earlier summary; ``accounted``: the run's
+    generation seconds on record before this invocation, :func:`accounted_wall_seconds`)."""
     gen = recipe.generate
     records = list(read_done(out_dir).values())
     earlier = previous.get("previous_summary", previous)  # the last summary, under a marker if one was written
@@ -328,7 +338,7 @@ def _summary(recipe: Any, settings: dict[str, Any], dtype: torch.dtype, out_dir:
         "num_samples": len(records),
         "generated_tokens": sum(int(r.get("num_tokens", 0)) for r in records),
         "wall_seconds": merged["wall_seconds"],
-        "total_wall_seconds": float(previous.get("total_wall_seconds", 0.0)) + merged["wall_seconds"],
+        "total_wall_seconds": accounted + merged["wall_seconds"],
         "new_samples": merged["new_samples"],
         "new_tokens": merged["generated_tokens"],
         "tokens_per_second": merged["tokens_per_second"],
