@@ -235,12 +235,14 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     for i, stage in stages:  # the stages still to run: a finished stage's data may be gone on --resume
         check_input_files(stage, source=recipe.source, path=f"distill.stages[{i}]",
                           overrides=recipe.override_spans)
+    needs_teacher = any(s.kind != "sft" for s in section.stages)
+    if needs_teacher:  # a missing .gguf teacher, named by its recipe key (a directory or hub id: when it loads)
+        check_input_files(recipe.teacher, source=recipe.source, path="teacher", overrides=recipe.override_spans)
     check_model_files(recipe)
     stage_data = read_stage_data(stages)
 
     torch.manual_seed(recipe.run.seed)
     teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)
-    needs_teacher = any(s.kind != "sft" for s in section.stages)
     teacher, student, tokenizer = load_models(recipe, ctx.device, teacher_dtype, needs_teacher)
     if position is not None and position.step == 0:  # at a stage boundary: weights only
         ckpt.load_checkpoint(resume_path, student)
