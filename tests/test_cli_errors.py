@@ -305,6 +305,45 @@ def test_distill_names_the_recipe_key_of_a_teacher_gguf_file_that_does_not_exist
     assert not out.exists()
 
 
+# --- kernels the device cannot run -------------------------------------------------------------------
+
+@pytest.fixture
+def gpu_kernels_recipe(tmp_path) -> Path:
+    """A recipe pinning a CUDA-only kernel, with a teacher that must never be loaded."""
+    recipe = tmp_path / "gpu.toml"
+    recipe.write_text('[teacher]\nmodel = "no-org/no-teacher"\n[kernels]\nattention = "flash-attn"\n'
+                      '[[distill.stages]]\nsteps = 1\nseq_len = 64\nbatch_size = 1\n'
+                      'data = { dataset = "synthetic-arith", limit = 4 }\n')
+    return recipe
+
+
+GPU_KERNEL_MESSAGE = "[kernels] attention = 'flash-attn' cannot run on cpu: it needs a CUDA device"
+
+
+def _no_loading(*args, **kwargs):
+    raise AssertionError("a model was loaded before the kernel choice was checked")
+
+
+def test_generate_refuses_a_gpu_only_kernel_on_the_cpu_before_loading_the_model(gpu_kernels_recipe, tmp_path,
+                                                                               monkeypatch):
+    """The kernel choice needs no model: a CUDA-only kernel on the CPU is refused before the model loads
+    (minutes for a large hub model), not after."""
+    monkeypatch.setattr("thinkfast.models.teacher.load_any", _no_loading)
+    out = tmp_path / "out"
+    assert_one_error(thinkfast("generate", str(gpu_kernels_recipe), "--dataset", "synthetic-arith", "--limit", "2",
+                               "--n", "1", "--device", "cpu", "-o", str(out)), GPU_KERNEL_MESSAGE)
+    assert not out.exists()
+
+
+def test_distill_refuses_a_gpu_only_kernel_on_the_cpu_before_loading_the_teacher(gpu_kernels_recipe, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr("thinkfast.models.load_any", _no_loading)
+    out = tmp_path / "out"
+    assert_one_error(thinkfast("distill", str(gpu_kernels_recipe), "--set", "run.device=cpu", "-o", str(out)),
+                     GPU_KERNEL_MESSAGE)
+    assert not out.exists()
+
+
 # --- recipe overrides --------------------------------------------------------------------------------
 
 def test_a_bad_set_value_is_one_line_naming_the_override(tmp_path, monkeypatch):

@@ -94,9 +94,10 @@ def enable_activation_checkpointing(student: nn.Module) -> None:
         block.forward = functools.partial(recompute, block.forward, use_reentrant=False)
 
 
-def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
-                needs_teacher: bool) -> tuple[nn.Module | None, nn.Module, Any]:
-    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded.
+def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype, needs_teacher: bool,
+                kernels: Any) -> tuple[nn.Module | None, nn.Module, Any]:
+    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded; both
+    use ``kernels`` (:func:`thinkfast.kernels.select_kernels`, chosen before anything loads).
 
     The teacher may also be a thinkfast model directory (e.g. a teacher fine-tuned by an ``sft`` run).
     """
@@ -120,9 +121,6 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
                        else (recipe.student.checkpoint, ""))
         raise ModelLoadError(f"{where}: no tokenizer files found next to the model; save the model with its "
                              f"tokenizer{hint}")
-    from thinkfast.kernels import select_kernels
-
-    kernels = select_kernels(recipe.kernels, device)
     if teacher is not None:
         teacher = teacher.to(device=device, dtype=teacher_dtype).eval().requires_grad_(False).set_kernels(kernels)
     return teacher, student.to(device=device, dtype=torch.float32).set_kernels(kernels), tokenizer
@@ -210,6 +208,7 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
          on_step: StepCallback | None) -> Path:
     from thinkfast.config.toml_writer import dumps
     from thinkfast.config.validate import check_input_files, to_dict
+    from thinkfast.kernels import select_kernels
     from thinkfast.models import save_model
 
     section = recipe.distill
@@ -240,10 +239,11 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
         check_input_files(recipe.teacher, source=recipe.source, path="teacher", overrides=recipe.override_spans)
     check_model_files(recipe)
     stage_data = read_stage_data(stages)
+    kernels = select_kernels(recipe.kernels, ctx.device)  # a kernel the device cannot run: before the models load
 
     torch.manual_seed(recipe.run.seed)
     teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)
-    teacher, student, tokenizer = load_models(recipe, ctx.device, teacher_dtype, needs_teacher)
+    teacher, student, tokenizer = load_models(recipe, ctx.device, teacher_dtype, needs_teacher, kernels)
     if position is not None and position.step == 0:  # at a stage boundary: weights only
         ckpt.load_checkpoint(resume_path, student)
     if section.activation_checkpointing:
