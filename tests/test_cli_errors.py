@@ -235,7 +235,7 @@ def test_a_model_directory_without_tokenizer_files_is_named_and_teacher_tokenize
     ("distill output", "distilled", "model 'distilled' is a directory without config.json, so not a model "
                                     "directory; it holds distill's outputs: give its student, distilled/student"),
     ("broken gguf", "broken.gguf", "cannot load model 'broken.gguf': "),
-    ("missing gguf", "no/such.gguf", "model 'no/such.gguf': no such .gguf file; check the path"),
+    ("missing gguf", "no/such.gguf", "model 'no/such.gguf': .gguf file does not exist; check the path"),
 ])
 def test_generate_names_a_bad_model_path_and_leaves_no_output_directory(kind, spec, message, tmp_path,
                                                                          monkeypatch):
