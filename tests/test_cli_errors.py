@@ -235,6 +235,7 @@ def test_a_model_directory_without_tokenizer_files_is_named_and_teacher_tokenize
     ("distill output", "distilled", "model 'distilled' is a directory without config.json, so not a model "
                                     "directory; it holds distill's outputs: give its student, distilled/student"),
     ("broken gguf", "broken.gguf", "cannot load model 'broken.gguf': "),
+    ("missing gguf", "no/such.gguf", "model 'no/such.gguf': .gguf file does not exist; check the path"),
 ])
 def test_generate_names_a_bad_model_path_and_leaves_no_output_directory(kind, spec, message, tmp_path,
                                                                          monkeypatch):
@@ -290,6 +291,57 @@ def test_recipe_validate_names_a_teacher_gguf_file_that_does_not_exist(tmp_path)
                      f"error: --set 'teacher.model={gone}': {gone} does not exist; point it at a .gguf file")
     for model in ("HuggingFaceTB/SmolLM2-135M-Instruct", "runs/llamba/student"):
         assert thinkfast("recipe", "validate", str(recipe), "--set", f"teacher.model={model}").exit_code == 0
+
+
+def test_distill_names_the_recipe_key_of_a_teacher_gguf_file_that_does_not_exist(tmp_path):
+    """distill makes the same check as `recipe validate`, before anything loads or is written: the message
+    names the recipe file and `teacher.model` (it said only `GGUF file ... does not exist`)."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[teacher]\nmodel = "models/gone.gguf"\n[[distill.stages]]\nsteps = 1\n')
+    out = tmp_path / "out"
+    assert_one_error(thinkfast("distill", str(recipe), "-o", str(out)),
+                     f"error: {recipe}: teacher.model: models/gone.gguf does not exist (relative to the current "
+                     f"directory); point it at a .gguf file")
+    assert not out.exists()
+
+
+# --- kernels the device cannot run -------------------------------------------------------------------
+
+@pytest.fixture
+def gpu_kernels_recipe(tmp_path) -> Path:
+    """A recipe pinning a CUDA-only kernel, with a teacher that must never be loaded."""
+    recipe = tmp_path / "gpu.toml"
+    recipe.write_text('[teacher]\nmodel = "no-org/no-teacher"\n[kernels]\nattention = "flash-attn"\n'
+                      '[[distill.stages]]\nsteps = 1\nseq_len = 64\nbatch_size = 1\n'
+                      'data = { dataset = "synthetic-arith", limit = 4 }\n')
+    return recipe
+
+
+GPU_KERNEL_MESSAGE = "[kernels] attention = 'flash-attn' cannot run on cpu: it needs a CUDA device"
+
+
+def _no_loading(*args, **kwargs):
+    raise AssertionError("a model was loaded before the kernel choice was checked")
+
+
+def test_generate_refuses_a_gpu_only_kernel_on_the_cpu_before_loading_the_model(gpu_kernels_recipe, tmp_path,
+                                                                               monkeypatch):
+    """The kernel choice needs no model: a CUDA-only kernel on the CPU is refused before the model loads
+    (minutes for a large hub model), not after."""
+    monkeypatch.setattr("thinkfast.models.teacher.load_any", _no_loading)
+    out = tmp_path / "out"
+    assert_one_error(thinkfast("generate", str(gpu_kernels_recipe), "--dataset", "synthetic-arith", "--limit", "2",
+                               "--n", "1", "--device", "cpu", "-o", str(out)), GPU_KERNEL_MESSAGE)
+    assert not out.exists()
+
+
+def test_distill_refuses_a_gpu_only_kernel_on_the_cpu_before_loading_the_teacher(gpu_kernels_recipe, tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr("thinkfast.models.load_any", _no_loading)
+    out = tmp_path / "out"
+    assert_one_error(thinkfast("distill", str(gpu_kernels_recipe), "--set", "run.device=cpu", "-o", str(out)),
+                     GPU_KERNEL_MESSAGE)
+    assert not out.exists()
 
 
 # --- recipe overrides --------------------------------------------------------------------------------

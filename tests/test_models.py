@@ -240,6 +240,17 @@ def _scan_args(mixer, normed):
     return x, dt, B, C
 
 
+def test_saved_weights_file_is_as_readable_as_the_config(student, tmp_path):
+    """safetensors writes its file as 0600 whatever the umask: the student directory must be readable by
+    whoever can read its config.json (a shared cluster, another user's evaluate)."""
+    import stat
+
+    save_model(student, None, tmp_path / "m")
+    modes = {name: stat.S_IMODE((tmp_path / "m" / name).stat().st_mode)
+             for name in ("config.json", "model.safetensors")}
+    assert modes["model.safetensors"] == modes["config.json"], modes
+
+
 def test_save_load_round_trip_is_bit_exact(student, tmp_path):
     save_model(student, None, tmp_path / "m")
     loaded, tokenizer = load_model(tmp_path / "m")

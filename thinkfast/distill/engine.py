@@ -94,9 +94,10 @@ def enable_activation_checkpointing(student: nn.Module) -> None:
         block.forward = functools.partial(recompute, block.forward, use_reentrant=False)
 
 
-def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
-                needs_teacher: bool) -> tuple[nn.Module | None, nn.Module, Any]:
-    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded.
+def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype, needs_teacher: bool,
+                kernels: Any) -> tuple[nn.Module | None, nn.Module, Any]:
+    """``(teacher or None, student, tokenizer)``: the student is converted from the teacher or loaded; both
+    use ``kernels`` (:func:`thinkfast.kernels.select_kernels`, chosen before anything loads).
 
     The teacher may also be a thinkfast model directory (e.g. a teacher fine-tuned by an ``sft`` run).
     """
@@ -120,9 +121,6 @@ def load_models(recipe: Any, device: torch.device, teacher_dtype: torch.dtype,
                        else (recipe.student.checkpoint, ""))
         raise ModelLoadError(f"{where}: no tokenizer files found next to the model; save the model with its "
                              f"tokenizer{hint}")
-    from thinkfast.kernels import select_kernels
-
-    kernels = select_kernels(recipe.kernels, device)
     if teacher is not None:
         teacher = teacher.to(device=device, dtype=teacher_dtype).eval().requires_grad_(False).set_kernels(kernels)
     return teacher, student.to(device=device, dtype=torch.float32).set_kernels(kernels), tokenizer
@@ -211,6 +209,7 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
          on_step: StepCallback | None, console: Any) -> Path:
     from thinkfast.config.toml_writer import dumps
     from thinkfast.config.validate import check_input_files, to_dict
+    from thinkfast.kernels import select_kernels
     from thinkfast.models import save_model
 
     section = recipe.distill
@@ -236,16 +235,19 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     for i, stage in stages:  # the stages still to run: a finished stage's data may be gone on --resume
         check_input_files(stage, source=recipe.source, path=f"distill.stages[{i}]",
                           overrides=recipe.override_spans)
+    needs_teacher = any(s.kind != "sft" for s in section.stages)
+    if needs_teacher:  # a missing .gguf teacher, named by its recipe key (a directory or hub id: when it loads)
+        check_input_files(recipe.teacher, source=recipe.source, path="teacher", overrides=recipe.override_spans)
     check_model_files(recipe)
     stage_data = read_stage_data(stages)
     if console is not None and ctx.is_main:
         for warning in dict.fromkeys(w for data in stage_data.values() for w in data.warnings):
             console.print(f"[yellow]warning:[/yellow] {warning}")
+    kernels = select_kernels(recipe.kernels, ctx.device)  # a kernel the device cannot run: before the models load
 
     torch.manual_seed(recipe.run.seed)
     teacher_dtype, autocast_dtype = compute_dtypes(recipe.run.dtype, ctx.device)
-    needs_teacher = any(s.kind != "sft" for s in section.stages)
-    teacher, student, tokenizer = load_models(recipe, ctx.device, teacher_dtype, needs_teacher)
+    teacher, student, tokenizer = load_models(recipe, ctx.device, teacher_dtype, needs_teacher, kernels)
     if position is not None and position.step == 0:  # at a stage boundary: weights only
         ckpt.load_checkpoint(resume_path, student)
     if section.activation_checkpointing:

@@ -176,11 +176,12 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         model: Any = None
         todo: list[PendingProblem] = []
         if work:  # a finished run does not load the model again
+            kernels = select_kernels(recipe.kernels, device)  # a kernel the device cannot run: before loading
             model, tokenizer = load_any(spec, dtype=dtype, device=device)
             if tokenizer is None:  # [teacher].tokenizer is read only for the teacher, not for --model
                 raise ModelLoadError(f"{model_spec}: no tokenizer files found next to the model; save the model "
                                      f"with its tokenizer" + ("" if gen.model else " or set [teacher].tokenizer"))
-            model.set_kernels(select_kernels(recipe.kernels, device)).eval()
+            model.set_kernels(kernels).eval()
             todo = render_prompts(work, plugin, tokenizer, recipe, few_shot)
         if env.is_main:  # every rank's missing samples, not only this rank's shard
             mark_running(out_dir, settings, work_left=bool(missing_samples(problems, gen.n_samples, done)))

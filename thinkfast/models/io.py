@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,17 @@ def save_model(model: ThinkfastLM, tokenizer: Any, directory: str | Path) -> Pat
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)
     save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt", "producer": "thinkfast"})
+    (out / WEIGHTS_FILE).chmod(_new_file_mode())  # safetensors writes 0600, whatever the umask
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out
+
+
+def _new_file_mode() -> int:
+    """The permission bits ``open()`` gives a new file under the process's umask (0o644 under 0o022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def check_weights(file: Path) -> None:

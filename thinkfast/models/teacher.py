@@ -44,7 +44,8 @@ def _resolve(fields: dict[str, str], what: str = "teacher") -> tuple[str, dict[s
     give = "give a model directory, a .gguf file or a hub id (hub ids look like org/name)"
     if model.endswith(".gguf"):
         if not path.is_file():
-            raise ModelLoadError(f"GGUF file {model} does not exist; check the path")
+            raise ModelLoadError(f"{what} '{model}': .gguf file does not exist; check the path, or give a model "
+                                 f"directory or a hub id")
         model, kwargs["gguf_file"] = str(path.parent), path.name
     elif path.is_file():
         raise ModelLoadError(f"{what} '{model}' is a file, not a model directory or a .gguf file; {give}")
