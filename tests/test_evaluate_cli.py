@@ -104,7 +104,7 @@ def test_figure_width_sets_the_width_of_every_figure_in_inches(tmp_path, figure_
     assert [figure_files(png)[0] for png in sorted(out.glob("*.png"))] == pytest.approx([5.5] * 4)
     result = CliRunner().invoke(cli, ["evaluate", *args, "--figure-width", "25"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "evaluate.figure_width: 25 in is not a figure width; give inches from 2 to 20" in result.output
+    assert "error: --figure-width: 25 in is not a figure width; give inches from 2 to 20" in result.output
 
 
 def test_bad_samples_file_is_a_clean_error(tmp_path):
@@ -126,8 +126,7 @@ def test_no_runs_and_unknown_aggregator_are_clean_errors(tmp_path):
     # the error names the bad name and suggests the right one ("majority" alone is in the list of installed ones)
     result = CliRunner().invoke(cli, ["evaluate", "--runs", str(FIXTURES / "student"), "--aggregator", "majorty",
                                       "-o", str(out)])
-    assert_one_error(result, "evaluate.aggregators[0].name: no aggregators plugin named 'majorty' "
-                             "(did you mean 'majority'?)")
+    assert_one_error(result, "error: --aggregator: no aggregators plugin named 'majorty' (did you mean 'majority'?)")
     assert not out.exists()
 
 

@@ -417,7 +417,7 @@ def test_cli_figure_width_sets_the_width_of_the_figure_in_inches(tmp_path, figur
     assert figure_files(out / "profile.png")[0] == pytest.approx(5.5)
     result = CliRunner().invoke(cli, [*args, "--figure-width", "1"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "profile.figure_width: 1 in is not a figure width; give inches from 2 to 20" in result.output
+    assert "error: --figure-width: 1 in is not a figure width; give inches from 2 to 20" in result.output
 
 
 def test_cli_issue_command_as_written_in_a_dry_run():

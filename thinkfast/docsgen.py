@@ -119,7 +119,8 @@ def recipe_reference() -> str:
         "On the command line, `--set key.path=value` overrides any key (the value is TOML; a bare word is a string); "
         "an entry of a list of tables is selected by its index: `--set distill.stages[1].lr=3e-4` (or "
         "`distill.stages.1.lr=3e-4`). A problem with a value given by `--set` (a wrong type, a value out of "
-        "range, a missing file) names that override, as `--set 'key.path=value': ...`, instead of the recipe file.",
+        "range, a missing file) names that override, as `--set 'key.path=value': ...`, and one with a value given "
+        "by a subcommand's flag names the flag, as `--device: ...`, instead of the recipe file and key.",
         "A list of tables such as `distill.stages` is written as `[[distill.stages]]` blocks; its items are",
         "documented under `[distill.stages]` below.",
         "",
@@ -176,6 +177,12 @@ def cli_errors() -> str:
   one line naming the flag and what to write instead, and exit code 2:
   `error: --temperature: 'x' is not a number; use a number of at least 0 (see thinkfast generate --help)`,
   `error: --tempertaure: no such option; did you mean --temperature? (see thinkfast generate --help)`.
+  A value the recipe checks (a plugin name, a device) names the flag too, not the recipe key it sets:
+  `error: --aggregator: no aggregators plugin named 'majorty' (did you mean 'majority'?); installed: ...`;
+  a value given by `--set` names that item, `error: --set 'run.device=gpu': ...`. An empty value (`--data-path ''`,
+  `-o ''`, an empty RECIPE: often an unset shell variable) is refused, never read as "not given" or as the current
+  directory, and so is a zero that a recipe key reads as "derive it" (`profile --gen-len 0`, `--memory-cap 0`,
+  `--bandwidth 0`): leave the flag out for that.
 - **Anything else you can fix** (a recipe key, a file, a model path, a plugin name) is one `error:` line, or a
   counted list of them, naming the file or key and the fix; exit code 2. Nothing already written is lost.
 - **A crash** (an exception thinkfast did not expect: a bug, please report it) prints its Python traceback

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
+from thinkfast.cli.options import RECIPE_PATH, output_directory, resolve_output_dir, run_options
 from thinkfast.config.loader import load_recipe
 
 
 @click.command("distill")
-@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("recipe", type=RECIPE_PATH)
 @run_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
 @click.option("--progress/--no-progress", default=None,

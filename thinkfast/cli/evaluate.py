@@ -8,15 +8,27 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
+from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, resolve_output_dir, run_options
+from thinkfast.cli.param_types import PathOf
+from thinkfast.cli.usage_errors import CommandLineError
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
 from thinkfast.progress import sample_progress
 
 
+def _check_distinct(aggregators: tuple[str, ...]) -> None:
+    """Each ``--aggregator`` once: the report names an aggregator by its plugin name, and two of one plugin
+    need distinct labels, which only a recipe can give."""
+    twice = sorted({name for name in aggregators if aggregators.count(name) > 1})
+    if twice:
+        raise CommandLineError(f"--aggregator: {', '.join(map(repr, twice))} given twice; name each aggregator "
+                               f"once (two of one plugin need distinct labels: list them in evaluate.aggregators)")
+
+
 @click.command("evaluate")
-@click.argument("recipe", type=click.Path(path_type=Path), required=False)
-@click.option("--runs", "runs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("recipe", type=RECIPE_PATH, required=False)
+@click.option("--runs", "runs", multiple=True,
+              type=PathOf("a `thinkfast generate` output directory", file_okay=False, path_type=Path),
               help="A `thinkfast generate` output directory (repeatable, one per model); replaces evaluate.runs.")
 @click.option("--aggregator", "aggregators", multiple=True, metavar="NAME",
               help="Aggregator plugin with default options (repeatable); replaces evaluate.aggregators.")
@@ -36,16 +48,13 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
     from thinkfast.evaluate.plots import write_plots
     from thinkfast.evaluate.report import print_summary, write_report
 
-    extra: dict = {}
-    if runs:
-        extra["runs"] = [str(r) for r in runs]
-    if aggregators:
-        extra["aggregators"] = [{"name": name} for name in aggregators]
-    if common_problems is not None:
-        extra["common_problems"] = common_problems
-    if figure_width is not None:
-        extra["figure_width"] = figure_width
-    loaded = load_recipe(recipe, overrides, extra={"evaluate": extra} if extra else None)
+    _check_distinct(aggregators)
+    given = {"runs": list(map(str, runs)) or None, "common_problems": common_problems, "figure_width": figure_width,
+             "aggregators": [{"name": name} for name in aggregators] or None}
+    extra = {key: value for key, value in given.items() if value is not None}
+    flags = {f"evaluate.{key}": flag_name(key) for key in extra}
+    flags.update({f"evaluate.aggregators[{i}].name": flag_name("aggregators") for i in range(len(aggregators))})
+    loaded = load_recipe(recipe, overrides, extra={"evaluate": extra} if extra else None, flags=flags)
     section = loaded.evaluate
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
-from thinkfast.cli.param_types import Choice, FloatRange, IntRange
+from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, resolve_output_dir, run_options
+from thinkfast.cli.param_types import Choice, FloatRange, IntRange, Text
 from thinkfast.config.loader import load_recipe
+from thinkfast.config.validate import check_input_files
 
 # flag name -> recipe key path (flags given on the command line override the recipe; --set overrides both)
 FLAG_KEYS: dict[str, tuple[str, ...]] = {
@@ -38,18 +39,27 @@ FLAG_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _given(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags that were given (``None`` and no ``--stop`` mean not given)."""
+    return {name: flags[name] for name in FLAG_KEYS if flags.get(name) is not None
+            and not (name == "stop" and not flags[name])}
+
+
 def flags_to_recipe(flags: dict[str, Any]) -> dict[str, Any]:
-    """The flags that were given, as a nested recipe dict (``None`` and empty ``--stop`` mean not given)."""
+    """The flags that were given, as a nested recipe dict."""
     out: dict[str, Any] = {}
-    for name, path in FLAG_KEYS.items():
-        value = flags.get(name)
-        if value is None or (name == "stop" and not value):
-            continue
+    for name, value in _given(flags).items():
+        path = FLAG_KEYS[name]
         node = out
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = list(value) if name == "stop" else value
     return out
+
+
+def flag_keys(flags: dict[str, Any]) -> dict[str, str]:
+    """``{recipe key path: flag}`` for the flags that were given (a problem found there names the flag)."""
+    return {".".join(FLAG_KEYS[name]): flag_name(name) for name in _given(flags)}
 
 
 def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
@@ -67,14 +77,18 @@ def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @click.command("generate")
-@click.argument("recipe", type=click.Path(path_type=Path), required=False)
-@click.option("--model", help="Model directory written by `distill`, or a teacher (hub id, HF directory, .gguf). "
-                              "Default: generate.model, else [teacher].model.")
+@click.argument("recipe", type=RECIPE_PATH, required=False)
+@click.option("--model", type=Text("a model directory, hub id or .gguf file, or leave the flag out for "
+                                   "generate.model or [teacher].model"),
+              help="Model directory written by `distill`, or a teacher (hub id, HF directory, .gguf). "
+                   "Default: generate.model, else [teacher].model.")
 @click.option("--dataset", help="Dataset plugin name (see `thinkfast plugins`). Default: gsm8k.")
-@click.option("--data-path", help="Local file or directory to read problems from instead of the plugin's source.")
-@click.option("--split", help="Dataset split. Default: test; with --data-path naming a file (and no split in the "
-                             "recipe), the split in the file's name (train, test, validation, dev, val), else "
-                             "its stem.")
+@click.option("--data-path", type=Text("a .jsonl, .json or .parquet file or a directory of them, or leave the "
+                                       "flag out for the dataset's own source"),
+              help="Local file or directory to read problems from instead of the plugin's source.")
+@click.option("--split", type=Text("a split name such as test or train"),
+              help="Dataset split. Default: test; with --data-path naming a file (and no split in the recipe), the "
+                   "split in the file's name (train, test, validation, dev, val), else its stem.")
 @click.option("--limit", type=IntRange(min=0), help="Use the first N problems (0: all).")
 @click.option("--template", type=Choice(["auto", "chat", "plain"]),
               help="Prompt rendering: chat template, plain text, or auto (chat when the tokenizer has one).")
@@ -87,7 +101,8 @@ def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
 @click.option("--min-p", type=FloatRange(0.0, 1.0),
               help="Drop tokens below min_p x the top probability (0 disables). Default: 0.")
 @click.option("--max-new-tokens", type=IntRange(min=1), help="Generated tokens per sample at most. Default: 512.")
-@click.option("--stop", multiple=True, help="Stop string (repeatable); the text is cut before it.")
+@click.option("--stop", multiple=True, type=Text("the text that ends a sample"),
+              help="Stop string (repeatable); the text is cut before it.")
 @click.option("--stop-on-special-tokens/--no-stop-on-special-tokens", default=None,
               help="End a sample at any tokenizer special token (e.g. <|im_start|>), not only at the model's EOS. "
                    "Default: on.")
@@ -115,7 +130,10 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     from thinkfast.cli import err_console
     from thinkfast.generate.runner import run_generate
 
-    loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags), defaults=derived_defaults(flags))
+    loaded = load_recipe(recipe, overrides, extra=flags_to_recipe(flags), defaults=derived_defaults(flags),
+                         flags=flag_keys(flags))
+    check_input_files(loaded.generate.data, source=loaded.source, path="generate.data",
+                      overrides=loaded.override_spans)  # before the output directory or a model
     with output_directory(resolve_output_dir(loaded, output_dir, "generate")) as out_dir:
         summary = run_generate(loaded, out_dir, console=err_console)
     if summary:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from thinkfast.cli.param_types import PathOf
 from thinkfast.config.common import RunSection
 from thinkfast.errors import OutputDirError
 
@@ -18,11 +19,24 @@ set_option = click.option(
     help="Override a recipe value (repeatable). VALUE is TOML; a bare word is a string. "
          "Example: --set generate.n_samples=16",
 )
+#: The type of every command's RECIPE argument: a path, not the empty string (which would name the current
+#: directory).
+RECIPE_PATH = PathOf("the path of a .toml recipe file", path_type=Path)
 output_dir_option = click.option(
-    "--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--output-dir", "-o", type=PathOf("a directory (. for the current one)", file_okay=False, path_type=Path),
+    default=None,
     help="Directory for this run's outputs. Default: run.output_dir from the recipe, else runs/<run.name>, "
          "else (no run.name) runs/<subcommand>.",
 )
+
+
+def flag_name(name: str) -> str:
+    """The running command's option ``name`` (its Python name, ``data_path``) as messages spell it:
+    ``--data-path``, ``--n/--n-samples``; a recipe problem at the key it set names it so."""
+    from thinkfast.cli.usage_errors import param_name
+
+    command = click.get_current_context().command
+    return next(param_name(p) for p in command.params if isinstance(p, click.Option) and p.name == name)
 
 
 def run_options(fn: Callable) -> Callable:

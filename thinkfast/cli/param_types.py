@@ -2,8 +2,10 @@
 
 Drop-in subclasses of click's ``IntRange``, ``FloatRange`` and ``Choice``: ``--help`` shows them exactly as
 click does; only a bad value reads differently, e.g. ``'x' is not a number; use a number of at least 0`` or
-``'chta' is not one of auto, chat, plain (did you mean 'chat'?)``. The CLI prefixes the flag
-(:mod:`thinkfast.cli.usage_errors`).
+``'chta' is not one of auto, chat, plain (did you mean 'chat'?)``. :class:`Text` and :class:`PathOf`, click's
+text and path types that refuse the empty string (``empty; give a split name such as test or train``): an
+empty value is a mistake (often an unset shell variable), not "flag not given" nor the current directory.
+The CLI prefixes the flag (:mod:`thinkfast.cli.usage_errors`).
 """
 
 from __future__ import annotations
@@ -71,3 +73,31 @@ class Choice(click.Choice):
             choices = [str(choice) for choice in self.choices]
             self.fail(f"{str(value)!r} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}",
                       param, ctx)
+
+
+class _NotEmpty:
+    """Mixin for a text or path type: an empty value (``--data-path ''``, an unset shell variable) fails with
+    one sentence naming what to give, instead of counting as "not given" or as the current directory."""
+
+    wanted: str  # "a split name such as test or train"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            self.fail(f"empty; give {self.wanted}", param, ctx)  # type: ignore[attr-defined]
+        return super().convert(value, param, ctx)  # type: ignore[misc]
+
+
+class Text(_NotEmpty, click.types.StringParamType):
+    """Any text but the empty string: ``--split: empty; give a split name such as test or train``."""
+
+    def __init__(self, wanted: str):
+        self.wanted = wanted
+
+
+class PathOf(_NotEmpty, click.Path):
+    """``click.Path`` without the empty string, which would mean the current directory:
+    ``--output-dir: empty; give a directory (. for the current one)``."""
+
+    def __init__(self, wanted: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.wanted = wanted

@@ -10,8 +10,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from thinkfast.cli.options import output_directory, resolve_output_dir, run_options
-from thinkfast.cli.param_types import FloatRange, IntRange
+from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, resolve_output_dir, run_options
+from thinkfast.cli.param_types import FloatRange, IntRange, Text
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
 
@@ -41,16 +41,25 @@ def _sizes(minimum: int = 1):
     return _option_value(parse)
 
 
-def _size(text: str, flag: str) -> int:
+def _length(text: str, flag: str) -> int:
+    """``--prompt-len`` / ``--gen-len``: a size of at least 1 token. (The recipe's 0, "derive it from the other
+    lengths", is what leaving the flag out means.)"""
     from thinkfast.profile.grid import parse_size
 
-    return parse_size(text, flag)
+    value = parse_size(text, flag)
+    if value < 1:
+        raise ValueError(f"{flag} {text!r} is below the minimum 1 token; leave the flag out to derive it from the "
+                         f"other lengths")
+    return value
 
 
 def _memory(text: str, flag: str) -> str:
+    """``--memory-cap``: an amount of memory above 0 bytes (leaving the flag out means the device's memory)."""
     from thinkfast.profile.grid import parse_memory
 
-    parse_memory(text)
+    if parse_memory(text) <= 0:
+        raise ValueError(f"{flag} {text!r} leaves no memory; give a limit such as 40G, or leave the flag out for "
+                         f"the device's memory")
     return text
 
 
@@ -65,16 +74,17 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
 
 
 @click.command("profile")
-@click.argument("recipe", type=click.Path(path_type=Path), required=False)
-@click.option("--models", metavar="A,B,...", help="Built-in shapes (llama-3.2-1b, llamba-1b, hybrid-1b, -3b and "
-              "tiny- variants), model directories or recipe files. Default: llama-3.2-1b,llamba-1b,hybrid-1b.")
+@click.argument("recipe", type=RECIPE_PATH, required=False)
+@click.option("--models", type=Text("one or more models, e.g. llama-3.2-1b,llamba-1b"), metavar="A,B,...",
+              help="Built-in shapes (llama-3.2-1b, llamba-1b, hybrid-1b, -3b and tiny- variants), model directories "
+                   "or recipe files. Default: llama-3.2-1b,llamba-1b,hybrid-1b.")
 @click.option("--batch", callback=_sizes(), metavar="SIZES",
               help="Batch sizes: one (512) or a list (1,8,64,512). Default: 1,64,512.")
 @click.option("--seqlen", callback=_sizes(minimum=2), metavar="LENGTHS",
               help="Total tokens per sequence, k = 1024: 8k, or a list 1k,8k,32k. Default: 1k,8k.")
-@click.option("--prompt-len", callback=_option_value(_size), metavar="TOKENS",
+@click.option("--prompt-len", callback=_option_value(_length), metavar="TOKENS",
               help="Prompt tokens of each length (the rest is generated). Default: a quarter of it.")
-@click.option("--gen-len", callback=_option_value(_size), metavar="TOKENS",
+@click.option("--gen-len", callback=_option_value(_length), metavar="TOKENS",
               help="Generated tokens of each length (the rest is prompt).")
 @click.option("--warmup", type=IntRange(min=0), default=None, help="Untimed calls before each measurement.")
 @click.option("--repeats", type=IntRange(min=1), default=None, help="Timed repeats (median reported).")
@@ -84,9 +94,10 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
               help="Memory limit, e.g. 40G (GiB) or 40GB; cells estimated above it are skipped.")
 @click.option("--skip-estimated/--no-skip-estimated", default=None,
               help="Skip cells estimated above the memory limit (default) or try them, recording OOMs.")
-@click.option("--bandwidth", type=FloatRange(min=0.0), default=None, metavar="GB/S",
+@click.option("--bandwidth", type=FloatRange(min=0.0, min_open=True), default=None, metavar="GB/S",
               help="Device bandwidth for the bandwidth-bound fraction; default: measured.")
-@click.option("--baseline", default=None, help="Model the speedups are relative to (one of --models).")
+@click.option("--baseline", type=Text("one of --models, or leave the flag out for the first all-attention model"),
+              default=None, help="Model the speedups are relative to (one of --models).")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=None, help="Capture the decode step in a CUDA graph.")
 @click.option("--compile/--no-compile", default=None,
               help="torch.compile the decode step first, and large prefills' pointwise work, as generate "
@@ -114,7 +125,9 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     extra: dict[str, Any] = {"profile": _flags_to_section(**flags)}
     run = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
     extra["run"] = run
-    loaded = load_recipe(recipe, overrides, extra=extra)
+    given = {f"profile.{key}": flag_name(key) for key, value in flags.items() if value is not None}
+    given.update({f"run.{key}": flag_name(key) for key in run})
+    loaded = load_recipe(recipe, overrides, extra=extra, flags=given)
     out_dir = resolve_output_dir(loaded, output_dir, "profile")
     section = loaded.profile
     if dry_run:

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from thinkfast.cli import ThinkfastGroup
-from thinkfast.cli.options import set_option
+from thinkfast.cli.options import RECIPE_PATH, set_option
 from thinkfast.config.loader import load_recipe
 from thinkfast.config.toml_writer import dumps
 from thinkfast.config.validate import check_input_files, to_dict
@@ -22,7 +22,7 @@ def command() -> None:
 
 
 @command.command("validate")
-@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("recipe", type=RECIPE_PATH)
 @set_option
 def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE (a TOML file): every key, type, range and plugin name, and that the data files it
@@ -36,7 +36,7 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
 
 
 @command.command("show")
-@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("recipe", type=RECIPE_PATH)
 @set_option
 def show(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Print RECIPE with includes merged, overrides applied and every default filled in (TOML)."""

@@ -51,9 +51,9 @@ def _problem(exc: click.UsageError, ctx: click.Context | None) -> str:
         fix = f"did you mean {match}?" if match else f"use one of {', '.join(sorted(commands))}"
         return f"no command {exc.command_name!r}; {fix}"
     if isinstance(exc, click.MissingParameter) and exc.param is not None:
-        return f"missing {_param_name(exc.param)}; usage: {_usage(ctx)}"
+        return f"missing {param_name(exc.param)}; usage: {_usage(ctx)}"
     if isinstance(exc, click.BadParameter) and exc.param is not None:
-        return f"{_param_name(exc.param)}: {_sentence(exc.message)}"
+        return f"{param_name(exc.param)}: {_sentence(exc.message)}"
     if isinstance(exc, click.BadOptionUsage):
         return f"{exc.option_name}: {_option_usage(exc)}"
     return f"{_sentence(exc.message)}; usage: {_usage(ctx)}"  # e.g. an unexpected extra argument
@@ -75,7 +75,7 @@ def _option_names(command: click.Command) -> list[str]:
             for name in param.opts + param.secondary_opts]
 
 
-def _param_name(param: click.Parameter) -> str:
+def param_name(param: click.Parameter) -> str:
     """``--n/--n-samples`` for an option, ``RECIPE`` for an argument."""
     if isinstance(param, click.Option):
         return "/".join(param.opts)

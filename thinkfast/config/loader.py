@@ -13,7 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from thinkfast.config.validate import OverrideSpan
+from thinkfast.config.validate import OverrideSpan, flag_spans
 from thinkfast.data.files import BOM
 from thinkfast.errors import RecipeError
 
@@ -161,13 +161,15 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] = (), *,
-                extra: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None):
+                extra: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None,
+                flags: dict[str, str] | None = None):
     """Read, merge and validate a recipe into a :class:`~thinkfast.config.schema.Recipe`.
 
     ``path`` None builds a recipe from defaults, ``defaults`` (values a command derives from its flags,
     as a nested dict), the file, ``extra`` (CLI flags as a nested dict) and ``overrides``, in that order of
-    increasing precedence. Every problem is reported at once; one at a key that a ``--set`` item set
-    names that item (the recipe keeps them in ``override_spans``).
+    increasing precedence. ``flags`` names the flag that gave each key path of ``extra`` its value
+    (``{"run.device": "--device"}``). Every problem is reported at once; one at a key that a flag or a
+    ``--set`` item set names that flag or item (the recipe keeps them in ``override_spans``), not the file.
     """
     from thinkfast.config.schema import Recipe
     from thinkfast.config.validate import from_dict
@@ -182,7 +184,7 @@ def load_recipe(path: str | Path | None, overrides: tuple[str, ...] | list[str] 
         data = deep_merge(defaults, data)
     if extra:
         data = deep_merge(data, extra)
-    spans: list[OverrideSpan] = []
+    spans: list[OverrideSpan] = flag_spans(flags or {}) if extra else []
     if overrides:
         data = apply_overrides(data, overrides, spans)
     data.pop("include", None)

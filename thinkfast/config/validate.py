@@ -24,26 +24,40 @@ from thinkfast.suggest import did_you_mean
 
 @dataclasses.dataclass(frozen=True)
 class OverrideSpan:
-    """A key path that one ``--set`` item gave its value, so that a problem found there names the item
-    (its key and value as given) instead of the recipe file.
+    """A key path that the command line gave its value, a ``--set`` item or a flag, so that a problem found
+    there names what the user typed (the item's key and value, or the flag) instead of the recipe file.
 
     ``key`` is the item's own key path and ``path`` one it set: the key itself, a key of a table value
     (``--set 'generate.data={ limit = 5 }'`` sets ``generate.data.limit``) or a table the item created on
     its way. ``subtree``: every key under ``path`` too (its value is not a table: it replaced them all).
+    ``flag``: ``item`` is a flag as its errors spell it (``--device``, ``--n/--n-samples``), not a ``--set`` item.
     """
 
     item: str
     key: str
     path: str
     subtree: bool
+    flag: bool = False
 
     def covers(self, path: str) -> bool:
         return path == self.path or (self.subtree and path.startswith((f"{self.path}.", f"{self.path}[")))
 
+    @property
+    def given_as(self) -> str:
+        """What the user typed, as a message names it: ``--device`` or ``--set 'run.device=gpu'``."""
+        return self.item if self.flag else f"--set {self.item!r}"
+
+
+def flag_spans(flags: dict[str, str]) -> list[OverrideSpan]:
+    """Spans for values that flags set: ``{key path: flag}``, e.g. ``{"run.device": "--device"}``. Each
+    covers its key's subtree; where two cover a key, the later one names it (as for ``--set``)."""
+    return [OverrideSpan(flag, path, path, subtree=True, flag=True) for path, flag in flags.items()]
+
 
 class Problems:
-    """Collects problems found while validating one file; those at a key set by a ``--set`` item (one of
-    ``overrides``, in command-line order: the last one covering a key set it) name that item instead."""
+    """Collects problems found while validating one file; those at a key set on the command line, by a
+    flag or a ``--set`` item (one of ``overrides``, in the order they were applied: the last one covering a
+    key set it), name that flag or item instead."""
 
     def __init__(self, source: str, overrides: Sequence[OverrideSpan] = ()):
         self.source = source
@@ -54,7 +68,7 @@ class Problems:
         span = next((s for s in reversed(self.overrides) if s.covers(path)), None)
         if span is not None:
             where = "" if path == span.key else f"{path}: "
-            self.items.append(f"--set {span.item!r}: {where}{message}")
+            self.items.append(f"{span.given_as}: {where}{message}")
             return
         where = f"{self.source}: " if self.source else ""
         self.items.append(f"{where}{path or '<top level>'}: {message}")
@@ -256,7 +270,7 @@ def from_dict(cls: type, data: dict[str, Any], *, source: str = "", path: str = 
 
     A dataclass may define ``check(self) -> list[tuple[key, message]]`` for cross-field rules; it runs
     only when the table's own keys passed their checks, so it never sees a value of the wrong type. A
-    problem at a key that ``overrides`` set names the ``--set`` item instead of ``source``.
+    problem at a key that ``overrides`` set names the flag or ``--set`` item instead of ``source``.
     """
     problems = Problems(source, overrides)
     obj = _build(cls, data, path, problems)
@@ -292,8 +306,8 @@ def check_input_files(obj: Any, *, source: str = "", path: str = "",
                       overrides: Sequence[OverrideSpan] = ()) -> None:
     """Raise :class:`RecipeError` listing every input file that ``obj`` (a recipe or one of its sections)
     names and that does not exist: each dataclass in the tree with a ``missing_files()`` method (such as
-    :class:`~thinkfast.config.common.DataSpec`) reports its own. A file named by a ``--set`` item
-    (``overrides``, a recipe's ``override_spans``) is reported against that item."""
+    :class:`~thinkfast.config.common.DataSpec`) reports its own. A file named by a flag or a ``--set``
+    item (``overrides``, a recipe's ``override_spans``) is reported against that flag or item."""
     problems = Problems(source, overrides)
     for node, node_path in _config_nodes(obj, path):
         missing = getattr(node, "missing_files", None)
