@@ -12,6 +12,7 @@ from thinkfast.cli.options import output_directory, resolve_output_dir, run_opti
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
 from thinkfast.progress import sample_progress
+from thinkfast.tables import format_number
 
 
 @click.command("evaluate")
@@ -56,7 +57,7 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
 
             def on_graded(done: int, total: int) -> None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
-                progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s")
+                progress.update(task, completed=done, total=total, rate=f"{format_number(rate)} samples/s")
 
             started = time.perf_counter()
             evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed,
