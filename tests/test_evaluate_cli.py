@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -611,3 +612,19 @@ def test_report_json_is_strict_json_even_with_a_non_finite_number(tmp_path, eval
     assert written["results"][0]["coverage"]["mean"][0] is None
     assert written["results"][0]["coverage"]["mean"][1:] == evaluation.results[0].coverage.mean[1:]
     assert json.loads(json.dumps(data), parse_constant=refuse) == data  # the fixture report is strict already
+
+
+def test_seconds_and_rates_keep_their_digits_however_large_or_small(tmp_path):
+    """A slow model's seconds per sample read as a plain number (7,993, not 7.99e+03), and grading that took
+    a few milliseconds says how many, not 0.0 s."""
+    run = Path(shutil.copytree(FIXTURES / "student", tmp_path / "slow"))
+    meta = json.loads((run / "run.json").read_text())
+    meta["problem_seconds"] = {pid: seconds * 1e5 for pid, seconds in meta["problem_seconds"].items()}
+    (run / "run.json").write_text(json.dumps(meta))
+    result = _run(["--runs", str(run), "-o", str(tmp_path / "out"), "--set", "evaluate.plots=false"])
+    assert result.exit_code == 0, result.output
+    per_sample = json.loads((tmp_path / "out" / "report.json").read_text())["results"][0][
+        "generation_seconds_per_sample"]
+    assert per_sample > 1000 and f"{per_sample:,.0f} s/sample" in result.output and "e+" not in result.output
+    graded = re.search(r"graded (\d+) samples in (\S+) s", result.output)
+    assert graded and float(graded.group(2)) > 0, result.output

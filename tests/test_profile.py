@@ -520,3 +520,31 @@ def test_recipe_keys_take_sizes_as_the_flags_do(tmp_path):
     assert result.exit_code == 2
     assert "seqlen '8q' is not a size" in result.output and "Traceback" not in result.output
     assert len([line for line in result.output.splitlines() if "error" in line]) == 1
+
+
+def test_rates_below_one_keep_their_digits_in_every_table(sweep):
+    """A large model on the CPU decodes under a token per second: the tables show 0.42, not 0, next to the
+    whole numbers of the other cells (right-aligned in their columns), and a bandwidth share under 0.05%
+    is not 0.0."""
+    result, _ = sweep
+    fast = result.cell("tiny-llama", 4, 32)
+    slow = dataclasses.replace(result.cell("tiny-llama", 1, 32), decode_tokens_per_s=0.42, prefill_tokens_per_s=0.031,
+                               decode_step_ms=2380.95, bandwidth_fraction=0.0004)
+    result = dataclasses.replace(result, cells=[slow if (c.model, c.batch, c.seqlen) == ("tiny-llama", 1, 32) else c
+                                                for c in result.cells])
+    console = Console(width=80, record=True, highlight=False)
+    for table in [comparison_table(result), *detail_tables(result)]:
+        console.print(table)
+    text = console.export_text()
+    comparison = text[:text.index("tiny-llama (bandwidth")]
+    header = next(line for line in comparison.splitlines() if line.startswith("┃"))
+    column = [part.strip() for part in header.split("┃")].index("tiny-llama")
+    row = next(line for line in comparison.splitlines() if line.startswith("│") and "8+24" in line.split("│")[2]
+               and line.split("│")[3].strip() == "1")
+    assert row.split("│")[column].strip() == "0.42"
+    detail = text[text.index("tiny-llama (bandwidth"):text.index("tiny-llamba (bandwidth")]  # the baseline first
+    rows = [line for line in detail.splitlines() if line.startswith("│") and line.split("│")[1].strip() == "32"]
+    cells = {line.split("│")[2].strip(): [part.strip() for part in line.split("│")[3:-1]] for line in rows}
+    assert cells["1"][:3] == ["0.031", "2,380.95", "0.42"] and cells["1"][-1] == "0.04"
+    assert cells["4"][2] == f"{fast.decode_tokens_per_s:,.0f}"
+    assert len({line.rindex("│", 0, len(line) - 1) for line in rows}) == 1  # one column edge for every row

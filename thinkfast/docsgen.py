@@ -196,12 +196,38 @@ def cli_errors() -> str:
 """
 
 
+def cli_progress() -> str:
+    """The "Progress" section of ``docs/cli.md``: what the long subcommands show while they run."""
+    from thinkfast.progress import DEFAULT_SECONDS, SECONDS_ENV
+
+    return f"""## Progress
+
+`distill`, `generate` and `profile` report progress on stderr, so that stdout keeps only results.
+
+- **In a terminal** `distill` and `generate` draw a bar that redraws in place (`distill`: stage, step,
+  loss, tokens/s, learning rate, elapsed time and ETA; `generate`: samples done, tokens/s, elapsed time).
+  When the run ends, or stops on an error or Ctrl-C, the bar's last frame stays and the next line is the
+  run's own: after Ctrl-C the last line is `interrupted; anything already written is kept`.
+- **In a log** (stderr not an interactive terminal: `2>run.log`, `nohup`, Slurm, CI, `TERM=dumb`) no bar
+  is drawn. Every `{SECONDS_ENV}` seconds (default {DEFAULT_SECONDS:g}; `0`: never) one plain line
+  shows the bar's fields and the percentage done, without carriage returns or colour codes, e.g.
+  `0:hidden 15% step 300/2000 loss 0.0174 742 tok/s lr 9.99e-04 0:05:00 ETA 0:28:20`. A run shorter than
+  that writes no progress line, only its result.
+- `profile` writes one line per model and one per measured cell, in a terminal and in a log alike.
+- `evaluate` shows a bar while it grades in a terminal (erased when grading ends), and nothing in a log.
+- `distill --no-progress` (or `distill.progress = false`) turns both the bar and the lines off; under
+  torchrun only rank 0 reports progress.
+- Rates and times below the precision a column shows keep two significant digits (`0.42 tok/s`,
+  `0.0049 s`) instead of reading as 0.
+"""
+
+
 def cli_reference() -> str:
     """The markdown of ``docs/cli.md``."""
     from thinkfast.cli import cli
 
     out = ["# CLI reference", "", "Generated from the code by `python -m thinkfast.docsgen`; do not edit by hand.", "",
-           cli_errors()]
+           cli_errors(), cli_progress()]
     _command_doc(cli, "thinkfast", out)
     return "\n".join(out).rstrip() + "\n"
 

@@ -98,9 +98,13 @@ def cli() -> None:
 
     \b
     Environment:
-    THINKFAST_PLUGINS=a,b   load only these third-party plugins (empty: built-ins only)
-    THINKFAST_TRACEBACK=1   print the traceback above an error shown in one line
+    THINKFAST_PLUGINS=a,b          load only these third-party plugins (empty: built-ins only)
+    THINKFAST_TRACEBACK=1          print the traceback above an error shown in one line
+    THINKFAST_PROGRESS_SECONDS=60  seconds between progress lines in a log (stderr no terminal; 0: none)
     """
+    from thinkfast.progress import log_interval
+
+    log_interval()  # a bad THINKFAST_PROGRESS_SECONDS is one message before any work, not after a model loads
 
 
 def _register_commands() -> None:

@@ -15,7 +15,8 @@ from thinkfast.config.loader import load_recipe
 @run_options
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in the output directory.")
 @click.option("--progress/--no-progress", default=None,
-              help="Show the live progress bar (default: the recipe's distill.progress).")
+              help="Show progress: a bar in a terminal, a line now and then in a log (default: the recipe's "
+                   "distill.progress).")
 def command(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, resume: bool,
             progress: bool | None) -> None:
     """Distill a student from a teacher, running the stages of RECIPE in order.

@@ -14,6 +14,7 @@ from thinkfast.cli.usage_errors import CommandLineError
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
 from thinkfast.progress import sample_progress
+from thinkfast.tables import format_number
 
 
 def _check_distinct(aggregators: tuple[str, ...]) -> None:
@@ -65,7 +66,7 @@ def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str,
 
             def on_graded(done: int, total: int) -> None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
-                progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s")
+                progress.update(task, completed=done, total=total, rate=f"{format_number(rate)} samples/s")
 
             started = time.perf_counter()
             evaluation = evaluate(section, list(section.runs), output_dir=out, seed=loaded.run.seed,

@@ -11,6 +11,7 @@ from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, reso
 from thinkfast.cli.param_types import Choice, FloatRange, IntRange, Text
 from thinkfast.config.loader import load_recipe
 from thinkfast.config.validate import check_input_files
+from thinkfast.tables import format_number
 
 # flag name -> recipe key path (flags given on the command line override the recipe; --set overrides both)
 FLAG_KEYS: dict[str, tuple[str, ...]] = {
@@ -140,5 +141,5 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
         err_console.print(
             f"{summary['num_samples']} samples of {summary['num_problems']} problems in {out_dir} "
             f"({summary['new_samples']} new, {summary['new_tokens']} tokens, "
-            f"{summary['tokens_per_second']:,.0f} tokens/s on {summary['device']})"
+            f"{format_number(summary['tokens_per_second'])} tokens/s on {summary['device']})"
         )

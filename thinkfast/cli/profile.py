@@ -14,9 +14,10 @@ from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, reso
 from thinkfast.cli.param_types import FloatRange, IntRange, Text
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
+from thinkfast.tables import format_number
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-progress_console = Console(stderr=True, highlight=False)
+progress_console = Console(stderr=True, highlight=False, soft_wrap=True)  # a log line is one line
 
 
 def _option_value(parse: Callable[[str, str], Any]) -> Callable[[click.Context, click.Parameter, str | None], Any]:
@@ -141,8 +142,8 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
     def on_cell(cell) -> None:
         where = f"  batch {cell.batch:>5}  length {cell.seqlen:>6}"
         if cell.status == "ok":
-            progress_console.print(f"{where}  decode {cell.decode_tokens_per_s:>12,.0f} tok/s  "
-                                   f"{cell.decode_step_ms:8.2f} ms/step")
+            progress_console.print(f"{where}  decode {format_number(cell.decode_tokens_per_s):>12} tok/s  "
+                                   f"{format_number(cell.decode_step_ms, 2):>8} ms/step")
         else:
             progress_console.print(f"{where}  {cell.status}: {cell.reason}")
 

@@ -78,4 +78,5 @@ class DistillSection:
     strategy: str = option("auto", "Multi-process training under torchrun: 'ddp' (replicated student), 'fsdp' "
                            "(FSDP2, sharded per layer; kd/sft/hidden stages) or 'auto' (ddp).", choices=STRATEGIES)
     keep_checkpoints: int = option(2, "How many recent checkpoints to keep on disk.", min=1)
-    progress: bool = option(True, "Show a live progress bar (rank 0, terminals only).")
+    progress: bool = option(True, "Show progress on rank 0: a bar in a terminal, a line every "
+                             "THINKFAST_PROGRESS_SECONDS in a log (see the CLI reference).")

@@ -159,7 +159,8 @@ def run_distill(recipe: Any, output_dir: Path, *, resume: bool = False, progress
 
     ``resume`` continues from ``<output_dir>/checkpoints/latest`` (bit-for-bit on the CPU);
     ``progress`` None follows ``distill.progress``. ``on_step`` is called after every optimizer step.
-    ``console`` (a rich console) hears the warnings about the training data, on the main process.
+    ``console`` (a rich console) hears the warnings about the training data and shows the progress (stderr by
+    default), on the main process.
     """
     section = recipe.distill
     if not section.stages:
@@ -262,7 +263,7 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
 
     show = section.progress if progress is None else progress
     tc = TrainContext(ctx=ctx, student=student, teacher=teacher, checkpoint_dir=checkpoint_dir, metrics=None,
-                      progress=ProgressDisplay(show and ctx.is_main), strategy=strategy,
+                      progress=ProgressDisplay(show and ctx.is_main, console), strategy=strategy,
                       autocast_dtype=autocast_dtype, keep_checkpoints=section.keep_checkpoints, on_step=on_step,
                       elapsed_before=position.elapsed_s if position else 0.0)
 
@@ -279,10 +280,13 @@ def _run(recipe: Any, output_dir: Path, ctx: DistContext, resume: bool, progress
     tc.on_start = start
     corpora: dict[str, TokenizedCorpus] = {}
     global_step = position.global_step if position else 0
-    for index, stage in stages:
-        loader = stage_loader(stage, tokenizer, ctx, recipe.run.seed, corpora, stage_data)
-        here = position if position is not None and position.stage_index == index else None
-        global_step = train_stage(tc, index, stage, loader, here, resume_path, global_step)
+    try:
+        for index, stage in stages:
+            loader = stage_loader(stage, tokenizer, ctx, recipe.run.seed, corpora, stage_data)
+            here = position if position is not None and position.stage_index == index else None
+            global_step = train_stage(tc, index, stage, loader, here, resume_path, global_step)
+    finally:  # an error or Ctrl-C: the bar stops before the CLI's message, which stays the last line
+        tc.progress.close()
     tc.start()  # resumed after the last step: only the student is left to save
 
     final = _unwrapped_copy(student, strategy, ctx)

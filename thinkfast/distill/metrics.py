@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from thinkfast.data.files import iter_jsonl_objects
+from thinkfast.progress import live_progress
+from thinkfast.tables import format_number
 
 
 class MetricsLog:
@@ -61,7 +63,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class ProgressDisplay:
-    """A rich progress bar per stage: step, loss, tokens/s, lr and ETA. Disabled: does nothing."""
+    """The progress of each stage: step, loss, tokens/s, lr, elapsed time and ETA, as a bar on a terminal or
+    a line now and then in a log (:func:`thinkfast.progress.live_progress`). Disabled: does nothing.
+
+    :meth:`close` stops it (the bar's last frame stays); a run must close it however it ends, so that
+    nothing is drawn after an error or Ctrl-C message.
+    """
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
@@ -73,12 +80,12 @@ class ProgressDisplay:
         if not self.enabled:
             return
         self.close()
-        self._progress = Progress(
+        self._progress = live_progress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("step {task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
             TextColumn("lr {task.fields[lr]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=self._console, transient=False,
+            console=self._console,
         )
         self._progress.start()
         self._task = self._progress.add_task(label, total=total_steps, completed=done, loss="-", tps="-", lr="-")
@@ -86,7 +93,7 @@ class ProgressDisplay:
     def update(self, step: int, loss: float, tokens_per_s: float, lr: float) -> None:
         if self._progress is None or self._task is None:
             return
-        self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tps=f"{tokens_per_s:,.0f}",
+        self._progress.update(self._task, completed=step, loss=f"{loss:.4f}", tps=format_number(tokens_per_s),
                               lr=f"{lr:.2e}")
 
     def close(self) -> None:

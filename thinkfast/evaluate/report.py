@@ -12,7 +12,7 @@ from rich.text import Text
 
 from thinkfast import strict_json
 from thinkfast.evaluate.engine import Evaluation, Series
-from thinkfast.tables import number_column, text_column
+from thinkfast.tables import format_number, format_significant, number_column, text_column
 
 
 def write_report(evaluation: Evaluation, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -29,8 +29,8 @@ def _cell(series: Series, index: int) -> str:
     without an interval."""
     m, lo, hi = series.mean[index], series.low[index], series.high[index]
     if lo is None or hi is None:
-        return f"{100 * m:.1f}"
-    return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return format_number(100 * m, 1)
+    return f"{format_number(100 * m, 1)} [{format_number(100 * lo, 1)}, {format_number(100 * hi, 1)}]"
 
 
 def summary_tables(evaluation: Evaluation, confidence: float | None) -> list[Table]:
@@ -51,7 +51,7 @@ def summary_tables(evaluation: Evaluation, confidence: float | None) -> list[Tab
         number_column(table, "k = n")
         for r in (r for r in evaluation.results if r.dataset == dataset):
             rows = [("pass@k", r.coverage), *((f"{label}@k", s) for label, s in r.accuracy.items())]
-            seconds = "unknown" if r.seconds_per_sample is None else f"{r.seconds_per_sample:.3g}"
+            seconds = "unknown" if r.seconds_per_sample is None else format_significant(r.seconds_per_sample)
             about = [r.model, f"{r.problems} problems, n = {r.n_samples}", f"{seconds} s/sample"]
             # the model's name and numbers go down the first column, one line per row while rows last
             about = [*about[:len(rows) - 1], "\n".join(about[len(rows) - 1:])]
@@ -69,7 +69,7 @@ def print_summary(evaluation: Evaluation, confidence: float | None, console: Con
         console.print(table)
     g = evaluation.grading
     rate = g["samples_per_second"]
-    console.print(f"graded {g['samples']} samples in {g['seconds']:.1f} s"
-                  + (f" ({rate:.0f} samples/s, {g['workers']} workers)" if rate else "")
+    console.print(f"graded {g['samples']} samples in {format_number(g['seconds'], 1)} s"
+                  + (f" ({format_number(rate)} samples/s, {g['workers']} workers)" if rate else "")
                   + (f"; {g['workers_killed']} check(s) killed at the {g['timeout_seconds']:g} s timeout"
                      if g["workers_killed"] else ""))

@@ -42,6 +42,7 @@ from thinkfast.generate.sampling import SamplingParams, problem_key
 from thinkfast.generate.stops import CUT_REASONS, StopChecker
 from thinkfast.models import pointwise
 from thinkfast.progress import sample_progress
+from thinkfast.tables import format_number
 
 
 @dataclass
@@ -266,7 +267,7 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
             nonlocal tokens_seen
             tokens_seen += tokens
             rate = tokens_seen / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, rate=f"{rate:,.0f} tok/s")
+            progress.update(task, rate=f"{format_number(rate)} tok/s")
 
         for item in engine.generate(requests, on_progress=on_progress):
             record = _record(item, todo[item.request], plugin_name=gen.data.dataset, eos=eos, decode=decode,

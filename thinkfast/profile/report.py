@@ -13,7 +13,7 @@ from rich.text import Text
 
 from thinkfast.profile.grid import format_bytes
 from thinkfast.profile.results import CellResult, ProfileResult
-from thinkfast.tables import number_column, text_column
+from thinkfast.tables import format_number, number_column, text_column
 
 
 def format_length(tokens: int) -> str:
@@ -54,7 +54,7 @@ def comparison_table(result: ProfileResult) -> Table:
             if cell is None or cell.status != "ok":
                 row.append(_status_text(cell))
                 continue
-            text = f"{cell.decode_tokens_per_s:,.0f}"
+            text = format_number(cell.decode_tokens_per_s)
             speedup = result.speedup(name, batch, seqlen)
             if name != result.baseline and speedup is not None:
                 text += f" ({speedup:.2f}x)"
@@ -81,15 +81,16 @@ def detail_tables(result: ProfileResult) -> list[Table]:
                        key=lambda c: (c.seqlen, c.batch))
         if not cells:
             continue
-        table = Table(title=f"{name} (bandwidth {bandwidth:,.0f} GB/s, {result.device['bandwidth_source']})")
+        table = Table(title=f"{name} (bandwidth {format_number(bandwidth)} GB/s, {result.device['bandwidth_source']})")
         for column in ("length", "batch", "prefill\ntok/s", "ms/step", "decode\ntok/s", "peak\nmemory",
                        "% BW\nbound", *(("CUDA\ngraph",) if graphs else ())):
             number_column(table, column)
         for cell in cells:
             table.add_row(
-                format_length(cell.seqlen), str(cell.batch), f"{cell.prefill_tokens_per_s:,.0f}",
-                f"{cell.decode_step_ms:.2f}", f"{cell.decode_tokens_per_s:,.0f}", format_bytes(cell.peak_memory_bytes),
-                f"{100 * cell.bandwidth_fraction:.1f}", *(("yes" if cell.cuda_graph else "no",) if graphs else ()),
+                format_length(cell.seqlen), str(cell.batch), format_number(cell.prefill_tokens_per_s),
+                format_number(cell.decode_step_ms, 2), format_number(cell.decode_tokens_per_s),
+                format_bytes(cell.peak_memory_bytes), format_number(100 * cell.bandwidth_fraction, 1),
+                *(("yes" if cell.cuda_graph else "no",) if graphs else ()),
             )
         tables.append(table)
     failed = [c for name in _model_order(result) for c in sorted(

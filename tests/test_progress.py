@@ -1,0 +1,186 @@
+"""Progress as a user meets it, through real runs of the CLI on the CPU: a bar in a terminal that is gone
+before Ctrl-C's message, plain lines now and then in a log, and numbers that stay meaningful below 1."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from thinkfast.tables import format_number, format_significant
+
+INTERRUPTED = "interrupted; anything already written is kept"
+# the CLI with an exit that takes half a second (CUDA teardown, a slow file system): a bar left running
+# would redraw itself meanwhile, below the message
+SLOW_EXIT = ("import atexit, time; atexit.register(time.sleep, 0.5); "
+             "from thinkfast.cli import main; main()")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _distill_recipe(tmp_path: Path, model: Path, data: Path, steps: int) -> Path:
+    recipe = tmp_path / "distill.toml"
+    recipe.write_text(f"""
+[run]
+device = "cpu"
+[teacher]
+model = "{model}"
+[student]
+kind = "llamba"
+options = {{ conv_kernel = 2, chunk_size = 16 }}
+[[distill.stages]]
+kind = "hidden"
+steps = {steps}
+seq_len = 32
+batch_size = 2
+warmup_steps = 0
+loss_on = "all"
+data = {{ dataset = "gsm8k", path = "{data}", split = "train", limit = 8 }}
+""")
+    return recipe
+
+
+def _generate_args(model: Path, data: Path, out: Path, limit: int, max_new_tokens: int) -> list[str]:
+    return ["generate", "--model", str(model), "--dataset", "gsm8k", "--data-path", str(data), "--limit", str(limit),
+            "--n", "4", "--max-new-tokens", str(max_new_tokens), "--batch-size", "4", "--template", "plain",
+            "--device", "cpu", "-o", str(out)]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    return {**env, "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color", **extra}
+
+
+def _ctrl_c_in_a_terminal(args: list[str], ready: str) -> tuple[int, str]:
+    """Run the CLI (with a slow exit) in a 120x40 pseudo-terminal, press Ctrl-C (SIGINT to its process
+    group) once ``ready`` is on the screen, and return the exit code and everything it wrote."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its stdin, stdout and stderr
+        try:
+            os.execve(sys.executable, [sys.executable, "-c", SLOW_EXIT, *args], _env())
+        finally:
+            os._exit(127)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    output, sent, deadline = b"", False, time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if not sent and ready.encode() in output:
+            time.sleep(0.3)  # a few frames of the bar
+            os.killpg(pid, signal.SIGINT)
+            sent = True
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = output.decode(errors="replace")
+    assert sent, f"{ready!r} never appeared: {text[-2000:]}"
+    return os.waitstatus_to_exitcode(status), text
+
+
+@pytest.mark.parametrize("command", ["distill", "generate"])
+def test_ctrl_c_message_is_the_last_line_and_the_bar_is_not_drawn_again(command, tiny_llama_dir, gsm8k_train_path,
+                                                                       tmp_path):
+    """Ctrl-C in a terminal: the bar stops (its last frame stays), then the message follows on a line of its
+    own and nothing after it, not even while the process takes its time to exit; the cursor shows again."""
+    if command == "distill":
+        recipe = _distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=5000)
+        args, ready = ["distill", str(recipe), "-o", str(tmp_path / "out")], "step "
+    else:
+        args, ready = _generate_args(tiny_llama_dir, gsm8k_train_path, tmp_path / "out", 100, 400), "samples"
+    code, text = _ctrl_c_in_a_terminal(args, ready)
+    assert code == 130, text[-2000:]
+    plain = ANSI.sub("", text)
+    assert plain.endswith(f"\r\n{INTERRUPTED}\r\n"), repr(plain[-400:])
+    assert "━" in plain  # the bar was there
+    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l")  # the cursor the bar hid is shown again
+
+
+PROGRESS_LINE = {
+    "distill": re.compile(r"^0:hidden \d+% step \d+/6 loss \d+\.\d{4} [\d,.]+ tok/s lr \d\.\d\de-\d\d "
+                          r"\d+:\d\d:\d\d ETA \S+$"),
+    "generate": re.compile(r"^generate \d+% \d+/16 samples (\S+ tok/s )?\d+:\d\d:\d\d$"),
+}
+
+
+def _run_into_a_log(args: list[str], tmp_path: Path, seconds: str) -> str:
+    """Run the CLI with stdout and stderr written to a file (``2>run.log``); return what the log holds."""
+    log = tmp_path / f"run-{seconds}.log"
+    with log.open("w") as fh:
+        result = subprocess.run([sys.executable, "-m", "thinkfast", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                env=_env(THINKFAST_PROGRESS_SECONDS=seconds), timeout=300)
+    text = log.read_text()
+    assert result.returncode == 0, text
+    return text
+
+
+@pytest.mark.parametrize("command", ["distill", "generate"])
+def test_a_log_gets_plain_progress_lines_and_no_bar(command, tiny_llama_dir, gsm8k_train_path, tmp_path):
+    """stderr to a file: no bar, no frame of it at the end, no colour codes; a plain line with the bar's
+    fields every THINKFAST_PROGRESS_SECONDS (here all the time), and none at all with 0."""
+    def args(out: str) -> list[str]:
+        if command == "distill":
+            recipe = _distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=6)
+            return ["distill", str(recipe), "-o", str(tmp_path / out)]
+        return _generate_args(tiny_llama_dir, gsm8k_train_path, tmp_path / out, 4, 24)
+
+    often = _run_into_a_log(args("often"), tmp_path, "0.000001")
+    lines = [line for line in often.splitlines() if PROGRESS_LINE[command].match(line)]
+    assert lines, often
+    assert "━" not in often and "\x1b[" not in often
+    never = _run_into_a_log(args("never"), tmp_path, "0")
+    assert "━" not in never and not any(PROGRESS_LINE[command].match(line) for line in never.splitlines())
+
+
+def test_profile_progress_in_a_log_is_one_line_per_model_and_cell(tmp_path):
+    """A log is as wide as its lines: a model's line is not broken at 80 columns."""
+    log = _run_into_a_log(["profile", "--models", "tiny-llama,tiny-llamba", "--batch", "1", "--seqlen", "24",
+                           "--warmup", "0", "--repeats", "1", "--decode-points", "2", "--bandwidth", "5",
+                           "--no-plots", "-o", str(tmp_path / "out")], tmp_path, "60")
+    lines = log.splitlines()
+    progress = lines[:next(i for i, line in enumerate(lines) if "decode tokens/s on" in line)]
+    assert [line.split(":")[0] for line in progress if not line.startswith("  batch")] == ["tiny-llama",
+                                                                                           "tiny-llamba"]
+    assert all("kernels {" in line and line.endswith("}") for line in progress if line.startswith("tiny"))
+    assert sum(line.startswith("  batch") for line in progress) == 2
+
+
+def test_a_bad_progress_interval_is_one_message_before_any_work(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "thinkfast", "profile", "--models", "tiny-llama", "-o",
+                             str(tmp_path / "out")], capture_output=True, text=True,
+                            env=_env(THINKFAST_PROGRESS_SECONDS="soon"), timeout=300)
+    assert result.returncode == 2
+    assert result.stderr == ("error: THINKFAST_PROGRESS_SECONDS='soon' is not a number of seconds; set it to "
+                             "e.g. 60, or 0 for no progress lines in logs\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value, decimals, text", [
+    (1826.3, 0, "1,826"), (7.4, 0, "7"), (0.42, 0, "0.42"), (0.0031, 0, "0.0031"), (0.0, 0, "0"),
+    (151.256, 2, "151.26"), (0.004, 2, "0.004"), (0.04, 1, "0.04"), (12.34, 1, "12.3"),
+])
+def test_a_number_below_its_precision_keeps_two_significant_digits(value, decimals, text):
+    assert format_number(value, decimals) == text
+
+
+@pytest.mark.parametrize("value, text", [(0.0123, "0.0123"), (0.5, "0.5"), (12.34, "12.3"), (1234.5, "1,234"),
+                                         (98765.4, "98,765")])
+def test_significant_digits_never_use_scientific_notation(value, text):
+    assert format_significant(value) == text
