@@ -210,7 +210,7 @@ held = []
 threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
 os.environ.update(TORCHELASTIC_USE_AGENT_STORE="True", MASTER_ADDR="127.0.0.1", WORLD_SIZE="2",
                   MASTER_PORT=str(server.getsockname()[1]))
-crash.CRASH_GRACE_S = 0.5
+crash.CRASH_GRACE_S = crash._STORE_S = 0.5
 for rank in ("0", "1"):
     os.environ["RANK"] = rank
     started = time.perf_counter()
@@ -227,15 +227,13 @@ for rank in ("0", "1"):
 def test_a_store_that_never_answers_delays_no_crash_report_past_the_grace_time(tmp_path):
     """Before: report_crash connected to the store before printing anything, and a store that accepts but never
     answers blocked that connection forever, so a crash printed nothing and never exited (the job hung)."""
-    from thinkfast.cli import crash
-
     script = tmp_path / "silent_store.py"
     script.write_text(SILENT_STORE)
-    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=30,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "rank 0 crashed:\nTraceback" in result.stderr and "ValueError: bug on rank 0" in result.stderr
     assert "rank 1 crashed:\nTraceback" in result.stderr and "ValueError: bug on rank 1" in result.stderr
     exits = [line.split() for line in result.stdout.splitlines()]
     assert [(words[1], words[3]) for words in exits] == [("0", "1"), ("1", "1")], result.stdout
-    # rank 0 prints at once and waits at most _STORE_S to record; rank 1 also waits its grace time (0.5 s)
-    assert all(float(words[5]) < 0.5 + 2 * crash._STORE_S + 2.0 for words in exits), result.stdout
+    # rank 0 prints at once and waits at most _STORE_S to record; rank 1 also waits its grace time (0.5 s each)
+    assert all(float(words[5]) < 3.0 for words in exits), result.stdout
