@@ -42,6 +42,8 @@ def one_error_line(result) -> str:
     (("generate", "--top-p", "2"), "error: --top-p: '2' is out of range; use a number from 0 to 1 "),
     (("generate", "--limit", "1.5"), "error: --limit: '1.5' is not a whole number; use a whole number of at least 0"),
     (("generate", "--n-samples", "0"), "error: --n/--n-samples: '0' is out of range; use a whole number of at least 1"),
+    (("evaluate", "--figure-width", "-1"),
+     "error: --figure-width: '-1' is out of range; use a number of at least 0 (see thinkfast evaluate --help)"),
     (("generate", "--template", "chta"),
      "error: --template: 'chta' is not one of auto, chat, plain (did you mean 'chat'?) "
      "(see thinkfast generate --help)"),
@@ -102,6 +104,9 @@ def test_every_option_refuses_a_bad_value_in_one_line(args, flag):
     command = " ".join(arg for arg in args if not arg.startswith("-") and arg != "r.toml" and arg != "x!")
     line = one_error_line(thinkfast(*args))
     assert line.startswith(f"error: {flag}") and line.endswith(f"(see thinkfast {command} --help)"), line
+    # and it says what to write: not click's own wording ("'x!' is not a valid float range.", "... is not in the
+    # range x>=0.0"), which a plain click type gives (thinkfast.cli.param_types has the types that explain)
+    assert "is not a valid" not in line and "is not in the range" not in line, line
 
 
 def test_under_torchrun_a_command_line_mistake_defers_to_rank_zero_like_any_user_error(monkeypatch):

@@ -112,11 +112,9 @@ def test_resume_after_interruption_is_bit_exact(tiny_llama_dir, gsm8k_train_path
     assert [r["loss"] for r in records] == _losses(tmp_path / "full")
 
 
-def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_dir, gsm8k_train_path, tmp_path,
-                                                                   monkeypatch):
-    """A clock on which every training step takes 1 s (its teacher pass) and a checkpoint save 100 s: each
-    logged step trained the same tokens in the same time, so each has the same tokens/s, the step after
-    the save included, while the run's elapsed time still counts the save."""
+@pytest.fixture
+def slow_saves(monkeypatch):
+    """The trainer's clock, on which every training step takes 1 s (its teacher pass) and a checkpoint save 100 s."""
     import types
 
     from thinkfast.distill import checkpoint, trainer
@@ -132,6 +130,12 @@ def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_di
     monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(trainer, "teacher_targets", advancing(1.0, trainer.teacher_targets))
     monkeypatch.setattr(checkpoint, "save_checkpoint", advancing(100.0, checkpoint.save_checkpoint))
+
+
+def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_dir, gsm8k_train_path, tmp_path,
+                                                                   slow_saves):
+    """On the slow_saves clock each logged step trained the same tokens in the same time, so each has the same
+    tokens/s, the step after the save included, while the run's elapsed time still counts the save."""
     stage = _stage("kd", steps=4, checkpoint_every=2, seq_len=128, batch_size=1)  # a save after step 2
     run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, [stage]), tmp_path)
     records = read_metrics(tmp_path / "metrics.jsonl")
@@ -140,30 +144,14 @@ def test_tokens_per_s_leaves_out_the_time_spent_saving_checkpoints(tiny_llama_di
 
 
 def test_elapsed_s_goes_on_across_an_interruption_from_the_time_its_checkpoint_recorded(
-        tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+        tiny_llama_dir, gsm8k_train_path, tmp_path, slow_saves):
     """On a clock where a step takes 1 s and a checkpoint save 100 s, a run stopped after step 3 (its last
     checkpoint: step 2) and resumed logs elapsed_s as one run would: the resumed steps go on from the 102 s
     its checkpoint recorded (the save included) instead of from 0; the stopped run's step after that
     checkpoint, redone, counts once. tokens/s after the resume is that of every other step."""
-    import types
-
-    from thinkfast.distill import checkpoint, trainer
-
-    clock = [0.0]
-
-    def advancing(seconds, function):
-        def call(*args, **kwargs):
-            clock[0] += seconds
-            return function(*args, **kwargs)
-        return call
-
     def interrupt(position):
         if position.step == 3:
             raise KeyboardInterrupt  # leaves what a kill leaves: the checkpoint of step 2 and 3 metrics lines
-
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(trainer, "teacher_targets", advancing(1.0, trainer.teacher_targets))
-    monkeypatch.setattr(checkpoint, "save_checkpoint", advancing(100.0, checkpoint.save_checkpoint))
 
     def recipe():
         return _recipe(tiny_llama_dir, gsm8k_train_path, [_stage("kd", steps=4, checkpoint_every=2, seq_len=128,

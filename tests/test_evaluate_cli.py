@@ -534,18 +534,24 @@ def test_models_differ_by_marker_and_a_model_at_zero_is_drawn_whole(by_seconds):
     assert not lines["student"].get_clip_on() and lines["student"].get_zorder() > frame
 
 
+def _untimed_copy(run: Path, to: Path) -> Path:
+    """A copy of the generation directory ``run`` without any timing: no problem_seconds in run.json, no
+    seconds in the samples."""
+    to.mkdir()
+    meta = json.loads((run / "run.json").read_text())
+    del meta["problem_seconds"]
+    (to / "run.json").write_text(json.dumps(meta))
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    (to / "samples.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in s.items() if k != "seconds"}) + "\n" for s in samples))
+    return to
+
+
 def test_a_run_without_timings_is_named_where_the_seconds_plots_leave_it_out(tmp_path):
     """A run whose run.json has no problem_seconds and whose samples carry no seconds cannot be placed on a
     seconds axis. It was silently missing from the accuracy-vs-seconds figure; now a warning says so (terminal
     and report.json) and the legend names it as not drawn."""
-    untimed = tmp_path / "untimed"
-    untimed.mkdir()
-    meta = json.loads((FIXTURES / "student" / "run.json").read_text())
-    del meta["problem_seconds"]
-    (untimed / "run.json").write_text(json.dumps(meta))
-    samples = [json.loads(line) for line in (FIXTURES / "student" / "samples.jsonl").read_text().splitlines()]
-    (untimed / "samples.jsonl").write_text("".join(
-        json.dumps({k: v for k, v in s.items() if k != "seconds"}) + "\n" for s in samples))
+    untimed = _untimed_copy(FIXTURES / "student", tmp_path / "untimed")
     out = tmp_path / "out"
     result = _run(["--runs", str(FIXTURES / "teacher"), "--runs", str(untimed), "-o", str(out),
                    "--set", "evaluate.bootstrap=0", "--set", "evaluate.subsets=2"])
@@ -576,14 +582,7 @@ def test_a_seconds_plot_with_nothing_to_draw_removes_the_earlier_reports_files(t
     seconds_plots = sorted(p.name for p in out.glob("*-vs-seconds.*"))
     assert len(seconds_plots) == 4 and {p.rsplit(".", 1)[1] for p in seconds_plots} == {"png", "pdf"}
 
-    untimed = tmp_path / "untimed"
-    untimed.mkdir()
-    meta = json.loads((FIXTURES / "teacher" / "run.json").read_text())
-    del meta["problem_seconds"]
-    (untimed / "run.json").write_text(json.dumps(meta))
-    samples = [json.loads(line) for line in (FIXTURES / "teacher" / "samples.jsonl").read_text().splitlines()]
-    (untimed / "samples.jsonl").write_text("".join(
-        json.dumps({k: v for k, v in s.items() if k != "seconds"}) + "\n" for s in samples))
+    untimed = _untimed_copy(FIXTURES / "teacher", tmp_path / "untimed")
     second = _run(["--runs", str(untimed), "-o", str(out), "--set", "evaluate.bootstrap=0",
                    "--set", "evaluate.subsets=2"])
     assert second.exit_code == 0, second.output

@@ -243,12 +243,17 @@ def _scan_args(mixer, normed):
 def test_saved_weights_file_is_as_readable_as_the_config(student, tmp_path):
     """safetensors writes its file as 0600 whatever the umask: the student directory must be readable by
     whoever can read its config.json (a shared cluster, another user's evaluate)."""
+    import os
     import stat
 
-    save_model(student, None, tmp_path / "m")
+    umask = os.umask(0o022)  # a shared machine's usual umask (under 0o077 every file is 0600 and this shows nothing)
+    try:
+        save_model(student, None, tmp_path / "m")
+    finally:
+        os.umask(umask)
     modes = {name: stat.S_IMODE((tmp_path / "m" / name).stat().st_mode)
              for name in ("config.json", "model.safetensors")}
-    assert modes["model.safetensors"] == modes["config.json"], modes
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644}, modes
 
 
 def test_save_load_round_trip_is_bit_exact(student, tmp_path):

@@ -194,3 +194,46 @@ def test_a_rank_that_crashed_another_way_than_a_lower_rank_prints_its_own_traceb
     other = crash(1, another_bug)
     assert other.startswith("rank 1 crashed:\nTraceback") and "KeyError: 'shard 1'" in other
     assert crash(1, bug) == "rank 1: crashed the same way as rank 0 (KeyError: 'shard 1'); see rank 0's traceback\n"
+
+
+#: A "store" that accepts connections and never answers (a stale MASTER_PORT now held by another program, a
+#: hung agent): torch's TCPStore client then blocks forever whatever its timeout. Ranks 0 and 1 crash in turn.
+SILENT_STORE = """
+import os, socket, sys, threading, time
+
+from thinkfast.cli import crash
+
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(8)
+held = []
+threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+os.environ.update(TORCHELASTIC_USE_AGENT_STORE="True", MASTER_ADDR="127.0.0.1", WORLD_SIZE="2",
+                  MASTER_PORT=str(server.getsockname()[1]))
+crash.CRASH_GRACE_S = crash._STORE_S = 0.5
+for rank in ("0", "1"):
+    os.environ["RANK"] = rank
+    started = time.perf_counter()
+    try:
+        raise ValueError(f"bug on rank {rank}")
+    except ValueError as exc:
+        try:
+            crash.report_crash(exc)
+        except SystemExit as stop:
+            print(f"rank {rank} exit {stop.code} after {time.perf_counter() - started:.1f} s", flush=True)
+"""
+
+
+def test_a_store_that_never_answers_delays_no_crash_report_past_the_grace_time(tmp_path):
+    """Before: report_crash connected to the store before printing anything, and a store that accepts but never
+    answers blocked that connection forever, so a crash printed nothing and never exited (the job hung)."""
+    script = tmp_path / "silent_store.py"
+    script.write_text(SILENT_STORE)
+    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "rank 0 crashed:\nTraceback" in result.stderr and "ValueError: bug on rank 0" in result.stderr
+    assert "rank 1 crashed:\nTraceback" in result.stderr and "ValueError: bug on rank 1" in result.stderr
+    exits = [line.split() for line in result.stdout.splitlines()]
+    assert [(words[1], words[3]) for words in exits] == [("0", "1"), ("1", "1")], result.stdout
+    # rank 0 prints at once and waits at most _STORE_S to record; rank 1 also waits its grace time (0.5 s each)
+    assert all(float(words[5]) < 3.0 for words in exits), result.stdout

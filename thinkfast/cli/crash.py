@@ -9,6 +9,10 @@ its traceback, headed ``rank R crashed:``; a higher rank that crashed the same w
 to :data:`CRASH_GRACE_S` for the lower ranks to report (less when they all have, or when the launcher stops
 it, which happens once any rank has exited with the error), so a crash only one rank hit, or a different
 crash, still shows its own traceback. Without that store (another launcher) every rank prints its traceback.
+
+The store is only ever used from a daemon thread that the report waits for no longer than that: a store that
+accepts connections but never answers blocks torch's ``TCPStore`` client forever, whatever its timeout, and
+must not turn a crash into a job that hangs without a word.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any, NoReturn
@@ -27,6 +32,8 @@ from thinkfast.cli.ranks import job_rank
 CRASH_GRACE_S = 5.0
 #: Seconds between two looks at the store while waiting.
 _POLL_S = 0.05
+#: Seconds the store may take to connect or to take this rank's record, at the most.
+_STORE_S = 2.0
 
 
 class _Stopped(BaseException):
@@ -38,10 +45,7 @@ def report_crash(exc: BaseException) -> NoReturn:
     """Print ``exc``'s traceback, or one line pointing at a lower rank's identical one, and exit 1."""
     rank = job_rank()
     fingerprint = crash_fingerprint(exc)
-    store = _agent_store()
-    same_as = None
-    if store is not None and rank > 0:
-        same_as = _lowest_rank_that_crashed_alike(store, rank, fingerprint)
+    same_as = _lowest_rank_that_crashed_alike(rank, fingerprint) if rank > 0 else None
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's stop must not cut the report
     try:
         if same_as is None:
@@ -52,8 +56,8 @@ def report_crash(exc: BaseException) -> NoReturn:
             print(f"rank {rank}: crashed the same way as rank {same_as} ({summary}); see rank {same_as}'s "
                   f"traceback", file=sys.stderr)
         sys.stderr.flush()
-        if store is not None:
-            _try(lambda: store.set(_key(rank), fingerprint))  # after printing: higher ranks' lines come after it
+        # recorded after printing, so that higher ranks' lines come after it
+        _in_background(lambda: _record(rank, fingerprint)).join(_STORE_S)
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(1)
@@ -67,30 +71,50 @@ def crash_fingerprint(exc: BaseException) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _lowest_rank_that_crashed_alike(store: Any, rank: int, fingerprint: str) -> int | None:
+def _lowest_rank_that_crashed_alike(rank: int, fingerprint: str) -> int | None:
     """The lowest rank below ``rank`` that recorded ``fingerprint``, once every lower rank has recorded a crash,
     :data:`CRASH_GRACE_S` has passed or the launcher stops this rank; None if there is none."""
-    def on_sigterm(signum, frame):
-        raise _Stopped
+    recorded: dict[int, str] = {}  # filled by the thread that looks at the store
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    recorded: dict[int, str] = {}
-    deadline = time.monotonic() + CRASH_GRACE_S
-    try:
-        while True:
+    def look() -> None:
+        store = _agent_store()
+        deadline = time.monotonic() + CRASH_GRACE_S
+        while store is not None and time.monotonic() < deadline:
             for lower in range(rank):
                 if lower not in recorded and (theirs := _recorded(store, lower)) is not None:
                     recorded[lower] = theirs
-            alike = [lower for lower, theirs in recorded.items() if theirs == fingerprint]
-            if alike or len(recorded) == rank or time.monotonic() > deadline:
-                return min(alike, default=None)
+            if fingerprint in recorded.values() or len(recorded) == rank:
+                return
             time.sleep(_POLL_S)
+
+    def on_sigterm(signum, frame):
+        raise _Stopped
+
+    looking = _in_background(look)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        looking.join(CRASH_GRACE_S + _STORE_S)
     except _Stopped:
-        # stopped because a rank exited with its crash: it recorded it just before, so look once more
-        alike = [lower for lower in range(rank) if _recorded(store, lower) == fingerprint]
-        return min(alike, default=None)
+        # stopped because a rank exited with its crash: it recorded it just before, so give it one more look
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        looking.join(4 * _POLL_S)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return min((lower for lower, theirs in list(recorded.items()) if theirs == fingerprint), default=None)
+
+
+def _in_background(work) -> threading.Thread:
+    """``work()`` started in a daemon thread, which the process does not wait for at exit."""
+    thread = threading.Thread(target=lambda: _try(work), name="thinkfast-crash-store", daemon=True)
+    thread.start()
+    return thread
+
+
+def _record(rank: int, fingerprint: str) -> None:
+    """Record ``rank``'s crash in the store, if there is one."""
+    store = _agent_store()
+    if store is not None:
+        store.set(_key(rank), fingerprint)
 
 
 def _recorded(store: Any, rank: int) -> str | None:
@@ -111,7 +135,7 @@ def _agent_store() -> Any:
         from torch.distributed import TCPStore
 
         return TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
-                        timeout=timedelta(seconds=5), wait_for_workers=False)
+                        timeout=timedelta(seconds=_STORE_S), wait_for_workers=False)
     return _try(connect)
 
 

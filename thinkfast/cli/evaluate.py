@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, resolve_output_dir, run_options
-from thinkfast.cli.param_types import PathOf
+from thinkfast.cli.param_types import FloatRange, PathOf
 from thinkfast.cli.usage_errors import CommandLineError
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
@@ -35,7 +35,7 @@ def _check_distinct(aggregators: tuple[str, ...]) -> None:
               help="Aggregator plugin with default options (repeatable); replaces evaluate.aggregators.")
 @click.option("--common-problems/--all-problems", default=None,
               help="Evaluate every run on the problems all runs completed (evaluate.common_problems).")
-@click.option("--figure-width", type=click.FloatRange(min=0.0), default=None, metavar="INCHES",
+@click.option("--figure-width", type=FloatRange(min=0.0), default=None, metavar="INCHES",
               help=f"{FIGURE_WIDTH_HELP} Sets evaluate.figure_width.")
 @run_options
 def command(recipe: Path | None, runs: tuple[Path, ...], aggregators: tuple[str, ...], common_problems: bool | None,

@@ -104,7 +104,7 @@ def _flags_to_section(**flags: Any) -> dict[str, Any]:
               help="torch.compile the decode step first, and large prefills' pointwise work, as generate "
                    "does (GPU only). Default: off.")
 @click.option("--plots/--no-plots", default=None, help="Write profile.png and profile.pdf.")
-@click.option("--figure-width", type=click.FloatRange(min=0.0), default=None, metavar="INCHES",
+@click.option("--figure-width", type=FloatRange(min=0.0), default=None, metavar="INCHES",
               help=FIGURE_WIDTH_HELP)
 @click.option("--dry-run", is_flag=True, help="Only print each cell's estimated memory and whether it would run.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
