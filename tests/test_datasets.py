@@ -340,3 +340,25 @@ def test_a_bom_at_the_start_of_a_later_line_is_read(tmp_path):
     path = tmp_path / "joined.jsonl"
     path.write_bytes(bom + part + bom + part)
     assert len(load_problems(spec(dataset="gsm8k", path=str(path)))[1]) == 2
+
+
+_LONG = '{"text": "' + "x" * 200_000  # longer than one backward read of repair_cut_end
+
+
+@pytest.mark.parametrize("lines, tail, kept_tail", [
+    (2, _LONG.encode(), b""),  # cut: removed
+    (2, (_LONG + '"}').encode(), (_LONG + '"}\n').encode()),  # whole but no newline: gets one
+    (0, ('{"text": "' + "é" * 70_000).encode()[:-1], b""),  # the only line, cut inside a 2-byte character
+    (3, b"", b""),  # ends in a newline: untouched
+])
+def test_repair_cut_end_reads_the_last_line_from_the_end(tmp_path, lines, tail, kept_tail):
+    """Before a resumed run appends to its samples.jsonl (or a grade cache), an unfinished last line left by a
+    kill is cut away and a whole one missing its newline gets one; the lines before are kept byte for byte,
+    also when the last line is longer than the piece read backwards at a time."""
+    from thinkfast.data.files import repair_cut_end
+
+    path = tmp_path / "samples.jsonl"
+    head = "".join(json.dumps({"i": i}) + "\n" for i in range(lines)).encode()
+    path.write_bytes(head + tail)
+    repair_cut_end(path)
+    assert path.read_bytes() == head + kept_tail

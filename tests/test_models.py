@@ -246,14 +246,16 @@ def test_saved_weights_file_is_as_readable_as_the_config(student, tmp_path):
     import os
     import stat
 
-    umask = os.umask(0o022)  # a shared machine's usual umask (under 0o077 every file is 0600 and this shows nothing)
-    try:
-        save_model(student, None, tmp_path / "m")
-    finally:
-        os.umask(umask)
-    modes = {name: stat.S_IMODE((tmp_path / "m" / name).stat().st_mode)
-             for name in ("config.json", "model.safetensors")}
-    assert modes == {"config.json": 0o644, "model.safetensors": 0o644}, modes
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):  # a shared machine's usual umask, a group-only one
+        previous = os.umask(umask)  # (under 0o077 every file is 0600 and this would show nothing)
+        try:
+            save_model(student, None, tmp_path / f"m{umask:o}")
+            assert os.umask(umask) == umask  # reading the umask left it as it was
+        finally:
+            os.umask(previous)
+        modes = {name: stat.S_IMODE((tmp_path / f"m{umask:o}" / name).stat().st_mode)
+                 for name in ("config.json", "model.safetensors")}
+        assert modes == {"config.json": mode, "model.safetensors": mode}, (oct(umask), modes)
 
 
 def test_save_load_round_trip_is_bit_exact(student, tmp_path):

@@ -116,19 +116,34 @@ def _is_cut_line(raw: bytes) -> bool:
 def repair_cut_end(path: Path) -> None:
     """Make a JSON-lines file safe to append to after its writer was killed mid-line: an unfinished last line
     (:func:`_is_cut_line`) is truncated away, a complete last line without its newline gets one. Without this,
-    the next appended line would be glued onto the last one. A missing file is left missing."""
+    the next appended line would be glued onto the last one. A missing file is left missing. Reads only the
+    file's last line, from the end, whatever the file's size."""
     if not path.exists():
         return
-    raw = path.read_bytes()
-    end = raw.rfind(b"\n") + 1
-    if end == len(raw):
-        return
     with path.open("r+b") as fh:
-        if _is_cut_line(raw[end:]):
-            fh.truncate(end)
+        size = fh.seek(0, 2)
+        start = _last_line_start(fh, size)
+        if start == size:
+            return
+        fh.seek(start)
+        if _is_cut_line(fh.read()):
+            fh.truncate(start)
         else:
-            fh.seek(0, 2)
-            fh.write(b"\n")
+            fh.write(b"\n")  # the read left the position at the end
+
+
+def _last_line_start(fh: Any, size: int, block: int = 1 << 16) -> int:
+    """Offset just after the last newline of the ``size``-byte binary file ``fh`` (0 if it has none), found by
+    reading ``block``-byte pieces backwards from the end."""
+    end = size
+    while end > 0:
+        begin = max(end - block, 0)
+        fh.seek(begin)
+        newline = fh.read(end - begin).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return 0
 
 
 def decode_utf8(raw: bytes, where: str, fix: str = "save the file as UTF-8") -> str:

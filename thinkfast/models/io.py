@@ -39,7 +39,16 @@ def save_model(model: ThinkfastLM, tokenizer: Any, directory: str | Path) -> Pat
 
 
 def _new_file_mode() -> int:
-    """The permission bits ``open()`` gives a new file under the process's umask (0o644 under 0o022)."""
+    """The permission bits ``open()`` gives a new file under the process's umask (0o644 under 0o022).
+
+    The umask is read from ``/proc/self/status`` where there is one (Linux): setting it to read it, the only
+    portable way, would for a moment give files another thread creates mode 0o666."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
