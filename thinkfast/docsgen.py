@@ -212,7 +212,9 @@ def cli_progress() -> str:
   is drawn. Every `{SECONDS_ENV}` seconds (default {DEFAULT_SECONDS:g}; `0`: never) one plain line
   shows the bar's fields and the percentage done, without carriage returns or colour codes, e.g.
   `0:hidden 15% step 300/2000 loss 0.0174 742 tok/s lr 9.99e-04 0:05:00 ETA 0:28:20`. A run shorter than
-  that writes no progress line, only its result.
+  that writes no progress line, only its result. The tqdm bars of the libraries thinkfast calls
+  (transformers' "Loading weights", a GGUF file's de-quantization) are turned off there too, by setting
+  `HF_HUB_DISABLE_PROGRESS_BARS=1` and `TQDM_DISABLE=1` unless you set them yourself.
 - `profile` writes one line per model and one per measured cell, in a terminal and in a log alike.
 - `evaluate` shows a bar while it grades in a terminal (erased when grading ends), and nothing in a log.
 - `distill --no-progress` (or `distill.progress = false`) turns both the bar and the lines off; under

@@ -100,6 +100,28 @@ class LogProgress(Progress):
         return Text(" ".join(part.strip() for part in parts if part.strip()))
 
 
+def quiet_library_bars(console: Console) -> None:
+    """When ``console`` (stderr) is not a terminal, turn off the tqdm bars of the libraries we call (loading
+    weights, de-quantizing a GGUF file, downloads), which would fill a log with carriage-return-redrawn frames.
+
+    Sets ``HF_HUB_DISABLE_PROGRESS_BARS`` and ``TQDM_DISABLE`` (each unless the user set it), which
+    ``huggingface_hub``, ``transformers`` and tqdm read; a Hugging Face library already imported is told too.
+    """
+    import os
+    import sys
+
+    if console.is_interactive or console.is_jupyter:
+        return
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] != "1":
+        return
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def live_progress(*columns: ProgressColumn, console: Console, disable: bool = False,
                   transient: bool = False) -> Progress:
     """A bar of ``columns`` on an interactive ``console``, else a :class:`LogProgress` of the same columns.

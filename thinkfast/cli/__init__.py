@@ -102,9 +102,10 @@ def cli() -> None:
     THINKFAST_TRACEBACK=1          print the traceback above an error shown in one line
     THINKFAST_PROGRESS_SECONDS=60  seconds between progress lines in a log (stderr no terminal; 0: none)
     """
-    from thinkfast.progress import log_interval
+    from thinkfast.progress import log_interval, quiet_library_bars
 
     log_interval()  # a bad THINKFAST_PROGRESS_SECONDS is one message before any work, not after a model loads
+    quiet_library_bars(err_console)
 
 
 def _register_commands() -> None:
