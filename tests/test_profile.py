@@ -102,6 +102,15 @@ def test_section_check_reports_bad_cap_and_baseline():
     assert keys == {"baseline", "memory_cap"}
 
 
+@pytest.mark.parametrize("cap", ["0", "0G", "0GB"])
+def test_a_recipe_memory_cap_of_zero_is_refused_not_read_as_no_cap(cap):
+    """``memory_cap = "0"`` in a recipe meant "no cap" (the device's memory), silently; --memory-cap 0 is
+    refused, and so is the recipe value now, with the same advice."""
+    problems = ProfileSection(models=["tiny-llama"], memory_cap=cap).check()
+    assert problems == [("memory_cap", f"{cap!r} leaves no memory; give a limit such as '40G', or leave it empty "
+                                       f"for the device's memory")]
+
+
 # --- decode positions --------------------------------------------------------------------------------
 
 def test_decode_positions_span_the_generated_range():

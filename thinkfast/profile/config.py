@@ -70,7 +70,9 @@ class ProfileSection:
             from thinkfast.profile.grid import parse_memory
 
             try:
-                parse_memory(self.memory_cap)
+                if parse_memory(self.memory_cap) <= 0:
+                    problems.append(("memory_cap", f"{self.memory_cap!r} leaves no memory; give a limit such as "
+                                                   f"'40G', or leave it empty for the device's memory"))
             except ValueError as exc:
                 problems.append(("memory_cap", str(exc)))
         return problems
