@@ -111,6 +111,22 @@ def test_a_recipe_memory_cap_of_zero_is_refused_not_read_as_no_cap(cap):
                                        f"for the device's memory")]
 
 
+def test_lengths_that_cannot_be_split_name_the_recipe_file_or_the_flag_they_came_from(tmp_path):
+    """A prompt_len the seqlen leaves no room for was always reported as "<command line>: ... (--prompt-len/
+    --gen-len)", also when it came from a recipe file; it now names where it was given, before any work."""
+    recipe = tmp_path / "p.toml"
+    recipe.write_text('[profile]\nmodels = ["tiny-llama"]\nseqlen = [512]\nprompt_len = 512\n')
+    from_file = CliRunner().invoke(cli, ["profile", str(recipe), "--dry-run"])
+    assert from_file.exit_code == 2
+    assert from_file.output == (f"error: {recipe}: profile.prompt_len: seqlen 512 leaves no room for prompt_len 512 "
+                                f"and at least one generated token; give a smaller value or longer seqlen values\n")
+    from_flags = CliRunner().invoke(cli, ["profile", "--models", "tiny-llama", "--seqlen", "512,1k", "--prompt-len",
+                                          "300", "--gen-len", "212", "--dry-run"])
+    assert from_flags.exit_code == 2
+    assert from_flags.output == ("error: --prompt-len: prompt_len 300 + gen_len 212 != seqlen 1024; give lengths "
+                                 "that add up to each seqlen, or only one of the two\n")
+
+
 # --- decode positions --------------------------------------------------------------------------------
 
 def test_decode_positions_span_the_generated_range():
@@ -468,7 +484,7 @@ def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_pa
     (["--seqlen", "8q"], "error: --seqlen: '8q' is not a size"),
     (["--memory-cap", "lots"], "error: --memory-cap: memory amount 'lots' is not understood"),
     (["--models", "llama-3.2-1bb", "--dry-run"], "did you mean 'llama-3.2-1b'"),
-    (["--seqlen", "1k", "--prompt-len", "2k", "--dry-run"], "--prompt-len/--gen-len"),
+    (["--seqlen", "1k", "--prompt-len", "2k", "--dry-run"], "error: --prompt-len: seqlen 1024 leaves no room for prompt_len 2048"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(args, message):
     result = CliRunner().invoke(cli, ["profile", *args])

@@ -66,6 +66,7 @@ class ProfileSection:
             problems.append(("baseline", f"{self.baseline!r} is not one of models {self.models}"))
         if (problem := check_figure_width(self.figure_width)) is not None:
             problems.append(("figure_width", problem))
+        problems += self._length_problems()
         if self.memory_cap:
             from thinkfast.profile.grid import parse_memory
 
@@ -75,4 +76,20 @@ class ProfileSection:
                                                    f"'40G', or leave it empty for the device's memory"))
             except ValueError as exc:
                 problems.append(("memory_cap", str(exc)))
+        return problems
+
+    def _length_problems(self) -> list[tuple[str, str]]:
+        """Lengths ``seqlen`` cannot be split into as ``prompt_len`` / ``gen_len`` ask, named by the key that
+        was given (``prompt_len`` when both were)."""
+        from thinkfast.profile.grid import split_length
+
+        key = "prompt_len" if self.prompt_len else "gen_len"
+        problems = []
+        for seqlen in sorted(set(self.seqlen)):
+            try:
+                split_length(seqlen, self.prompt_len, self.gen_len)
+            except ValueError as exc:
+                fix = "give lengths that add up to each seqlen, or only one of the two" if (
+                    self.prompt_len and self.gen_len) else "give a smaller value or longer seqlen values"
+                problems.append((key, f"{exc}; {fix}"))
         return problems
