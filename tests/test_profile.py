@@ -484,7 +484,8 @@ def test_cli_every_cell_skipped_writes_json_and_warns_instead_of_plotting(tmp_pa
     (["--seqlen", "8q"], "error: --seqlen: '8q' is not a size"),
     (["--memory-cap", "lots"], "error: --memory-cap: memory amount 'lots' is not understood"),
     (["--models", "llama-3.2-1bb", "--dry-run"], "did you mean 'llama-3.2-1b'"),
-    (["--seqlen", "1k", "--prompt-len", "2k", "--dry-run"], "error: --prompt-len: seqlen 1024 leaves no room for prompt_len 2048"),
+    (["--seqlen", "1k", "--prompt-len", "2k", "--dry-run"],
+     "error: --prompt-len: seqlen 1024 leaves no room for prompt_len 2048"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(args, message):
     result = CliRunner().invoke(cli, ["profile", *args])
