@@ -11,6 +11,7 @@ interrupted run's last line is the CLI's own message.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -100,6 +101,11 @@ class LogProgress(Progress):
         return Text(" ".join(part.strip() for part in parts if part.strip()))
 
 
+def _redraws(console: Console) -> bool:
+    """Whether a bar on ``console`` redraws in place (an interactive terminal or a notebook), not a log."""
+    return console.is_interactive or console.is_jupyter
+
+
 def quiet_library_bars(console: Console) -> None:
     """When ``console`` (stderr) is not a terminal, turn off the tqdm bars of the libraries we call (loading
     weights, de-quantizing a GGUF file, downloads), which would fill a log with carriage-return-redrawn frames.
@@ -107,10 +113,7 @@ def quiet_library_bars(console: Console) -> None:
     Sets ``HF_HUB_DISABLE_PROGRESS_BARS`` and ``TQDM_DISABLE`` (each unless the user set it), which
     ``huggingface_hub``, ``transformers`` and tqdm read; a Hugging Face library already imported is told too.
     """
-    import os
-    import sys
-
-    if console.is_interactive or console.is_jupyter:
+    if _redraws(console):
         return
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -126,7 +129,7 @@ def live_progress(*columns: ProgressColumn, console: Console, disable: bool = Fa
                   transient: bool = False) -> Progress:
     """A bar of ``columns`` on an interactive ``console``, else a :class:`LogProgress` of the same columns.
     ``disable``: shows and writes nothing; ``transient``: the bar is erased when it stops."""
-    if disable or console.is_interactive or console.is_jupyter:
+    if disable or _redraws(console):
         return Progress(*columns, console=console, disable=disable, transient=transient)
     return LogProgress(*columns, console=console, interval=log_interval())
 

@@ -10,29 +10,32 @@ A crash (thinkfast's own bug) is reported once per job by :mod:`thinkfast.cli.cr
 
 from __future__ import annotations
 
-import os
 import time
+
+from thinkfast.generate.distributed import DistEnv
 
 #: Seconds a rank other than 0 gives rank 0 to report the same error (and the launcher to stop this rank).
 RANK_ZERO_GRACE_S = 10.0
 
 
+def _job() -> DistEnv:
+    """This process's place in the job as :class:`~thinkfast.generate.distributed.DistEnv` reads it; rank 0 of 1
+    when the variables are not numbers (reporting an error must not fail on them)."""
+    try:
+        return DistEnv.from_env()
+    except ValueError:
+        return DistEnv()
+
+
 def in_multi_rank_job() -> bool:
     """Whether this process is one of several (``WORLD_SIZE`` > 1, as ``torchrun`` sets it)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-    except ValueError:
-        return False
+    return _job().distributed
 
 
 def job_rank() -> int:
     """This process's rank in a multi-process job (``RANK`` when ``WORLD_SIZE`` > 1), else 0."""
-    if not in_multi_rank_job():
-        return 0
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    job = _job()
+    return job.rank if job.distributed else 0
 
 
 def defer_to_rank_zero(grace_s: float | None = None) -> str:
