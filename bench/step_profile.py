@@ -15,7 +15,9 @@ whose CUDA kernels are summed by name. The table shows the top kernels and their
 :meth:`~thinkfast.models.model.ThinkfastLM.fuse_projections` (separate ``q``/``k``/``v`` GEMMs, each SSM
 ``in_proj`` at its own width instead of padded to 8 columns), the baseline of that fusion, which the
 engine applies; ``MODE:SET``
-(e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations. Each variant's
+(e.g. ``compile:mamba-ssm``) pins the kernel plugin of the SSM and conv operations; ``compile@PRESET``
+compiles under one of :data:`INDUCTOR_PRESETS` (inductor settings the engine does not use, measured
+against the plain ``compile`` variant in the same process). Each variant's
 logits are compared with those of the pure-PyTorch kernels (eager) from the same cache contents.
 This is a diagnosis tool for ``docs/performance.md``; it changes nothing.
 """
@@ -27,6 +29,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 from cuda_timing import graph_replay_ms
 
 from thinkfast.devices import DTYPES
@@ -34,6 +37,13 @@ from thinkfast.generate.sampling import SamplingParams, counter_uniform, sample_
 from thinkfast.generate.stepping import compile_and_warm
 from thinkfast.kernels import Kernels, select_kernels
 from thinkfast.profile.shapes import build_shape
+
+INDUCTOR_PRESETS: dict[str, dict[str, object]] = {
+    "combo": {"combo_kernels": True},  # horizontally fuse independent kernels into one launch
+    "cdt": {"coordinate_descent_tuning": True},  # tune each generated kernel's launch settings
+    "aggressive": {"aggressive_fusion": True},  # fuse nodes that share no memory access
+    "combo-cdt": {"combo_kernels": True, "coordinate_descent_tuning": True},
+}
 
 
 def kernel_breakdown(fn, steps: int = 3, top: int = 400) -> list[dict]:
@@ -123,6 +133,7 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
               "step_ms": graph_replay_ms(step_only), "variants": {}}
     for variant in variants:
         mode, _, pinned = variant.partition(":")
+        mode, _, preset = mode.partition("@")
         unfused = mode.endswith("-unfused")
         mode = mode.removesuffix("-unfused")
         kernels = selected
@@ -139,8 +150,10 @@ def profile_one(shape: str, batch: int, ctx: int, dtype: torch.dtype, state_dtyp
         fn = step_and_sample
         entry: dict = {"fused_projections": not unfused}
         if mode.startswith("compile"):
-            compiled = compile_and_warm(step_and_sample, device,
-                                        "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
+            torch._dynamo.reset()  # each variant compiles afresh under its own settings
+            with torch._inductor.config.patch(INDUCTOR_PRESETS[preset] if preset else {}):
+                compiled = compile_and_warm(step_and_sample, device,
+                                            "max-autotune-no-cudagraphs" if mode == "compile-max" else None)
             fn, entry["compile_s"], entry["compile_error"] = compiled.step, compiled.seconds, compiled.error
         logits = logits_from(fn)  # against the reference kernels, from the same cache contents
         entry["max_abs_logit_diff"] = float((logits - reference).abs().max())
@@ -161,7 +174,8 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--state-dtype", default="bfloat16", choices=sorted(DTYPES))
     p.add_argument("--variants", default="eager",
-                   help="comma-separated: eager, compile, compile-torch-ops, or MODE:SET such as compile:mamba-ssm")
+                   help="comma-separated: eager, compile, compile-torch-ops, MODE:SET such as compile:mamba-ssm, "
+                        f"or compile@PRESET with PRESET one of {', '.join(INDUCTOR_PRESETS)}")
     p.add_argument("--top", type=int, default=14, help="kernels listed per variant")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
