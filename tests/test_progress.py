@@ -4,6 +4,7 @@ before Ctrl-C's message, plain lines now and then in a log, and numbers that sta
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import pty
 import re
@@ -163,6 +164,62 @@ def test_profile_progress_in_a_log_is_one_line_per_model_and_cell(tmp_path):
                                                                                            "tiny-llamba"]
     assert all("kernels {" in line and line.endswith("}") for line in progress if line.startswith("tiny"))
     assert sum(line.startswith("  batch") for line in progress) == 2
+
+
+def test_a_profile_cell_still_running_says_so_in_a_log(tmp_path):
+    """A cell longer than THINKFAST_PROGRESS_SECONDS gets "still measuring" lines naming it, all before its
+    result line; a cell that ends sooner gets none (the test above, at 60 s)."""
+    log = _run_into_a_log(["profile", "--models", "tiny-llamba", "--batch", "2", "--seqlen", "96,128",
+                           "--warmup", "1", "--repeats", "2", "--decode-points", "3", "--bandwidth", "5",
+                           "--no-plots", "-o", str(tmp_path / "out")], tmp_path, "0.02")
+    lines = log.splitlines()
+    results = [i for i, line in enumerate(lines) if re.match(r"  batch     2  length +\d+  decode", line)]
+    assert len(results) == 2, log
+    for number, length in enumerate((96, 128), 1):
+        running = [i for i, line in enumerate(lines) if re.fullmatch(
+            rf"  batch     2  length {length:>6}  measuring \(cell {number} of 2\), 0:00:\d\d so far", line)]
+        assert running, log
+        assert ([0] + results)[number - 1] < min(running) <= max(running) < results[number - 1], log
+
+
+def test_current_work_on_a_terminal_is_a_spinner_that_is_gone_when_it_ends():
+    from rich.console import Console
+
+    from thinkfast.progress import CurrentWork
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, force_interactive=True, width=100)
+    with CurrentWork(console) as work:
+        work.begin("  batch   512  length   8192  measuring (cell 3 of 4)")
+        time.sleep(0.3)
+        assert "measuring (cell 3 of 4)" in ANSI.sub("", screen.getvalue())
+    drawn = len(screen.getvalue())
+    time.sleep(0.3)
+    assert len(screen.getvalue()) == drawn  # nothing redrawn once it ended
+    assert "\x1b[2K" in screen.getvalue()[-40:]  # the line was erased (transient)
+
+
+def test_current_work_in_a_log_writes_nothing_after_it_ends(monkeypatch):
+    from rich.console import Console
+
+    from thinkfast.progress import SECONDS_ENV, CurrentWork
+
+    log = io.StringIO()
+    console = Console(file=log, force_terminal=False, force_interactive=False, width=100)
+    monkeypatch.setenv(SECONDS_ENV, "0.01")
+    work = CurrentWork(console)
+    work.begin("  loading")
+    time.sleep(0.2)
+    work.end()
+    written = log.getvalue()
+    time.sleep(0.1)
+    assert log.getvalue() == written
+    assert written and set(written.splitlines()) == {"  loading, 0:00:00 so far"}
+    monkeypatch.setenv(SECONDS_ENV, "0")
+    work.begin("  quiet")
+    time.sleep(0.1)
+    work.end()
+    assert log.getvalue() == written
 
 
 def test_a_bad_progress_interval_is_one_message_before_any_work(tmp_path):

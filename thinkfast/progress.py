@@ -10,8 +10,10 @@ interrupted run's last line is the CLI's own message.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,6 +23,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
@@ -139,3 +142,57 @@ def sample_progress(label: str, console: Any = None, disable: bool = False, tran
     return live_progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                          TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                          console=console or Console(stderr=True), disable=disable, transient=transient)
+
+
+class CurrentWork:
+    """The one long piece of work running now, when it has no count to advance (a profile cell): on a
+    terminal a spinner line with its elapsed time, erased when the work ends; in a log, while it runs, a plain
+    line ``"<text>, H:MM:SS so far"`` every :func:`log_interval` seconds (none for work that ends sooner).
+
+    Use :meth:`begin` and :meth:`end` (each ``begin`` ends the work before), or the object as a context
+    manager that ends whatever is running on exit, so that nothing is drawn after an error's message.
+    """
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._spinner: Progress | None = None
+        self._stop: threading.Event | None = None
+        self._reporter: threading.Thread | None = None
+
+    def begin(self, text: str) -> None:
+        self.end()
+        if _redraws(self.console):
+            self._spinner = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self._spinner.add_task(text, total=None)
+            self._spinner.start()
+            return
+        interval = log_interval()
+        if not interval:
+            return
+        stop, started = threading.Event(), time.monotonic()
+
+        def report() -> None:
+            while not stop.wait(interval):
+                so_far = dt.timedelta(seconds=int(time.monotonic() - started))
+                self.console.print(f"{text}, {so_far} so far", soft_wrap=True, highlight=False, markup=False)
+
+        self._stop = stop
+        self._reporter = threading.Thread(target=report, name="thinkfast-progress", daemon=True)
+        self._reporter.start()
+
+    def end(self) -> None:
+        """Stop showing the work; nothing about it is written once this returns."""
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+        if self._stop is not None and self._reporter is not None:
+            self._stop.set()
+            self._reporter.join()
+            self._stop = self._reporter = None
+
+    def __enter__(self) -> CurrentWork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()

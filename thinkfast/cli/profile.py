@@ -14,6 +14,7 @@ from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, reso
 from thinkfast.cli.param_types import FloatRange, IntRange, Text
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
+from thinkfast.progress import CurrentWork
 from thinkfast.tables import format_number
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -139,17 +140,25 @@ def command(recipe: Path | None, overrides: tuple[str, ...], output_dir: Path | 
         progress_console.print(f"[bold]{info.name}[/bold]: {info.num_params / 1e6:,.1f}M parameters, "
                                f"mixers {info.mixers}, kernels {info.kernels}")
 
+    def where(cell) -> str:
+        return f"  batch {cell.batch:>5}  length {cell.seqlen:>6}"
+
+    work = CurrentWork(progress_console)
+
+    def on_cell_start(cell, number: int, count: int) -> None:
+        work.begin(f"{where(cell)}  measuring (cell {number} of {count})")
+
     def on_cell(cell) -> None:
-        where = f"  batch {cell.batch:>5}  length {cell.seqlen:>6}"
+        work.end()
         if cell.status == "ok":
-            progress_console.print(f"{where}  decode {format_number(cell.decode_tokens_per_s):>12} tok/s  "
+            progress_console.print(f"{where(cell)}  decode {format_number(cell.decode_tokens_per_s):>12} tok/s  "
                                    f"{format_number(cell.decode_step_ms, 2):>8} ms/step")
         else:
-            progress_console.print(f"{where}  {cell.status}: {cell.reason}")
+            progress_console.print(f"{where(cell)}  {cell.status}: {cell.reason}")
 
-    with output_directory(out_dir):  # before the sweep: its results must have somewhere to go
+    with output_directory(out_dir), work:  # before the sweep: its results must have somewhere to go
         result = run_profile(section, loaded.run.device, loaded.run.dtype, loaded.kernels,
-                             on_cell=on_cell, on_model=on_model)
+                             on_cell=on_cell, on_model=on_model, on_cell_start=on_cell_start)
         json_path = result.write(out_dir / "profile.json")
     console.print(comparison_table(result))
     for table in detail_tables(result):

@@ -202,11 +202,13 @@ def _baseline(section: ProfileSection, models: list[ModelInfo]) -> str:
 
 def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: str = "auto",
                 kernels_section: Any = None, on_cell: Callable[[CellResult], None] | None = None,
-                on_model: Callable[[ModelInfo], None] | None = None) -> ProfileResult:
+                on_model: Callable[[ModelInfo], None] | None = None,
+                on_cell_start: Callable[[Cell, int, int], None] | None = None) -> ProfileResult:
     """Run the whole sweep of ``section`` and return its :class:`ProfileResult`.
 
-    ``on_model`` is called once each model is ready and ``on_cell`` after each cell (progress display).
-    Models are built one at a time and freed before the next.
+    For the progress display: ``on_model`` is called once each model is ready, ``on_cell_start(cell,
+    number, count)`` before a loaded model's cell is measured (``number`` counts from 1 over that model's
+    ``count`` cells) and ``on_cell`` after each cell. Models are built one at a time and freed before the next.
     """
     device = resolve_device(device_spec)
     dtype = resolve_dtype(dtype_spec, device)
@@ -257,7 +259,9 @@ def run_profile(section: ProfileSection, device_spec: str = "auto", dtype_spec: 
             on_model(info)
         if pm is not None:
             pm.model.compile_pointwise(settings.compile and device.type == "cuda")  # as generate runs its prefills
-        for cell in cells:
+        for number, cell in enumerate(cells, 1):
+            if pm is not None and on_cell_start is not None:
+                on_cell_start(cell, number, len(cells))
             cell_result = profile_cell(pm, cell, device, settings) if pm is not None else unloaded.cell(cell)
             result.cells.append(cell_result)
             if on_cell is not None:
