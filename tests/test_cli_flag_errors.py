@@ -42,7 +42,6 @@ def error_lines(result) -> list[str]:
     (("generate", "--device", "gpu"), "--device: 'gpu' is not 'auto', 'cpu', 'cuda' or 'cuda:N'"),
     (("generate", "--dataset", "gsm8kk"),
      "--dataset: no datasets plugin named 'gsm8kk' (did you mean 'gsm8k'?); installed: "),
-    (("generate", "--dataset", ""), "--dataset: no datasets plugin named ''; installed: "),
     (("generate", "--data-path", "nope.jsonl"),
      "--data-path: nope.jsonl does not exist (relative to the current directory); point it at a .jsonl"),
     (("evaluate", "--aggregator", "majorty"),
@@ -127,6 +126,10 @@ def test_every_option_and_argument_refuses_an_empty_value_naming_it(args, name, 
                                       "of them, or leave the flag out for the dataset's own source"),
     (("generate", "--model", "m", "-o", ""), "--output-dir/-o: empty; give a directory (. for the current one)"),
     (("evaluate", "--runs", ""), "--runs: empty; give a `thinkfast generate` output directory"),
+    (("evaluate", "--aggregator", ""), "--aggregator: empty; give an aggregators plugin name (see thinkfast "
+                                       "plugins), or leave the flag out for evaluate.aggregators"),
+    (("generate", "--model", "m", "--dataset", ""), "--dataset: empty; give a datasets plugin name (see thinkfast "
+                                                    "plugins), or leave the flag out for generate.dataset"),
     (("profile", "--dry-run", "--gen-len", "0"),
      "--gen-len: '0' is below the minimum 1 token; leave the flag out to derive it from the other lengths"),
     (("profile", "--dry-run", "--prompt-len", "0k"), "--prompt-len: '0k' is below the minimum 1 token; "),

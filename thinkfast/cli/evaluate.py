@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from thinkfast.cli.options import RECIPE_PATH, flag_name, output_directory, resolve_output_dir, run_options
-from thinkfast.cli.param_types import FloatRange, PathOf
+from thinkfast.cli.param_types import FloatRange, PathOf, Text
 from thinkfast.cli.usage_errors import CommandLineError
 from thinkfast.config.loader import load_recipe
 from thinkfast.plotting import FIGURE_WIDTH_HELP
@@ -32,6 +32,8 @@ def _check_distinct(aggregators: tuple[str, ...]) -> None:
               type=PathOf("a `thinkfast generate` output directory", file_okay=False, path_type=Path),
               help="A `thinkfast generate` output directory (repeatable, one per model); replaces evaluate.runs.")
 @click.option("--aggregator", "aggregators", multiple=True, metavar="NAME",
+              type=Text("an aggregators plugin name (see thinkfast plugins), or leave the flag out for "
+                        "evaluate.aggregators"),
               help="Aggregator plugin with default options (repeatable); replaces evaluate.aggregators.")
 @click.option("--common-problems/--all-problems", default=None,
               help="Evaluate every run on the problems all runs completed (evaluate.common_problems).")

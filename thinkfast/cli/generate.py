@@ -83,7 +83,9 @@ def derived_defaults(flags: dict[str, Any]) -> dict[str, Any] | None:
                                    "generate.model or [teacher].model"),
               help="Model directory written by `distill`, or a teacher (hub id, HF directory, .gguf). "
                    "Default: generate.model, else [teacher].model.")
-@click.option("--dataset", help="Dataset plugin name (see `thinkfast plugins`). Default: gsm8k.")
+@click.option("--dataset", type=Text("a datasets plugin name (see thinkfast plugins), or leave the flag out for "
+                                     "generate.dataset"),
+              help="Dataset plugin name (see `thinkfast plugins`). Default: gsm8k.")
 @click.option("--data-path", type=Text("a .jsonl, .json or .parquet file or a directory of them, or leave the "
                                        "flag out for the dataset's own source"),
               help="Local file or directory to read problems from instead of the plugin's source.")
