@@ -9,16 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_run import thinkfast
 
-from thinkfast.cli import cli
 from thinkfast.cli.options import make_output_dir, output_directory
 from thinkfast.errors import OutputDirError
-
-
-def thinkfast(*args: str):
-    """The CLI in this process; a Python exception other than SystemExit fails the test."""
-    return CliRunner().invoke(cli, list(args), prog_name="thinkfast", catch_exceptions=False)
 
 
 def assert_one_error(result, *fragments: str) -> str:

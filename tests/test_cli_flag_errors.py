@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 import pytest
-from click.testing import CliRunner
+from cli_run import thinkfast
 
 from thinkfast.cli import cli
 
@@ -17,11 +17,6 @@ from thinkfast.cli import cli
 def in_tmp(tmp_path, monkeypatch):
     """Each test runs in an empty directory, so an output directory written by mistake would show."""
     monkeypatch.chdir(tmp_path)
-
-
-def thinkfast(*args: str):
-    """The CLI in this process; a Python exception other than SystemExit fails the test."""
-    return CliRunner().invoke(cli, list(args), prog_name="thinkfast", catch_exceptions=False)
 
 
 def error_lines(result) -> list[str]:

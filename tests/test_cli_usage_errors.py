@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import click
 import pytest
+from cli_run import thinkfast
 from click.testing import CliRunner
 
 from thinkfast.cli import cli, ranks
-
-
-def thinkfast(*args: str):
-    """The CLI in this process; a Python exception other than SystemExit fails the test."""
-    return CliRunner().invoke(cli, list(args), prog_name="thinkfast", catch_exceptions=False)
 
 
 def one_error_line(result) -> str:
