@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 
-from thinkfast.generate.distributed import DistEnv
+from thinkfast.job import DistEnv
 
 #: Seconds a rank other than 0 gives rank 0 to report the same error (and the launcher to stop this rank).
 RANK_ZERO_GRACE_S = 10.0
 
 
 def _job() -> DistEnv:
-    """This process's place in the job as :class:`~thinkfast.generate.distributed.DistEnv` reads it; rank 0 of 1
+    """This process's place in the job as :class:`~thinkfast.job.DistEnv` reads it; rank 0 of 1
     when the variables are not numbers (reporting an error must not fail on them)."""
     try:
         return DistEnv.from_env()

@@ -7,7 +7,6 @@ batch sizes are per process and token budgets count all processes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from thinkfast.devices import resolve_device
+from thinkfast.job import DistEnv
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,10 @@ class DistContext:
 
 def init_distributed(device_name: str) -> DistContext:
     """Join the torchrun process group when there is one; pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    job = DistEnv.from_env()
+    if not job.distributed:
         return DistContext(0, 1, 0, resolve_device(device_name))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = job.local_rank
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local_rank)

@@ -13,36 +13,14 @@ invocation share one origin and the slowest rank's last one is the run's.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from thinkfast.job import DistEnv
+
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not under torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> DistEnv:
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:

@@ -14,7 +14,6 @@ from thinkfast.data.answers import ANSWER_END_FORMATS
 from thinkfast.devices import DTYPES, device_name, resolve_device, resolve_dtype
 from thinkfast.errors import ModelLoadError, ThinkfastError
 from thinkfast.generate.distributed import (
-    DistEnv,
     ProcessGroup,
     merge_rank_stats,
     rank_stats_name,
@@ -40,6 +39,7 @@ from thinkfast.generate.output import (
 )
 from thinkfast.generate.sampling import SamplingParams, problem_key
 from thinkfast.generate.stops import CUT_REASONS, StopChecker
+from thinkfast.job import DistEnv
 from thinkfast.models import pointwise
 from thinkfast.progress import sample_progress
 from thinkfast.tables import format_number
