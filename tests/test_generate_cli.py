@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_run import free_port
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -364,12 +364,6 @@ def test_missing_model_is_a_clean_error(gsm8k_train_path, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr and "nope" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_no_problems_is_a_clean_error(tiny_llama_dir, tmp_path):
     empty = tmp_path / "empty.jsonl"
@@ -382,7 +376,7 @@ def test_no_problems_is_a_clean_error(tiny_llama_dir, tmp_path):
 def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tiny_llama_dir, gsm8k_train_path,
                                                                   tmp_path):
     out = tmp_path / "dist"
-    port = str(_free_port())
+    port = free_port()
     cmd = [sys.executable, "-m", "thinkfast", *_args(tiny_llama_dir, gsm8k_train_path, out)]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "RANK": str(r), "LOCAL_RANK": str(r),
@@ -464,7 +458,7 @@ def test_total_wall_seconds_counts_killed_ranks_by_the_slowest_rank(first_run, t
     slowest rank's time up to its last sample), not per rank and not zero."""
     out = tmp_path / "dist"
     args = _args(tiny_llama_dir, gsm8k_train_path, out, "--batch-size", "1", "--max-new-tokens", "8")
-    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": free_port()}
     lived = _generate_until_killed([sys.executable, "-m", "thinkfast", *args],
                                    [out / "samples.rank0.jsonl", out / "samples.rank1.jsonl"], 2, env, processes=2)
     killed = _samples_by_file(out)

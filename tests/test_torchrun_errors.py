@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_run import ROOT, torchrun
 from click.testing import CliRunner
 
 from thinkfast.cli import cli, ranks
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
-def _torchrun(*args: str, script: Path | None = None, env: dict[str, str] | None = None
-              ) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node 2 -m thinkfast ARGS`` (or ``SCRIPT ARGS``) on the CPU (the launcher stops the
-    other ranks once one fails, as it does on GPUs)."""
-    program = [str(script)] if script is not None else ["-m", "thinkfast"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", _free_port(),
-           *program, *args]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("THINKFAST_TRACEBACK", None)
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, env=full_env)
-
 
 def test_a_bad_recipe_key_is_reported_once_not_once_per_rank(tmp_path):
-    result = _torchrun("generate", "--model", str(tmp_path / "m"), "--set", "generate.bogus=1", "-o",
+    result = torchrun("generate", "--model", str(tmp_path / "m"), "--set", "generate.bogus=1", "-o",
                        str(tmp_path / "out"))
     assert result.returncode != 0
     assert result.stderr.count("unknown key") == 1, result.stderr
@@ -54,7 +34,7 @@ kind = "kd"
 steps = 1
 data = {{ dataset = "gsm8k", path = "{tmp_path / 'nope.jsonl'}" }}
 """)
-    result = _torchrun("distill", str(recipe), "-o", str(tmp_path / "out"))
+    result = torchrun("distill", str(recipe), "-o", str(tmp_path / "out"))
     assert result.returncode != 0
     assert result.stderr.count("nope.jsonl") == 1, result.stderr
     assert "error: " in result.stderr and "rank 1" not in result.stderr
@@ -138,7 +118,7 @@ def _crash(tmp_path: Path, crash_ranks: str) -> tuple[subprocess.CompletedProces
     script.write_text(PLANTED_BUG)
     recipe = tmp_path / "r.toml"
     recipe.write_text('[run]\nname = "crash"\n')
-    return _torchrun("recipe", "show", str(recipe), script=script, env={"CRASH_RANKS": crash_ranks}), script
+    return torchrun("recipe", "show", str(recipe), script=script, env={"CRASH_RANKS": crash_ranks}), script
 
 
 def test_a_crash_on_every_rank_prints_one_traceback_and_one_line_per_other_rank(tmp_path):
