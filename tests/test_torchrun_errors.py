@@ -217,3 +217,56 @@ def test_a_store_that_never_answers_delays_no_crash_report_past_the_grace_time(t
     assert [(words[1], words[3]) for words in exits] == [("0", "1"), ("1", "1")], result.stdout
     # rank 0 prints at once and waits at most _STORE_S to record; rank 1 also waits its grace time (0.5 s each)
     assert all(float(words[5]) < 3.0 for words in exits), result.stdout
+
+
+#: ``thinkfast generate`` with a bug planted in rank 1's engine: rank 0 finishes its shard and waits for rank 1
+#: at the barrier before the merge, where gloo tells it "Connection closed by peer" once rank 1 goes away.
+PEER_CRASH = """
+import os
+import time
+
+from thinkfast.generate import engine
+
+
+def generate(self, *args, **kwargs):
+    if os.environ["RANK"] == "1":
+        time.sleep(2)  # rank 0 is at the barrier by now
+        raise RuntimeError("planted bug on rank 1")
+    return original(self, *args, **kwargs)
+
+
+original, engine.Engine.generate = engine.Engine.generate, generate
+from thinkfast.cli import main  # noqa: E402
+
+main()
+"""
+
+
+def test_a_rank_left_waiting_by_a_crashed_one_says_so_in_one_line(tiny_llama_dir, gsm8k_train_path, tmp_path):
+    """Before: rank 0 printed a whole traceback of gloo's "Connection closed by peer" ahead of the real one."""
+    script = tmp_path / "peer_crash.py"
+    script.write_text(PEER_CRASH)
+    result = torchrun("generate", "--model", str(tiny_llama_dir), "--dataset", "gsm8k", "--data-path",
+                      str(gsm8k_train_path), "--limit", "2", "--n-samples", "1", "--max-new-tokens", "4", "--device",
+                      "cpu", "--template", "plain", "-o", str(tmp_path / "out"), script=script, timeout=300)
+    assert result.returncode != 0
+    assert ("rank 0: stopped because another rank of the job went away during a collective operation (Connection "
+            "closed by peer); that rank's message says why\n") in result.stderr, result.stderr
+    assert "rank 0 crashed" not in result.stderr and "GLHF" not in result.stderr, result.stderr
+    assert "rank 1 crashed:\nTraceback (most recent call last):" in result.stderr
+    assert result.stderr.count(f'File "{script}"') == 1 and "RuntimeError: planted bug on rank 1" in result.stderr
+
+
+def test_only_torch_distributed_saying_the_peer_is_gone_counts_as_a_peer_going_away():
+    from thinkfast.cli.crash import peer_went_away
+
+    try:
+        raise RuntimeError("Connection closed by peer")  # our own code's words: a crash like any other
+    except RuntimeError as exc:
+        assert peer_went_away(exc) is None
+    import torch.distributed as dist
+
+    try:
+        dist.barrier()  # no process group: torch.distributed's own error, not a peer going away
+    except (RuntimeError, ValueError) as exc:
+        assert peer_went_away(exc) is None

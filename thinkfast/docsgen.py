@@ -192,7 +192,11 @@ def cli_errors() -> str:
   that crashed that way; each other rank that crashed the same way (same exception type and frames) prints
   one line, `rank R: crashed the same way as rank L (ValueError: ...); see rank L's traceback`, and a rank
   that crashed another way, or alone, prints its own traceback (after waiting up to {CRASH_GRACE_S:g} s for
-  lower ranks).
+  lower ranks). A rank that only stopped because another rank went away while it waited for it (gloo's
+  "Connection closed by peer", NCCL's aborted communicator) prints one line, `rank R: stopped because another
+  rank of the job went away during a collective operation (...); that rank's message says why`, not a
+  traceback of its own (`THINKFAST_TRACEBACK=1` prints it). torchrun's own summary below may still name that
+  rank as the "root cause": it is the first to exit, not the one that failed.
 """
 
 
@@ -215,7 +219,11 @@ def cli_progress() -> str:
   that writes no progress line, only its result. The tqdm bars of the libraries thinkfast calls
   (transformers' "Loading weights", a GGUF file's de-quantization) are turned off there too, by setting
   `HF_HUB_DISABLE_PROGRESS_BARS=1` and `TQDM_DISABLE=1` unless you set them yourself.
-- `profile` writes one line per model and one per measured cell, in a terminal and in a log alike.
+- `profile` writes one line per model and one per measured cell, in a terminal and in a log alike. While
+  a cell runs, a terminal shows a spinner with the cell and its elapsed time (erased when the cell's line
+  is written); a log gets `  batch   512  length   8192  measuring (cell 3 of 4), 0:01:00 so far` every
+  `THINKFAST_PROGRESS_SECONDS` seconds, so a slow cell (compilation, a large batch on the CPU) shows it
+  is alive.
 - `evaluate` shows a bar while it grades in a terminal (erased when grading ends), and nothing in a log.
 - `distill --no-progress` (or `distill.progress = false`) turns both the bar and the lines off; under
   torchrun only rank 0 reports progress.

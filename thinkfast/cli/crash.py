@@ -10,6 +10,12 @@ to :data:`CRASH_GRACE_S` for the lower ranks to report (less when they all have,
 it, which happens once any rank has exited with the error), so a crash only one rank hit, or a different
 crash, still shows its own traceback. Without that store (another launcher) every rank prints its traceback.
 
+A rank that failed only because another rank went away while it waited for it in a collective operation (gloo's
+"Connection closed by peer" when the other process exits, NCCL's aborted communicator) has nothing of its own
+to show: it prints one line, ``rank R: stopped because another rank of the job went away during a collective
+operation (...); that rank's message says why``, and records that it stopped, so the rank that did crash
+prints its traceback without waiting for it. ``THINKFAST_TRACEBACK=1`` prints the traceback anyway.
+
 The store is only ever used from a daemon thread that the report waits for no longer than that: a store that
 accepts connections but never answers blocks torch's ``TCPStore`` client forever, whatever its timeout, and
 must not turn a crash into a job that hangs without a word.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,6 +34,7 @@ import traceback
 from typing import Any, NoReturn
 
 from thinkfast.cli.ranks import job_rank
+from thinkfast.plugin_guard import traceback_wanted
 
 #: Seconds a crashed rank waits for lower ranks to say whether they crashed the same way.
 CRASH_GRACE_S = 5.0
@@ -42,13 +50,18 @@ class _Stopped(BaseException):
 
 
 def report_crash(exc: BaseException) -> NoReturn:
-    """Print ``exc``'s traceback, or one line pointing at a lower rank's identical one, and exit 1."""
+    """Print ``exc``'s traceback, or one line pointing at a lower rank's identical one (or, when another rank
+    went away under a collective, at that rank's message), and exit 1."""
     rank = job_rank()
-    fingerprint = crash_fingerprint(exc)
-    same_as = _lowest_rank_that_crashed_alike(rank, fingerprint) if rank > 0 else None
+    peer_gone = None if traceback_wanted() else peer_went_away(exc)
+    fingerprint = PEER_WENT_AWAY if peer_gone else crash_fingerprint(exc)
+    same_as = _lowest_rank_that_crashed_alike(rank, fingerprint) if rank > 0 and not peer_gone else None
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher's stop must not cut the report
     try:
-        if same_as is None:
+        if peer_gone:
+            print(f"rank {rank}: stopped because another rank of the job went away during a collective operation "
+                  f"({peer_gone}); that rank's message says why", file=sys.stderr)
+        elif same_as is None:
             print(f"rank {rank} crashed:", file=sys.stderr)
             traceback.print_exception(exc, file=sys.stderr)
         else:
@@ -61,6 +74,26 @@ def report_crash(exc: BaseException) -> NoReturn:
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(1)
+
+
+#: What a rank records when it stopped because another went away (no crash of its own to compare).
+PEER_WENT_AWAY = "peer-went-away"
+#: How torch.distributed's backends say that the other end of a collective is gone.
+_PEER_GONE = re.compile(r"Connection (?:closed|reset) by peer|Broken pipe|communicator was aborted", re.IGNORECASE)
+
+
+def peer_went_away(exc: BaseException) -> str | None:
+    """If ``exc`` (or an exception it was raised from) is torch.distributed reporting that the other end of a
+    collective is gone, the phrase that says so (e.g. ``"Connection closed by peer"``); else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        frames = traceback.extract_tb(exc.__traceback__)
+        in_torch_distributed = bool(frames) and "torch/distributed/" in frames[-1].filename.replace("\\", "/")
+        if isinstance(exc, RuntimeError) and in_torch_distributed and (found := _PEER_GONE.search(str(exc))):
+            return found.group(0)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def crash_fingerprint(exc: BaseException) -> str:
