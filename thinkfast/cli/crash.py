@@ -43,6 +43,11 @@ _POLL_S = 0.05
 #: Seconds the store may take to connect or to take this rank's record, at the most.
 _STORE_S = 2.0
 
+#: What a rank records when it stopped because another went away (no crash of its own to compare).
+PEER_WENT_AWAY = "peer-went-away"
+#: How torch.distributed's backends say that the other end of a collective is gone.
+_PEER_GONE = re.compile(r"Connection (?:closed|reset) by peer|Broken pipe|communicator was aborted", re.IGNORECASE)
+
 
 class _Stopped(BaseException):
     """The launcher asked this rank to stop (SIGTERM) while it waited (not an ``Exception``: nothing that
@@ -74,12 +79,6 @@ def report_crash(exc: BaseException) -> NoReturn:
     finally:
         signal.signal(signal.SIGTERM, previous)
     sys.exit(1)
-
-
-#: What a rank records when it stopped because another went away (no crash of its own to compare).
-PEER_WENT_AWAY = "peer-went-away"
-#: How torch.distributed's backends say that the other end of a collective is gone.
-_PEER_GONE = re.compile(r"Connection (?:closed|reset) by peer|Broken pipe|communicator was aborted", re.IGNORECASE)
 
 
 def peer_went_away(exc: BaseException) -> str | None:
