@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
+from thinkfast.evaluate.aggregation import Aggregator, select_by_scores
+from thinkfast.evaluate.config import EvaluateSection
+from thinkfast.evaluate.engine import evaluate_problems
 from thinkfast.evaluate.graded import GradedProblem
 from thinkfast.evaluate.metrics import accuracy_per_problem
+from thinkfast.evaluate.runs import Run
 from thinkfast.registry import get_registry
 
 STEPS = "First, 3 + 4 = 7.\n\nThen 7 * 2 = 14.\n\nThe answer is \\boxed{14}."
@@ -82,7 +88,7 @@ def test_prm_step_scores_are_read_at_one_position_per_step(tiny_llama_dir):
     from thinkfast_plugins.aggregators.reward_model import split_steps
 
     rm = _aggregator("reward-model", model=str(tiny_llama_dir), format="math-shepherd", device="cpu")
-    rm._load()
+    rm.prepare()
     problem = _graded([0], [True], [STEPS])
     enc = rm._encode(problem, STEPS)
     assert len(enc.positions) == len(split_steps(STEPS, r"\n\s*\n")) == 3
@@ -163,3 +169,46 @@ def test_reward_model_scores_on_gpu_match_cpu(tiny_llama_dir):
                        dtype="bfloat16").score([problem])
     np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(bf16[0], cpu[0], atol=3e-2)
+
+
+class _SlowToLoad(Aggregator):
+    """Scores every sample 1 after loading a 'model' that takes 0.5 s, once, as the reward model loads its own."""
+
+    LOAD_SECONDS = 0.5
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.loaded = False
+
+    def prepare(self):
+        if not self.loaded:
+            time.sleep(self.LOAD_SECONDS)
+            self.loaded = True
+
+    def score(self, problems):
+        self.prepare()  # as an aggregator used without evaluate's prepare call must
+        return [np.ones(p.n) for p in problems]
+
+    def aggregate(self, problem, subsets, scores, rng):
+        return select_by_scores(problem, subsets, scores, "weighted", rng)
+
+
+def test_loading_a_scoring_model_is_not_charged_to_the_first_models_time_budget(tmp_path):
+    """The time budget charges an aggregator's scoring per sample; loading its model is a one-off cost, which
+    had landed on whichever run was evaluated first (its accuracy-vs-seconds line moved right, the others' not)."""
+    problems = [_graded([0, 1, 1, 0], [True, False]) for _ in range(2)]
+    runs = [Run(label=name, path=tmp_path / name, problems=[], problem_seconds={"p": 4.0}) for name in ("a", "b")]
+    aggregator = _SlowToLoad()
+    section = EvaluateSection(bootstrap=0, subsets=10)
+    costs = [evaluate_problems(run, "math500", problems, {"slow": aggregator}, section, seed=0)
+             .aggregator_seconds_per_sample["slow"] for run in runs]
+    assert aggregator.loaded
+    assert max(costs) * sum(p.n for p in problems) < _SlowToLoad.LOAD_SECONDS / 5, costs
+
+
+@pytest.mark.parametrize("name, options", [("reward-model", {"format": "orm"}), ("verifier", {})])
+def test_built_in_scoring_aggregators_load_their_model_in_prepare(name, options, tiny_orm_dir, tiny_llama_dir):
+    model = tiny_orm_dir if name == "reward-model" else tiny_llama_dir
+    aggregator = _aggregator(name, model=str(model), device="cpu", **options)
+    aggregator.prepare()
+    assert aggregator._model is not None and aggregator._tokenizer is not None

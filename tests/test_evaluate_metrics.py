@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from itertools import combinations
 
 import numpy as np
 import pytest
 
 from thinkfast.evaluate.aggregation import best_of_n, weighted_vote
-from thinkfast.evaluate.metrics import bootstrap, k_values, pass_at_k, random_subsets
+from thinkfast.evaluate.graded import GradedProblem
+from thinkfast.evaluate.metrics import accuracy_per_problem, bootstrap, k_values, pass_at_k, random_subsets
+from thinkfast.registry import get_registry
 
 
 def _by_definition(n: int, c: int, k: int) -> float:
@@ -51,8 +55,23 @@ def test_random_subsets_are_distinct_indices_and_enumerate_small_cases():
     assert all(len(set(r)) == 4 and r.min() >= 0 and r.max() < 16 for r in rows)
     assert len({tuple(sorted(r)) for r in rows}) > 40  # random, not the first k repeated
     every = random_subsets(5, 2, 50, rng)
-    assert every.shape == (10, 2)  # C(5, 2) = 10 <= 50: all of them
-    assert random_subsets(6, 6, 100, rng).tolist() == [list(range(6))]
+    assert every.shape == (50, 2)  # C(5, 2) = 10 <= 50: all of them, each 5 times
+    assert Counter(map(tuple, every.tolist())) == {pair: 5 for pair in combinations(range(5), 2)}
+    assert random_subsets(5, 2, 25, rng).shape == (20, 2)  # each twice: every subset weighs the same
+    assert random_subsets(6, 6, 100, rng).tolist() == [list(range(6))] * 100
+
+
+def test_a_tie_at_k_equal_n_counts_as_the_chance_it_is_won_not_one_coin_flip():
+    """Two right and two wrong samples: majority@4 picks the right answer half the time. With one subset (all
+    four samples) drawn once, the tie was broken once, so the problem scored 0 or 1 by the seed alone."""
+    problem = GradedProblem(problem_id="p", dataset="gsm8k", reference="1", question="", texts=["a"] * 4,
+                            answers=["1", "1", "2", "2"], classes=np.array([0, 0, 1, 1]),
+                            correct=np.array([True, True, False, False]), class_answers=["1", "2"],
+                            class_correct=np.array([True, False]), num_tokens=np.ones(4, dtype=np.int64))
+    majority = get_registry().get("aggregators", "majority")()
+    for seed in range(5):
+        accuracy = accuracy_per_problem([problem], majority, None, k=4, subsets=100, seed=seed)[0]
+        assert 0.35 < accuracy < 0.65, (seed, accuracy)
 
 
 def test_bootstrap_interval_contains_mean_and_shrinks_with_more_problems():

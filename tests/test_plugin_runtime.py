@@ -94,6 +94,14 @@ def an_aggregate_taking_two(options):
     return types.SimpleNamespace(aggregate=lambda problem, subsets: [-1] * len(subsets))
 
 
+class CannotLoad(Aggregator):
+    def prepare(self):
+        raise OSError("no such reward model")
+
+    def choose(self, problem, indices, scores, rng):
+        return -1
+
+
 class FailsToStart(Aggregator):
     def __init__(self, options=None):
         raise ValueError("needs a GPU")
@@ -172,10 +180,12 @@ def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_
     (ChooseTakesTwo, ["choose() raised TypeError: ", "takes 3 positional arguments but 5 were given"]),
     (an_aggregate_taking_two, ["aggregate() raised TypeError: ", "takes 2 positional arguments but 4 were given"]),
     (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
+    (CannotLoad, ["prepare() raised OSError: no such reward model", "test_plugin_runtime.py:"]),
     (FailsToStart, ["creating it raised ValueError: needs a GPU (at ", "test_plugin_runtime.py:"]),
     (TakesNoOptions, ["creating it raised TypeError: ", "takes 1 positional argument but 2 were given"]),
 ], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
-        "choose-signature", "aggregate-signature", "short-scores", "init-raises", "init-takes-no-options"])
+        "choose-signature", "aggregate-signature", "short-scores", "prepare-raises", "init-raises",
+        "init-takes-no-options"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(aggregators=dict(bad=component))
     out = tmp_path / "out"

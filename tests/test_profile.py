@@ -574,3 +574,18 @@ def test_rates_below_one_keep_their_digits_in_every_table(sweep):
     assert cells["1"][:3] == ["0.031", "2,380.95", "0.42"] and cells["1"][-1] == "0.04"
     assert cells["4"][2] == f"{fast.decode_tokens_per_s:,.0f}"
     assert len({line.rindex("│", 0, len(line) - 1) for line in rows}) == 1  # one column edge for every row
+
+
+def test_speedups_far_below_one_and_halves_read_as_they_are(sweep):
+    """A student 250 times slower than the baseline is 0.004x, not 0.00x; a speedup of 1.125 rounds up to 1.13x
+    as a reader rounds it (Python's formatting gives 1.12x)."""
+    result, _ = sweep
+    base = {(c.batch, c.seqlen): c.decode_tokens_per_s for c in result.cells if c.model == result.baseline}
+    ratios = {(1, 32): 0.004, (4, 32): 1.125}
+    cells = [dataclasses.replace(c, decode_tokens_per_s=base[c.batch, c.seqlen] * ratios[c.batch, c.seqlen])
+             if c.model == "tiny-llamba" and (c.batch, c.seqlen) in ratios else c for c in result.cells]
+    console = Console(width=120, record=True, highlight=False)
+    console.print(comparison_table(dataclasses.replace(result, cells=cells)))
+    text = console.export_text()
+    assert "(0.004x)" in text and "(1.13x)" in text
+    assert "(0.00x)" not in text

@@ -240,7 +240,23 @@ def test_a_number_below_its_precision_keeps_two_significant_digits(value, decima
     assert format_number(value, decimals) == text
 
 
-@pytest.mark.parametrize("value, text", [(0.0123, "0.0123"), (0.5, "0.5"), (12.34, "12.3"), (1234.5, "1,234"),
+@pytest.mark.parametrize("value, text", [(0.0123, "0.0123"), (0.5, "0.5"), (12.34, "12.3"), (1234.5, "1,235"),
                                          (98765.4, "98,765")])
 def test_significant_digits_never_use_scientific_notation(value, text):
     assert format_significant(value) == text
+
+
+@pytest.mark.parametrize("value, decimals, text", [
+    (6.25, 1, "6.3"), (18.75, 1, "18.8"), (31.25, 1, "31.3"), (-6.25, 1, "-6.3"),  # 100 * 2/32, 6/32, 10/32
+    (2.5, 0, "3"), (1234.5, 0, "1,235"), (0.5, 0, "1"),  # 0.5 tok/s is not 0
+    (100 * 0.0725, 1, "7.3"),  # 7.249999999999999 in binary: rounds as the 7.25 it stands for
+    (7.24, 1, "7.2"), (123456789012345.6, 0, "123,456,789,012,346"),
+])
+def test_halves_round_up_as_a_reader_expects(value, decimals, text):
+    """Python's own formatting rounds half to even (6.25 -> 6.2 beside 18.75 -> 18.8, 0.5 -> 0)."""
+    assert format_number(value, decimals) == text
+
+
+@pytest.mark.parametrize("value, digits, text", [(6.25, 2, "6.3"), (2.675, 3, "2.68"), (0.0625, 2, "0.063")])
+def test_significant_digits_round_halves_up(value, digits, text):
+    assert format_significant(value, digits) == text

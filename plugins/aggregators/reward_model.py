@@ -138,7 +138,8 @@ class RewardModel(Aggregator):
         self._model: Any = None
         self._tokenizer: Any = None
 
-    def _load(self) -> None:
+    def prepare(self) -> None:
+        """Load the reward model and its tokenizer (once)."""
         if self._model is None:
             opt = self.options
             model_class = "sequence-classification" if opt.format == "orm" else (
@@ -167,7 +168,7 @@ class RewardModel(Aggregator):
         """``(n,)`` score in [0, 1] for every sample of every problem, batched over all of them."""
         import torch
 
-        self._load()
+        self.prepare()
         opt, tok = self.options, self._tokenizer
         items = [self._encode(p, t) for p in problems for t in p.texts]
         if opt.format == "orm":

@@ -89,12 +89,17 @@ class Verifier(Aggregator):
         ids = list(ids[-opt.max_length:])
         return Encoded(ids, [len(ids) - 1])
 
-    def _model_scores(self, problems: list[GradedProblem]) -> np.ndarray:
+    def prepare(self) -> None:
+        """Load the verifier model and its tokenizer (once; mode 'model' only)."""
         opt = self.options
-        if self._model is None:
+        if opt.mode == "model" and self._model is None:
             self._model, self._tokenizer = load_scoring_model(
                 opt.model, "causal-lm", gguf_file=opt.gguf_file, device=opt.device, dtype=opt.dtype,
                 option_prefix="evaluate.aggregators.options")
+
+    def _model_scores(self, problems: list[GradedProblem]) -> np.ndarray:
+        opt = self.options
+        self.prepare()
         tok = self._tokenizer
         reduce = pair_probability(first_token_ids(tok, opt.yes_words), first_token_ids(tok, opt.no_words))
         items = [self._encode(p, t) for p in problems for t in p.texts]

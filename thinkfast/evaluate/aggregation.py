@@ -5,6 +5,9 @@ registered in the ``aggregators`` plugin family with:
 
 - ``Options``: a dataclass of :func:`thinkfast.config.option` fields (optional);
 - ``__init__(self, options)``: ``options`` is an ``Options`` instance (or a dict of its fields);
+- ``prepare(self)`` (optional): load what ``score`` needs (a scoring model). The engine calls it
+  before each ``score`` call, untimed, so it must load once and return at once afterwards: loading
+  is a one-off cost, not one of scoring each sample;
 - ``score(self, problems) -> list[np.ndarray] | None`` (optional): one ``(n,)`` float array of
   per-sample scores per problem, computed once over all samples. The engine measures the wall
   seconds this call takes and charges them, per sample, to the time budget;
@@ -45,6 +48,9 @@ class Aggregator:
 
             options = from_dict(self.Options, options or {}, path="options")
         self.options = options
+
+    def prepare(self) -> None:
+        """Load what :meth:`score` needs, once (outside the time budget); nothing by default."""
 
     def score(self, problems: list[GradedProblem]) -> list[np.ndarray] | None:
         """Per-sample scores, one ``(n,)`` array per problem; None when the aggregator needs none."""

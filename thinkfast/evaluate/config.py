@@ -38,7 +38,8 @@ class EvaluateSection:
     common_problems: bool = option(False, "Evaluate every run on the problems that all runs completed (each "
                                    "with its run's n samples): interrupted or partial runs compared on equal "
                                    "problems. The report's warnings say how many each run lost.")
-    subsets: int = option(100, "Random k-subsets averaged per problem and k.", min=1)
+    subsets: int = option(100, "Random k-subsets averaged per problem and k; where a problem has no more k-subsets "
+                          "than this, every one, each repeated so that random ties average out.", min=1)
     bootstrap: int = option(1000, "Bootstrap resamples (over problems) for confidence intervals; 0: none.", min=0)
     confidence: float = option(0.95, "Confidence level of the intervals.", min=0.5, max=0.999)
     grading_timeout: float = option(5.0, "Seconds one equivalence check may take before it counts as wrong.",

@@ -3,9 +3,11 @@
 Time budget model. ``run.json``'s ``problem_seconds`` gives the seconds spent generating each
 problem's ``n`` samples; one sample costs ``g = mean over problems of problem_seconds / n``
 seconds. An aggregator's ``score`` call is timed; spread over every sample it scored it costs
-``a`` seconds per sample. Drawing k samples and aggregating them then takes ``k * g`` seconds
-(coverage) and ``k * (g + a)`` seconds (accuracy). This is a throughput model: it assumes the
-samples of a problem are generated in parallel at the run's measured rate.
+``a`` seconds per sample (its ``prepare``, which loads a scoring model once, is not timed: that
+one-off cost would otherwise land on whichever run is evaluated first). Drawing k samples and
+aggregating them then takes ``k * g`` seconds (coverage) and ``k * (g + a)`` seconds (accuracy).
+This is a throughput model: it assumes the samples of a problem are generated in parallel at the
+run's measured rate.
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def evaluate_problems(run: Run, dataset: str, problems: list[GradedProblem], agg
                          n_samples=n, seconds_per_sample=gen,
                          answered=float(np.mean([(p.classes >= 0).mean() for p in problems])), coverage=coverage)
     for label, aggregator in aggregators.items():
+        if hasattr(aggregator, "prepare"):
+            aggregator.prepare()  # loading a scoring model is no cost per sample
         start = time.perf_counter()
         scores = aggregator.score(problems) if hasattr(aggregator, "score") else None
         cost = (time.perf_counter() - start) / sum(p.n for p in problems) if scores is not None else 0.0

@@ -1,7 +1,7 @@
 """Calling aggregator plugins with their results checked, so that a plugin's bug is one message, not a traceback.
 
 ``evaluate`` wraps every aggregator in :class:`GuardedAggregator`. A plugin that raises while it is created,
-scored or asked to choose, that returns something other than an answer class (an int from ``-1`` to the
+prepared, scored or asked to choose, that returns something other than an answer class (an int from ``-1`` to the
 problem's number of classes minus one), or scores that are not one ``(n,)`` array of numbers per problem,
 stops the run with a :class:`~thinkfast.plugin_guard.PluginError` naming the aggregator, its package and
 module, what it did, and, for an exception, the line of the plugin's code it came from. Without the checks a
@@ -52,6 +52,11 @@ class GuardedAggregator:
         own = getattr(self.inner, "aggregate", None)
         inherited = getattr(own, "__func__", own) is Aggregator.aggregate  # the base class's loop over choose
         return "aggregate" if own is not None and not inherited else "choose"
+
+    def prepare(self) -> None:
+        if hasattr(self.inner, "prepare"):
+            with calling(self.entry, "prepare()", self.label):
+                self.inner.prepare()
 
     def score(self, problems: list[GradedProblem]) -> list[np.ndarray] | None:
         if not hasattr(self.inner, "score"):

@@ -3,8 +3,9 @@
 - Coverage: the unbiased pass@k estimator ``1 - C(n-c, k) / C(n, k)`` per problem (``n`` samples,
   ``c`` correct), averaged over problems.
 - Accuracy@k of an aggregator: for each problem, the fraction of ``subsets`` random k-subsets of
-  its ``n`` samples (drawn without replacement; all of them when there are fewer) on which the
-  aggregator picks a correct answer, averaged over problems.
+  its ``n`` samples (drawn without replacement; when there are at most ``subsets`` k-subsets, all of
+  them, each repeated ``subsets // C(n, k)`` times so that random tie-breaking averages out) on which
+  the aggregator picks a correct answer, averaged over problems.
 - Confidence intervals: percentile bootstrap over problems (resampled with replacement).
 """
 
@@ -62,9 +63,16 @@ def bootstrap(values: np.ndarray, resamples: int, confidence: float, rng: np.ran
 
 
 def random_subsets(n: int, k: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``(S, k)`` sample indices: every k-subset if there are at most ``count``, else ``count`` random ones."""
-    if math.comb(n, k) <= count:
-        return np.array(list(combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    """``(S, k)`` sample indices: ``count`` random k-subsets, or, when there are at most ``count`` k-subsets,
+    every one of them, each repeated ``count // C(n, k)`` times.
+
+    The repeats matter to aggregators that break ties at random: each copy is decided anew, so that a tie counts
+    as the chance it is won instead of as one coin flip (at k = n there is a single subset).
+    """
+    total = math.comb(n, k)
+    if total <= count:
+        every = np.array(list(combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+        return np.tile(every, (count // total, 1))
     return np.argsort(rng.random((count, n)), axis=1)[:, :k]
 
 

@@ -57,7 +57,7 @@ def comparison_table(result: ProfileResult) -> Table:
             text = format_number(cell.decode_tokens_per_s)
             speedup = result.speedup(name, batch, seqlen)
             if name != result.baseline and speedup is not None:
-                text += f" ({speedup:.2f}x)"
+                text += f" ({format_number(speedup, 2)}x)"  # 0.004x rather than 0.00x
             row.append(text)
         table.add_row(*row)
     return table
