@@ -195,6 +195,47 @@ def test_a_full_disk_while_checkpointing_is_one_error_keeping_the_last_checkpoin
     assert not list(root.glob(".tmp-*"))
 
 
+def test_ctrl_c_while_a_checkpoint_is_written_is_an_interruption_keeping_the_last_checkpoint(
+        tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
+    """Before: a SIGINT arriving inside torch.save came out as torch's RuntimeError 'unexpected pos' (its archive
+    writer closing as the interrupt unwound), so the CLI reported a crash with a traceback instead of
+    'interrupted'. A real SIGINT is sent to this process while the step-2 checkpoint's state.pt is written."""
+    import os
+    import signal
+
+    from thinkfast.distill import checkpoint
+
+    class SigintOnThirdWrite:
+        def __init__(self, fh):
+            self.fh, self.writes = fh, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.fh.write(data)
+
+        def flush(self):
+            self.fh.flush()
+
+    saves = []
+    save = torch.save
+
+    def interrupted_second_checkpoint(obj, fh, *args, **kwargs):
+        saves.append(fh.name)
+        target = SigintOnThirdWrite(fh) if len(saves) == 3 else fh  # state.pt, rng.pt, then the 2nd state.pt
+        return save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted_second_checkpoint)
+    stage = _stage("kd", steps=3, checkpoint_every=1, seq_len=128, batch_size=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(_recipe(tiny_llama_dir, gsm8k_train_path, [stage]), tmp_path)
+    root = tmp_path / "checkpoints"
+    assert saves[-1].endswith("state.pt") and "step0000002" in saves[-1]
+    assert (root / "latest").read_text().strip() == "stage00-step0000001"
+    assert not list(root.glob(".tmp-*"))
+
+
 def test_resume_needs_only_the_data_of_the_stages_left(tiny_llama_dir, gsm8k_train_path, tmp_path):
     first = tmp_path / "stage0.jsonl"
     first.write_text("".join(gsm8k_train_path.read_text().splitlines(keepends=True)[:20]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -373,18 +374,31 @@ def test_no_problems_is_a_clean_error(tiny_llama_dir, tmp_path):
     assert "no problems in dataset 'gsm8k'" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tiny_llama_dir, gsm8k_train_path,
-                                                                  tmp_path):
-    out = tmp_path / "dist"
+def _two_ranks(args: list[str]) -> list[str]:
+    """Run ``thinkfast ARGS`` as ranks 0 and 1 of a two-process job (as torchrun starts them), progress lines in
+    the log as often as they come; returns each rank's stderr once both succeeded."""
     port = free_port()
-    cmd = [sys.executable, "-m", "thinkfast", *_args(tiny_llama_dir, gsm8k_train_path, out)]
+    cmd = [sys.executable, "-m", "thinkfast", *args]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "RANK": str(r), "LOCAL_RANK": str(r),
-                                   "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+                                   "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                                   "THINKFAST_PROGRESS_SECONDS": "0.000001"})
              for r in range(2)]
+    errs = []
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
+        errs.append(err)
+    return errs
+
+
+def test_two_ranks_shard_and_merge_into_the_single_process_result(first_run, tiny_llama_dir, gsm8k_train_path,
+                                                                  tmp_path):
+    out = tmp_path / "dist"
+    rank0, _ = _two_ranks(_args(tiny_llama_dir, gsm8k_train_path, out))
+    # the progress counts rank 0's share (4 of the 6 samples) and says so; before, "generate 25% 1/4 samples"
+    # read as the job's count
+    assert re.search(r"^generate \(rank 0 of 2\) \d+% [0-3]/4 samples ", rank0, re.MULTILINE), rank0
     merged = _samples(out)
     assert {k: r["text"] for k, r in merged.items()} == {k: r["text"] for k, r in _samples(first_run).items()}
     assert not list(out.glob("*.rank*"))
@@ -475,3 +489,21 @@ def test_total_wall_seconds_counts_killed_ranks_by_the_slowest_rank(first_run, t
 def _samples_by_file(out: Path) -> dict[str, list[dict]]:
     """Every finished line of each samples file in ``out`` (a torn last line left out)."""
     return {p.name: [json.loads(line) for line in p.read_text().split("\n")[:-1]] for p in out.glob("samples*.jsonl")}
+
+
+def test_a_resume_where_rank_zero_has_nothing_left_says_why_it_shows_no_progress(first_run, tiny_llama_dir,
+                                                                                 gsm8k_train_path, tmp_path):
+    """Rank 0 alone shows progress; before, on a resume where its share was done (problems 0 and 2 here) it
+    printed nothing while rank 1 generated. The merged result is still the one-process run's."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(first_run, out)
+    lines = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    (out / "samples.jsonl").write_text("".join(line for line in lines if '"gsm8k-train-1"' not in line))
+    rank0, _ = _two_ranks(_args(tiny_llama_dir, gsm8k_train_path, out))
+    assert rank0.startswith("rank 0's share of the samples is done; rank 1 generates the rest (only rank 0 shows "
+                            "progress)\n"), rank0
+    assert {k: r["text"] for k, r in _samples(out).items()} == {k: r["text"] for k, r in _samples(first_run).items()}
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["new_samples"] == 2 and not list(out.glob("*.rank*"))

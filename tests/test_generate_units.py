@@ -293,6 +293,23 @@ def test_merged_rank_stats_name_the_student_a_rank_loaded():
     assert merge_rank_stats([stats(0, None), stats(1, None)])["student"] is None  # run.json keeps the earlier
 
 
+def test_a_rank_with_nothing_to_generate_does_not_turn_off_cuda_graphs_and_compile_in_the_summary():
+    """--limit 1 on two GPUs, or a resume where one rank's share is done: that rank runs no engine. Before, its
+    stats (no cuda_graph/compiled keys) made run.json say cuda_graphs false and compiled false although every
+    sample was decoded by a compiled step replayed as a CUDA graph."""
+    from thinkfast.generate.distributed import merge_rank_stats
+
+    idle = {"rank": 1, "device": "NVIDIA H100", "wall_seconds": 0.01, "generated_tokens": 0, "new_samples": 0,
+            "student": None}
+    busy = {**idle, "rank": 0, "wall_seconds": 9.0, "generated_tokens": 900, "new_samples": 8, "student": "llamba",
+            "cuda_graph": True, "graph_error": None, "compiled": True, "compile_seconds": 4.0, "compile_error": None}
+    merged = merge_rank_stats([busy, idle])
+    assert merged["cuda_graph"] is True and merged["compiled"] is True
+    eager = merge_rank_stats([{**busy, "cuda_graph": False, "graph_error": "capture failed"}, idle])
+    assert eager["cuda_graph"] is False and eager["graph_error"] == "capture failed"
+    assert merge_rank_stats([{**idle, "rank": 0}, idle])["cuda_graph"] is False  # no rank ran the engine
+
+
 def test_merge_unions_shards_in_problem_order(tmp_path):
     with SampleWriter(tmp_path / "samples.jsonl") as w:
         w.write(_record("b", 1))

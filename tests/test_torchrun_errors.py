@@ -49,6 +49,20 @@ def test_an_error_only_another_rank_hit_is_still_printed_naming_the_rank(monkeyp
     assert result.stderr.startswith("rank 1: error: --set 'generate.bogus=1': unknown key"), result.stderr
 
 
+@pytest.mark.parametrize("command", ["generate", "distill"])
+def test_a_rank_variable_that_is_not_a_number_is_one_message_naming_it(command, monkeypatch, tmp_path):
+    """Before: a ValueError traceback from int() ('invalid literal for int() with base 10')."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[run]\ndevice = "cpu"\n[[distill.stages]]\nkind = "sft"\nsteps = 1\n')
+    monkeypatch.setenv("LOCAL_RANK", "")
+    result = CliRunner().invoke(cli, [command, str(recipe), "-o", str(tmp_path / "out")], prog_name="thinkfast",
+                                catch_exceptions=False)
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith("error: environment variable LOCAL_RANK='' is not a number; torchrun sets "), \
+        result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_ctrl_c_is_reported_by_rank_zero_only(monkeypatch):
     from thinkfast.cli import generate
 

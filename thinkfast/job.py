@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from thinkfast.errors import ThinkfastError
+
+
+class JobEnvironmentError(ThinkfastError, ValueError):
+    """``RANK``, ``WORLD_SIZE`` or ``LOCAL_RANK`` is set to something other than a whole number."""
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -21,9 +27,9 @@ class DistEnv:
 
     @classmethod
     def from_env(cls) -> DistEnv:
-        """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :class:`ValueError` if one is not an integer."""
-        env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+        """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; :class:`JobEnvironmentError` (a ``ValueError``) if one
+        is not an integer."""
+        return cls(_whole_number("RANK", 0), _whole_number("WORLD_SIZE", 1), _whole_number("LOCAL_RANK", 0))
 
     @property
     def distributed(self) -> bool:
@@ -32,3 +38,17 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def _whole_number(name: str, default: int) -> int:
+    """The environment variable ``name`` as an int (``default`` when unset)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise JobEnvironmentError(
+            f"environment variable {name}={value!r} is not a number; torchrun sets RANK, WORLD_SIZE and LOCAL_RANK "
+            f"for each process it starts: unset {name} to run as one process, or start the job with torchrun"
+        ) from None

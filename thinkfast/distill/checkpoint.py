@@ -126,13 +126,18 @@ NEARLY_FULL_BYTES = 64 * 2**20
 
 def _write_file(path: Path, write) -> None:
     """Write ``path`` with ``write(fh)`` and sync it; a full device is a :class:`CheckpointError` naming it
-    (``torch.save`` reports a short write as a ``RuntimeError`` about the file position, not ``ENOSPC``)."""
+    (``torch.save`` reports a short write as a ``RuntimeError`` about the file position, not ``ENOSPC``).
+
+    Ctrl-C during ``torch.save`` stays a ``KeyboardInterrupt``: the archive writer, closing as the interrupt
+    unwinds, raises that same ``RuntimeError`` about the file position in its place."""
     try:
         with path.open("wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
     except (OSError, RuntimeError) as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
         free = shutil.disk_usage(path.parent).free
         if getattr(exc, "errno", None) != errno.ENOSPC and free >= NEARLY_FULL_BYTES:
             raise

@@ -34,18 +34,21 @@ def rank_stats_name(rank: int) -> str:
 
 def merge_rank_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Combine per-rank timings: ranks run in parallel, so wall time is the slowest rank's and
-    throughput is all generated tokens over that wall time."""
+    throughput is all generated tokens over that wall time. Whether the decode step ran as a CUDA graph and
+    compiled is said by the ranks that ran the engine: a rank with nothing to generate (more ranks than
+    problems, or its share already done on a resume) ran none and has no say (false if no rank ran it)."""
     wall = max((float(s["wall_seconds"]) for s in stats), default=0.0)
     tokens = sum(int(s["generated_tokens"]) for s in stats)
+    engines = [s for s in stats if "cuda_graph" in s]
     return {
         "wall_seconds": wall,
         "generated_tokens": tokens,
         "new_samples": sum(int(s["new_samples"]) for s in stats),
         "tokens_per_second": tokens / wall if wall > 0 else 0.0,
         "devices": [s["device"] for s in sorted(stats, key=lambda s: s["rank"])],
-        "cuda_graph": all(s.get("cuda_graph", False) for s in stats),
+        "cuda_graph": bool(engines) and all(s["cuda_graph"] for s in engines),
         "graph_error": next((s["graph_error"] for s in stats if s.get("graph_error")), None),
-        "compiled": all(s.get("compiled", False) for s in stats),
+        "compiled": bool(engines) and all(s.get("compiled", False) for s in engines),
         "compile_seconds": max((float(s.get("compile_seconds", 0.0)) for s in stats), default=0.0),
         "compile_error": next((s["compile_error"] for s in stats if s.get("compile_error")), None),
         "prefill_compile_errors": {k: v for s in stats for k, v in (s.get("prefill_compile_errors") or {}).items()},

@@ -185,7 +185,12 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
             model.set_kernels(kernels).eval()
             todo = render_prompts(work, plugin, tokenizer, recipe, few_shot)
         if env.is_main:  # every rank's missing samples, not only this rank's shard
-            mark_running(out_dir, settings, work_left=bool(missing_samples(problems, gen.n_samples, done)))
+            work_left = bool(missing_samples(problems, gen.n_samples, done))
+            mark_running(out_dir, settings, work_left=work_left)
+            if work_left and not work and console is not None:  # rank 0 shows no progress: say why
+                others = "rank 1 generates" if env.world_size == 2 else f"ranks 1-{env.world_size - 1} generate"
+                console.print(f"rank 0's share of the samples is done; {others} the rest (only rank 0 shows "
+                              f"progress)")
 
         clock = RunClock(accounted)
         new_records, graph = _generate_shard(todo, model, tokenizer, recipe, device, dtype, out_dir, env, console,
@@ -212,6 +217,12 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         return summary
     finally:
         group.close()
+
+
+def progress_label(env: DistEnv) -> str:
+    """The progress bar's label: under torchrun it says that the bar counts rank 0's share (its samples and
+    tokens/s), not the job's."""
+    return f"generate (rank 0 of {env.world_size})" if env.distributed else "generate"
 
 
 def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, recipe: Any, device: torch.device,
@@ -260,7 +271,8 @@ def _generate_shard(todo: list[PendingProblem], model: Any, tokenizer: Any, reci
     eos = set(settings.eos_ids)
     tokens_seen = 0
     started = time.perf_counter()
-    with SampleWriter(path) as writer, sample_progress("generate", console, disable=not env.is_main) as progress:
+    bar = sample_progress(progress_label(env), console, disable=not env.is_main)
+    with SampleWriter(path) as writer, bar as progress:
         task = progress.add_task("generate", total=total, rate="")
 
         def on_progress(tokens: int) -> None:
