@@ -152,6 +152,23 @@ def test_unfinished_and_mismatched_runs_are_warned_about(tmp_path):
     assert "warning:" in result.output
 
 
+def test_samples_a_stopped_torchrun_generate_left_unmerged_are_warned_about(tmp_path):
+    """samples.jsonl from an earlier merge plus a rank's file from a later, stopped invocation: the rank's samples
+    are not evaluated, and the warning says how to merge them."""
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "student", run)
+    lines = (run / "samples.jsonl").read_text().splitlines(keepends=True)
+    (run / "samples.jsonl").write_text("".join(lines[:-2]))
+    (run / "samples.rank1.jsonl").write_text("".join(lines[-2:]))
+    out = tmp_path / "out"
+    result = _run(["--runs", str(run), "-o", str(out), "--set", "evaluate.bootstrap=0", "--set",
+                   "evaluate.subsets=2"])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert (f"{run}: samples.rank1.jsonl hold samples a stopped torchrun generate did not merge into samples.jsonl; "
+            f"they are not evaluated: run the same generate again with -o {run} to merge them") in warnings
+
+
 def test_runs_timed_on_different_devices_are_warned_about(tmp_path, evaluated):
     """Seconds from two cards compare the cards too: the report says so; one card says nothing."""
     out, _ = evaluated
@@ -464,16 +481,28 @@ def _infinite_sample_seconds(run: Path) -> None:
     (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
 
 
+def _only_rank_shards(run: Path) -> None:
+    """What a torchrun generate stopped before its first merge leaves: per-rank files, no samples.jsonl."""
+    lines = (run / "samples.jsonl").read_text().splitlines(keepends=True)
+    (run / "samples.rank0.jsonl").write_text("".join(lines[::2]))
+    (run / "samples.rank1.jsonl").write_text("".join(lines[1::2]))
+    (run / "samples.jsonl").unlink()
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda run: (run / "samples.jsonl").unlink(),
      "{run}: no samples.jsonl here; pass a directory written by `thinkfast generate`"),
+    (_only_rank_shards, "{run}: no samples.jsonl yet, only the per-rank files of a `thinkfast generate` under "
+                        "torchrun that stopped before merging them; run the same generate again with -o {run} to "
+                        "finish the run and merge them"),
     (_broken_run_json, "{run}/run.json: not valid JSON ("),
     (_string_seconds, "{run}/run.json: problem_seconds must map problem ids to seconds (numbers)"),
     (_nan_seconds, "{run}/run.json: problem_seconds of problem 'gsm8k-train-3' is nan; seconds must be finite "
                    "numbers >= 0"),
     (_infinite_sample_seconds, "{run}/samples.jsonl: the samples' seconds of problem 'gsm8k-train-0' sum to inf; "
                                "seconds must be finite numbers >= 0"),
-], ids=["no-samples", "run-json-not-json", "seconds-not-numbers", "seconds-nan", "sample-seconds-infinite"])
+], ids=["no-samples", "only-rank-files", "run-json-not-json", "seconds-not-numbers", "seconds-nan",
+        "sample-seconds-infinite"])
 def test_a_run_directory_evaluate_cannot_read_is_one_error_line(tmp_path, damage, message):
     """--runs given a directory that is no generate output (the parent of the runs, say), or whose run.json is
     damaged: one line naming the file and the fix, exit 2, no report."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from thinkfast.data.files import iter_jsonl_objects
 from thinkfast.errors import DataError
+from thinkfast.generate.output import shard_files
 
 REQUIRED_SAMPLE_KEYS = ("problem_id", "sample_index", "text", "answer", "dataset")
 
@@ -153,6 +154,11 @@ def run_warnings(runs: list[Run]) -> list[str]:
         if not run.problem_seconds:
             warnings.append(f"{run.path}: run.json has no problem_seconds and its samples no seconds, so its "
                             f"time budget is unknown; it is left out of the plots against seconds")
+        unmerged = shard_files(Path(run.path))
+        if unmerged:
+            warnings.append(f"{run.path}: {', '.join(f.name for f in unmerged)} hold samples a stopped torchrun "
+                            f"generate did not merge into samples.jsonl; they are not evaluated: run the same "
+                            f"generate again with -o {run.path} to merge them")
         status = run.meta.get("status")
         if status not in (None, "complete"):
             warnings.append(f"{run.path}: run.json says status {status!r}: the generation did not finish, so "
@@ -179,6 +185,10 @@ def read_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     samples_path = run_dir / "samples.jsonl"
     if not samples_path.is_file():
+        if shard_files(run_dir):
+            raise DataError(f"{run_dir}: no samples.jsonl yet, only the per-rank files of a `thinkfast generate` "
+                            f"under torchrun that stopped before merging them; run the same generate again with "
+                            f"-o {run_dir} to finish the run and merge them")
         raise DataError(f"{run_dir}: no samples.jsonl here; pass a directory written by `thinkfast generate`")
     meta: dict[str, Any] = {}
     meta_path = run_dir / "run.json"

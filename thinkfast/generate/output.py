@@ -118,9 +118,15 @@ def _checked_sample(record: dict[str, Any], where: str) -> dict[str, Any]:
     raise DataError(f"{where}: {problem}; {_FIX}")
 
 
+def shard_files(out_dir: Path) -> list[Path]:
+    """The per-rank shard files in ``out_dir``: ranks of a ``torchrun`` job that was stopped before rank 0 merged
+    them into ``samples.jsonl`` (a finished job leaves none)."""
+    return sorted(out_dir.glob("samples.rank*.jsonl"))
+
+
 def sample_files(out_dir: Path) -> list[Path]:
     """``samples.jsonl`` plus any per-rank shard files, merged first."""
-    return [out_dir / SAMPLES, *sorted(out_dir.glob("samples.rank*.jsonl"))]
+    return [out_dir / SAMPLES, *shard_files(out_dir)]
 
 
 def read_done(out_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
