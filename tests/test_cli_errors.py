@@ -4,6 +4,7 @@ nothing written before the error (nor lost)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -360,3 +361,65 @@ def test_a_bad_set_value_is_one_line_naming_the_override(tmp_path, monkeypatch):
         line = assert_one_error(thinkfast(*args), message)
         assert line.startswith(message) and str(recipe) not in line
     assert not (tmp_path / "out").exists()
+
+
+#: Holds the output directory's lock, as a run writing there would, until killed.
+HOLD_LOCK = """
+import sys
+import time
+from pathlib import Path
+
+from thinkfast.output_lock import exclusive_output
+
+with exclusive_output(Path(sys.argv[1]), "generate"):
+    print("locked", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("command", ["generate", "distill"])
+def test_an_output_directory_another_run_is_writing_in_is_refused_until_that_run_ends(command, tiny_llama_dir,
+                                                                                       gsm8k_train_path, tmp_path):
+    """Before: a second run (say a re-run while a killed torchrun launcher's workers still ran) wrote into the same
+    directory, interleaving samples, and one's merge could delete a file the other appended to."""
+    import subprocess
+    import sys
+
+    from cli_run import python_path
+
+    out = tmp_path / "out"
+    out.mkdir()
+    if command == "generate":
+        args = ["generate", "--model", str(tiny_llama_dir), "--data-path", str(gsm8k_train_path), "--limit", "1",
+                "--n-samples", "1", "--max-new-tokens", "2", "--template", "plain", "--device", "cpu", "-o", str(out)]
+    else:
+        recipe = tmp_path / "r.toml"
+        recipe.write_text(textwrap.dedent(f"""
+            [run]
+            device = "cpu"
+            [teacher]
+            model = "{tiny_llama_dir}"
+            [student]
+            kind = "llamba"
+            options = {{ conv_kernel = 2, chunk_size = 16 }}
+            [[distill.stages]]
+            kind = "hidden"
+            steps = 1
+            seq_len = 32
+            batch_size = 1
+            loss_on = "all"
+            data = {{ dataset = "gsm8k", path = "{gsm8k_train_path}", limit = 2 }}
+            """))
+        args = ["distill", str(recipe), "-o", str(out), "--no-progress"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": python_path()})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert_one_error(thinkfast(*args), f"{out}: another thinkfast run is writing in this directory; ",
+                         f"give this {command} another --output-dir")
+        assert not any(out.iterdir())
+    finally:
+        holder.kill()  # a kill, not an exit: the operating system drops the lock all the same
+        holder.wait()
+    result = thinkfast(*args)
+    assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ Outputs, under the run's output directory:
 from __future__ import annotations
 
 import functools
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from thinkfast.distill.distributed import DistContext, init_distributed, shard_s
 from thinkfast.distill.metrics import MetricsLog, ProgressDisplay
 from thinkfast.distill.trainer import StepCallback, TrainContext, train_stage
 from thinkfast.errors import EngineUnavailableError, ModelLoadError, RecipeError
+from thinkfast.output_lock import exclusive_output
 
 STUDENT_DIR = "student"
 CHECKPOINT_DIR = "checkpoints"
@@ -167,7 +169,10 @@ def run_distill(recipe: Any, output_dir: Path, *, resume: bool = False, progress
         raise RecipeError([f"{recipe.source}: distill.stages: no stages; add [[distill.stages]] tables"])
     ctx = init_distributed(recipe.run.device)
     try:
-        return _run(recipe, output_dir, ctx, resume, progress, on_step, console)
+        with ExitStack() as hold:
+            if ctx.is_main and output_dir.is_dir():  # the CLI has made it; rank 0 alone writes in it
+                hold.enter_context(exclusive_output(output_dir, "distill"))
+            return _run(recipe, output_dir, ctx, resume, progress, on_step, console)
     finally:
         shutdown_distributed()
 

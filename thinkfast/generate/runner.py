@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from thinkfast.generate.sampling import SamplingParams, problem_key
 from thinkfast.generate.stops import CUT_REASONS, StopChecker
 from thinkfast.job import DistEnv
 from thinkfast.models import pointwise
+from thinkfast.output_lock import exclusive_output
 from thinkfast.progress import sample_progress
 from thinkfast.tables import format_number
 
@@ -147,6 +149,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
 
     env = DistEnv.from_env()
     group = ProcessGroup(env)
+    hold = ExitStack()
     try:
         gen = recipe.generate
         device = resolve_device(recipe.run.device, env.local_rank if env.distributed else None)
@@ -157,6 +160,8 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
             raise ThinkfastError("no model: set generate.model (a model directory or teacher) or [teacher].model, "
                                  "or pass --model")
         out_dir.mkdir(parents=True, exist_ok=True)
+        if env.is_main:  # before the other ranks pass from_main below, so before any rank writes a sample
+            hold.enter_context(exclusive_output(out_dir, "generate"))
         plugin, problems = load_problems(gen.data)
         answer_format = answer_stop_format(plugin, gen.stop_at_answer)
         d = gen.data
@@ -217,6 +222,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         return summary
     finally:
         group.close()
+        hold.close()
 
 
 def progress_label(env: DistEnv) -> str:
