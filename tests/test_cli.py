@@ -132,9 +132,14 @@ def test_broken_plugin_warns_and_the_cli_keeps_working(plugin_site):
     assert result.returncode == 0
     assert "warning: plugin broken = thinkfast_broken_plugin" in result.stderr
     data = json.loads(result.stdout)
-    (error,) = data["load_errors"]
-    assert error["package"] == "thinkfast-broken-plugin" and "broken on purpose" in error["error"]
+    broken, misnamed = data["load_errors"]
+    assert broken["package"] == "thinkfast-broken-plugin" and "broken on purpose" in broken["error"]
     assert any(p["name"] == "majority" for p in data["plugins"])
+    # where the plugin's import failed, and what to fix when the entry point names no module
+    assert "(at " in broken["error"] and "thinkfast_broken_plugin.py:3)" in broken["error"]
+    assert misnamed["entry_point"] == "misnamed = thinkfast_broken_plugin_typo"
+    assert "the entry point names module 'thinkfast_broken_plugin_typo', which is not installed: correct " \
+           "[project.entry-points.thinkfast] in thinkfast-broken-plugin's pyproject.toml" in misnamed["error"]
 
 
 def test_allow_list_restricts_third_party_plugins(plugin_site):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from test_cli_errors import assert_one_error, thinkfast
 
 from thinkfast import registry as registry_module
-from thinkfast.config import from_dict
+from thinkfast.config import from_dict, option
 from thinkfast.config.common import DataSpec
 from thinkfast.data import DatasetPlugin, Problem
 from thinkfast.data import answers as answers_module
@@ -59,6 +60,17 @@ class IntAnswers(Arith):
 class ReturnsNothing(Arith):
     def read(self, spec):
         [Problem("p0", "What is 1 + 1?", "2")]  # forgot to return it
+
+
+class RepeatsAnId(Arith):
+    def read(self, spec):
+        yield Problem("p0", "What is 1 + 1?", "2")
+        yield Problem("p0", "What is 2 + 2?", "4")
+
+
+class EmptyId(Arith):
+    def read(self, spec):
+        yield Problem("", "What is 1 + 1?", "2")
 
 
 class LatexFormat(Arith):
@@ -111,13 +123,18 @@ def _generate(tmp_path: Path, dataset: str, *extra: str):
                    "thinkfast.data.Problem(id, question, answer, solution)"]),
     (IntAnswers, ["read() yielded a problem whose answer is 4 (int) (item 0 of split 'test')"]),
     (ReturnsNothing, ["read() of split 'test' raised TypeError: 'NoneType' object is not iterable"]),
+    (RepeatsAnId, ["read() gave two problems the id 'p0' (items 0 and 1 of split 'test'); each problem needs an "
+                   "id of its own"]),
+    (EmptyId, ["read() yielded a problem whose id is '' (item 0 of split 'test'); each problem needs a non-empty "
+               "id"]),
     (LatexFormat, ["has answer_format 'latex' (str); it must be one of 'gsm8k', 'math', 'plain'"]),
     (NoRead, ["does not implement read(spec)"]),
     (NotADatasetPlugin, ["registers <class ", "not a subclass of thinkfast.data.DatasetPlugin"]),
     (InitRaises, ["creating it raised OSError: cannot open the dataset cache (at ", f"{HERE}:"]),
     (CallsThinkfastWrongly, ["read() of split 'test' raised ValueError: unknown answer format 'latex'",
                              "(raised at ", "answers.py:", "called from the plugin at ", f"{HERE}:"]),
-], ids=["read-raises", "yields-dicts", "int-answer", "returns-none", "unknown-format", "no-read", "not-a-subclass",
+], ids=["read-raises", "yields-dicts", "int-answer", "returns-none", "repeated-id", "empty-id", "unknown-format",
+        "no-read", "not-a-subclass",
         "init-raises", "thinkfast-raises-for-the-plugin"])
 def test_a_misbehaving_dataset_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(datasets={"bad": component})
@@ -125,10 +142,40 @@ def test_a_misbehaving_dataset_is_one_line_naming_it(use_plugins, tmp_path, comp
                      "; fix the plugin or use another dataset")
 
 
+@dataclass
+class IdPrefix:
+    prefix: str = option(3, "Prefix of problem ids.")  # not a string
+
+
+class BadOptionsDefault(Arith):
+    Options = IdPrefix
+
+
+def test_a_dataset_whose_options_defaults_are_broken_is_one_line_naming_it(use_plugins, tmp_path):
+    """It was 'data.options.prefix: expected a string, got 3', about a table the user never wrote."""
+    use_plugins(datasets={"bad": BadOptionsDefault})
+    assert_one_error(_generate(tmp_path, "bad"), "--dataset: no datasets plugin named 'bad': <local> registers it, "
+                     "but the datasets component 'bad' (test_plugin_guards.BadOptionsDefault) is not registered: the "
+                     "defaults of its Options break its own rules (Options.prefix: expected a string, got 3): fix "
+                     "those defaults")
+
+
 def test_a_dataset_plugins_own_data_error_reaches_the_user_unchanged(use_plugins, tmp_path):
     use_plugins(datasets={"bad": RaisesDataError})
     line = assert_one_error(_generate(tmp_path, "bad"))
     assert line == "error: my_data.jsonl:3: missing field 'question'"
+
+
+def test_records_that_repeat_an_id_are_a_data_error_of_a_builtin_dataset(tmp_path):
+    """The built-in ``jsonl`` takes ids from the records: two problems with one id are the data's fault. They were
+    generated into one problem's samples, and only ``evaluate`` stopped, on its reference answers."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"id": "a", "question": "1+1?", "answer": "2"}\n{"id": "a", "question": "2+2?", "answer": "4"}\n')
+    result = thinkfast("generate", "--model", "no/such-model", "--dataset", "jsonl", "--data-path", str(data),
+                       "--device", "cpu", "-o", str(tmp_path / "out"))
+    assert_one_error(result, "dataset 'jsonl': two problems have the id 'a' (items 0 and 1 of split 'qa' of ",
+                     "give every record a unique id")
+    assert not (tmp_path / "out" / "samples.jsonl").exists()
 
 
 def test_a_good_runtime_dataset_passes_the_guard(use_plugins, tmp_path):

@@ -75,6 +75,16 @@ class ShortScores(Aggregator):
         return -1
 
 
+class OneArrayOfScores(Aggregator):
+    """Scores every problem with one number: one array for all of them, not one per problem."""
+
+    def score(self, problems):
+        return np.ones(len(problems))
+
+    def choose(self, problem, indices, scores, rng):
+        return -1
+
+
 class TakesNoOptions:
     """The component is called with the recipe's options: a class whose ``__init__`` takes none cannot be."""
 
@@ -180,12 +190,14 @@ def test_scores_as_one_array_of_a_row_per_problem_are_accepted(use_plugins, tmp_
     (ChooseTakesTwo, ["choose() raised TypeError: ", "takes 3 positional arguments but 5 were given"]),
     (an_aggregate_taking_two, ["aggregate() raised TypeError: ", "takes 2 positional arguments but 4 were given"]),
     (ShortScores, ["score() returned an array of shape (1,) for problem 'gsm8k-train-0'", "(8,)"]),
+    (OneArrayOfScores, ["score() returned one array of shape (12,); it must return None or a list with one array "
+                        "of per-sample scores (n,) for each of the 12 problems"]),
     (CannotLoad, ["prepare() raised OSError: no such reward model", "test_plugin_runtime.py:"]),
     (FailsToStart, ["creating it raised ValueError: needs a GPU (at ", "test_plugin_runtime.py:"]),
     (TakesNoOptions, ["creating it raised TypeError: ", "takes 1 positional argument but 2 were given"]),
 ], ids=["raises", "str", "float", "none", "no-such-class", "negative-class", "a-list-among-ints", "own-aggregate",
-        "choose-signature", "aggregate-signature", "short-scores", "prepare-raises", "init-raises",
-        "init-takes-no-options"])
+        "choose-signature", "aggregate-signature", "short-scores", "one-array-of-scores", "prepare-raises",
+        "init-raises", "init-takes-no-options"])
 def test_a_misbehaving_aggregator_is_one_line_naming_it(use_plugins, tmp_path, component, fragments):
     use_plugins(aggregators=dict(bad=component))
     out = tmp_path / "out"
@@ -208,6 +220,49 @@ def test_a_name_clash_with_a_builtin_is_reported_and_the_builtin_kept(use_plugin
     assert "warning: plugin runtime_plugins from <local> loaded all but one name: " in shown, shown
     result, _ = _evaluate(tmp_path, "majority")
     assert result.exit_code == 0, result.output
+
+
+@dataclass
+class NegativeDefault:
+    power: float = option(-1.0, "Exponent of the weight.", min=0.0)
+
+
+class BadDefault(Oracle):
+    Options = NegativeDefault
+
+
+class UndecoratedOptions(Oracle):
+    class Options:
+        abstain = False
+
+
+@pytest.mark.parametrize("component, fragment", [
+    (BadDefault, "the defaults of its Options break its own rules (Options.power: -1.0 is below the minimum 0.0): "
+                 "fix those defaults"),
+    (UndecoratedOptions, "not a dataclass: decorate the class with @dataclasses.dataclass"),
+], ids=["default-below-min", "not-a-dataclass"])
+def test_an_aggregator_whose_options_are_broken_is_one_line_naming_it(use_plugins, tmp_path, component, fragment):
+    """Before, the first was 'options.power: -1.0 is below the minimum 0.0' (no plugin named, and a key the
+    recipe never set), the second a TypeError traceback from dataclasses.fields."""
+    use_plugins(aggregators=dict(bad=component))
+    result, _ = _evaluate(tmp_path, "bad")
+    assert_one_error(result, "evaluate.aggregators[0].name: no aggregators plugin named 'bad': <local> registers it, "
+                             "but the aggregators component 'bad' (test_plugin_runtime.", fragment)
+
+
+def test_a_class_where_no_sample_has_an_answer_is_not_offered_as_a_range(use_plugins):
+    """A problem without answer classes accepts only -1: the message said 'an int from -1 (no answer) to -1'."""
+    from thinkfast.evaluate.graded import GradedProblem
+    from thinkfast.evaluate.guard import GuardedAggregator
+
+    registry = use_plugins(aggregators=dict(zero=_returning(0)))
+    guard = GuardedAggregator.create("zero", registry.entry("aggregators", "zero"), {})
+    problem = GradedProblem("p0", "gsm8k", "4", "2 + 2?", ["no", "idea"], [None, None], np.array([-1, -1]),
+                            np.zeros(2, bool), [], np.zeros(0, bool), np.array([3, 4]))
+    with pytest.raises(Exception) as info:
+        guard.aggregate(problem, np.array([[0], [1]]), None, np.random.default_rng(0))
+    assert "returned class 0 for problem 'p0', which has 0 answer classes; an answer class is -1 (no answer), the " \
+           "only class of a problem where no sample has an answer" in str(info.value)
 
 
 def test_a_returned_value_is_described_in_a_few_words():

@@ -6,7 +6,10 @@ as a third-party package does. ``THINKFAST_PLUGINS`` (comma-separated entry-poin
 distribution names) restricts which third-party entry points load; set but empty, only the
 built-ins load; distribution names compare as pip compares them, and a name that matches
 nothing is reported. A plugin that fails on import or registration becomes a :class:`LoadError`,
-shown as a warning and by ``thinkfast plugins``; the rest keep working.
+shown as a warning and by ``thinkfast plugins``; the rest keep working. So do the mistakes pluggy and Python
+would let pass without a word (:mod:`thinkfast.plugin_checks`): a hook under a wrong name, a name registered
+twice or not a string, an ``Options`` whose defaults break its own rules (that component is not registered,
+and a command that names it says why).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import pluggy
 from thinkfast import hookspecs
 from thinkfast.errors import PluginConflictError, PluginNotFoundError
 from thinkfast.hookspecs import FAMILIES
+from thinkfast.plugin_checks import hook_problems, import_failure, name_problem, options_problem
+from thinkfast.plugin_guard import traceback_wanted
 from thinkfast.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "thinkfast"
@@ -57,14 +62,22 @@ class LoadError:
     version: str
     error: str
     detail: str
-    #: Only one name was refused (it clashes with a built-in); the plugin's other components loaded.
+    #: Only one name was refused (it clashes with a built-in, or its component is broken); the plugin's other
+    #: components loaded.
     one_name: bool = False
+    #: The family and name refused (with ``one_name``), so that a command naming it can say why it is missing.
+    family: str = ""
+    name: str = ""
+    #: The plugin loaded, but one of its hook functions is never called (a wrong name, no ``@hookimpl``), or it
+    #: has no hook at all.
+    hook: bool = False
 
     def describe(self) -> str:
         """One sentence for the terminal (a problem with ``THINKFAST_PLUGINS`` itself has no package)."""
         if not self.package:
             return f"{self.entry_point}: {self.error}"
-        what = "loaded all but one name" if self.one_name else "failed to load"
+        what = "loaded all but one name" if self.one_name else "has a problem with its hooks" if self.hook \
+            else "failed to load"
         return f"plugin {self.entry_point} from {_source(self.package, self.version)} {what}: {self.error}"
 
 
@@ -86,11 +99,21 @@ class Registry:
         try:
             return self.entries[family][name]
         except KeyError:
-            installed = ", ".join(self.names(family)) or "none"
-            raise PluginNotFoundError(
-                f"no {family} plugin named '{name}'{did_you_mean(name, self.names(family))}; "
-                f"installed: {installed}"
-            ) from None
+            raise PluginNotFoundError(self.not_found(family, name)) from None
+
+    def not_found(self, family: str, name: str) -> str:
+        """Why no component ``name`` is in ``family``: the plugin that registered it but had it refused (and
+        why), else what is installed, a close name, and how many plugins failed to load."""
+        refused = next((e for e in self.load_errors if e.one_name and (e.family, e.name) == (family, name)), None)
+        if refused is not None:
+            source = _source(refused.package, refused.version)
+            return f"no {family} plugin named '{name}': {source} registers it, but {refused.error}"
+        installed = ", ".join(self.names(family)) or "none"
+        failed = [e for e in self.load_errors if e.package and not e.one_name]
+        note = (f"; {len(failed)} plugin{'s' if len(failed) > 1 else ''} could not register everything (warnings "
+                f"above, `thinkfast plugins`)") if failed else ""
+        close = did_you_mean(name, self.names(family))
+        return f"no {family} plugin named '{name}'{close}; installed: {installed}{note}"
 
     def get(self, family: str, name: str) -> Any:
         """The registered component (class or object) for ``name``."""
@@ -108,6 +131,11 @@ class Registry:
                 f"{_source(package, version)} ({module}); uninstall one of them or restrict THINKFAST_PLUGINS"
             )
         self.entries[family][name] = PluginEntry(family, name, component, package, version, module)
+
+
+def describe_component(component: Any) -> str:
+    """``module.Class`` of a registered component, for messages."""
+    return f"{getattr(component, '__module__', '?')}.{getattr(component, '__qualname__', type(component).__name__)}"
 
 
 def _source(package: str, version: str) -> str:
@@ -172,9 +200,9 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
             continue
         try:
             module = ep.load()
-        except Exception as exc:  # a broken plugin must not take the CLI down
+        except Exception as exc:  # a broken plugin must not take the CLI down (SyntaxError included)
             registry.load_errors.append(
-                LoadError(f"{ep.name} = {ep.value}", dist_name, version, f"{type(exc).__name__}: {exc}",
+                LoadError(f"{ep.name} = {ep.value}", dist_name, version, import_failure(exc, ep.module, dist_name),
                           traceback.format_exc())
             )
             continue
@@ -190,6 +218,8 @@ def load_registry(extra_modules: list[Any] | None = None) -> Registry:
         module_name = getattr(module, "__name__", label)
         try:
             manager.register(module)
+            for problem in hook_problems(manager, module):
+                registry.load_errors.append(LoadError(label, package, version, problem, "", hook=True))
             for family in FAMILIES:
                 hook = getattr(manager.hook, f"register_{family}")
                 hook(register=_register_into(registry, family, label, package, version, module_name))
@@ -210,14 +240,26 @@ def _register_into(registry: Registry, family: str, label: str, package: str, ve
     everything else keeps working and ``thinkfast plugins`` shows it.
     """
 
+    def refuse(name: Any, error: str) -> None:
+        registry.load_errors.append(LoadError(label, package, version, error, "", one_name=True, family=family,
+                                              name=name if isinstance(name, str) else ""))
+
     def register(name: str, component: Any) -> None:
+        if (problem := name_problem(name)) is not None:
+            refuse(name, f"{module} {problem}")
+            return
         existing = registry.entries[family].get(name)
         if existing is not None and existing.package == BUILTIN_DISTRIBUTION != package:
-            registry.load_errors.append(LoadError(
-                label, package, version,
-                f"PluginConflictError: {module} registers the {family} name '{name}', which is a built-in of "
-                f"thinkfast ({existing.module}); the built-in is used: rename the plugin's component", "",
-                one_name=True))
+            refuse(name, f"PluginConflictError: {module} registers the {family} name '{name}', which is a built-in "
+                         f"of thinkfast ({existing.module}); the built-in is used: rename the plugin's component")
+            return
+        if existing is not None and (existing.package, existing.module) == (package, module):
+            refuse(name, f"{module} registers the {family} name '{name}' twice; the first is used: register each "
+                         f"name once")
+            return
+        if (problem := options_problem(component)) is not None:
+            refuse(name, f"the {family} component '{name}' ({describe_component(component)}) is not registered: "
+                         f"{problem}")
             return
         registry.add(family, name, component, package, version, module)
 
@@ -233,6 +275,8 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = load_registry()
         for err in _REGISTRY.load_errors:
+            if err.detail and traceback_wanted():
+                print(err.detail.rstrip(), file=sys.stderr)
             print(f"warning: {err.describe()}", file=sys.stderr)
     return _REGISTRY
 

@@ -189,8 +189,7 @@ def _check_plugin(value: Any, family: str, path: str, problems: Problems, option
             continue
         if item not in names:
             where = _join(path, i) if isinstance(value, list) else path
-            problems.add(where, f"no {family} plugin named {item!r}{did_you_mean(item, names)}; "
-                         f"installed: {', '.join(names) or 'none'}")
+            problems.add(where, registry.not_found(family, item))
 
 
 def _over_default_section(f: dataclasses.Field, value: Any) -> Any:

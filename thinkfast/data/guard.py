@@ -7,7 +7,9 @@ a model's answer (``extract_answer``). An exception that comes from the plugin's
 contract does not allow (an item that is not a :class:`~thinkfast.data.base.Problem`, a problem whose id,
 question or answer is not a string, an answer that is not a string or None, an unknown ``answer_format``)
 stops the command with a :class:`~thinkfast.plugin_guard.PluginError` naming the dataset, its package, what
-it did and, for an exception, the line of its code. A :class:`~thinkfast.errors.DataError` the plugin raises
+it did and, for an exception, the line of its code. So do a problem with an empty id and two problems with one
+id (for a built-in plugin, whose ids come from the records it reads, that is a
+:class:`~thinkfast.errors.DataError` about the data). A :class:`~thinkfast.errors.DataError` the plugin raises
 (a bad line of a data file) reaches the user unchanged.
 """
 
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from thinkfast.data.answers import ANSWER_FORMATS
 from thinkfast.data.base import DatasetPlugin, Problem
+from thinkfast.errors import DataError
 from thinkfast.plugin_guard import PluginError, calling, checked_iter, describe, plugin_error
 
 if TYPE_CHECKING:
@@ -71,15 +74,35 @@ class GuardedDataset:
 
     # --- problems ------------------------------------------------------------------------------
     def load(self, spec: DataSpec) -> list[Problem]:
-        """The problems ``spec`` selects (the plugin's own ``load`` if it has one), each checked."""
+        """The problems ``spec`` selects (the plugin's own ``load`` if it has one), each checked, their ids
+        unique."""
         if not self.overrides("load"):
-            return list(self.iter_problems(spec))
+            return self._unique_ids(list(self.iter_problems(spec)), spec, "read()")
         with calling(self.entry, "load()"):
             problems = self.inner.load(spec)
         if not isinstance(problems, list):
             raise self.error(f"load() returned {describe(problems)}; it must return a list of problems")
-        return [self._checked_problem(p, f"item {spec.offset + i} of split {spec.split!r}", "load() returned")
-                for i, p in enumerate(problems)]
+        return self._unique_ids([self._checked_problem(p, f"item {spec.offset + i} of split {spec.split!r}",
+                                                       "load() returned") for i, p in enumerate(problems)],
+                                spec, "load()")
+
+    def _unique_ids(self, problems: list[Problem], spec: DataSpec, method: str) -> list[Problem]:
+        """``problems`` if no two share an id: samples, grades and training responses are joined to their
+        problem by it, so a repeated id would merge two problems' samples (and ``evaluate`` then stop)."""
+        from thinkfast.registry import BUILTIN_DISTRIBUTION
+
+        first: dict[str, int] = {}
+        for index, problem in enumerate(problems):
+            earlier = first.setdefault(problem.id, index)
+            if earlier == index:
+                continue
+            items = f"items {spec.offset + earlier} and {spec.offset + index} of split {spec.split!r}"
+            if self.entry.package == BUILTIN_DISTRIBUTION:  # a built-in takes ids from the records it reads
+                raise DataError(f"dataset {self.entry.name!r}: two problems have the id {problem.id!r} ({items} of "
+                                f"{spec.path or 'its source'}); give every record a unique id")
+            raise self.error(f"{method} gave two problems the id {problem.id!r} ({items}); each problem needs an id "
+                             f"of its own (samples, grades and responses are joined to problems by id)")
+        return problems
 
     def iter_problems(self, spec: DataSpec) -> Iterator[Problem]:
         """Problems ``offset .. offset + limit`` of the plugin's ``read(spec)`` (or what its own
@@ -111,6 +134,9 @@ class GuardedDataset:
             if not isinstance(value, str):
                 raise self.error(f"{did} a problem whose {name} is {describe(value)} ({where}); id, question and "
                                  f"answer must be strings")
+        if not item.id.strip():
+            raise self.error(f"{did} a problem whose id is {item.id!r} ({where}); each problem needs a non-empty id "
+                             f"of its own")
         if item.solution is not None and not isinstance(item.solution, str):
             raise self.error(f"{did} problem {item.id!r} whose solution is {describe(item.solution)}; it must be "
                              f"a string or None")

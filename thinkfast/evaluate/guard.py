@@ -65,6 +65,9 @@ class GuardedAggregator:
             scores = self.inner.score(problems)
         if scores is None:
             return None
+        if isinstance(scores, np.ndarray) and scores.ndim == 1 and scores.dtype != object:
+            raise self.error(f"score() returned one array of shape {scores.shape}; it must return None or a list "
+                             f"with one array of per-sample scores (n,) for each of the {len(problems)} problems")
         listed = isinstance(scores, (list, tuple)) or (isinstance(scores, np.ndarray) and scores.ndim > 0)  # (P, n)
         if not listed or len(scores) != len(problems):
             raise self.error(f"score() returned {describe(scores)}; it must return None or a list with one array "
@@ -105,7 +108,8 @@ class GuardedAggregator:
         return self._checked_classes(chosen, problem, len(subsets), method)
 
     def _checked_classes(self, chosen: np.ndarray, problem: GradedProblem, rows: int, method: str) -> np.ndarray:
-        valid = f"an int from -1 (no answer) to {problem.num_classes - 1}"
+        valid = (f"an int from -1 (no answer) to {problem.num_classes - 1}" if problem.num_classes else
+                 "-1 (no answer), the only class of a problem where no sample has an answer")
         if chosen.shape != (rows,):
             got = describe(chosen.item()) if chosen.ndim == 0 else f"an array of shape {chosen.shape}"
             raise self.error(f"{method}() returned {got} for {rows} subsets of problem {problem.problem_id!r}; "
