@@ -142,6 +142,12 @@ def test_broken_plugin_warns_and_the_cli_keeps_working(plugin_site):
            "[project.entry-points.thinkfast] in thinkfast-broken-plugin's pyproject.toml" in misnamed["error"]
 
 
+def test_the_plugins_table_lists_each_load_error_once(plugin_site):
+    result = thinkfast("plugins", env={"PYTHONPATH": str(plugin_site)})
+    assert result.returncode == 0
+    assert (result.stdout + result.stderr).count("plugin broken = thinkfast_broken_plugin") == 1, result.stderr
+
+
 def test_allow_list_restricts_third_party_plugins(plugin_site):
     env = {"PYTHONPATH": str(plugin_site), "THINKFAST_PLUGINS": ""}
     data = json.loads(thinkfast("plugins", "--json", env=env).stdout)

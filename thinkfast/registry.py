@@ -269,12 +269,13 @@ def _register_into(registry: Registry, family: str, label: str, package: str, ve
 _REGISTRY: Registry | None = None
 
 
-def get_registry() -> Registry:
-    """The process-wide registry, loaded on first use."""
+def get_registry(announce: bool = True) -> Registry:
+    """The process-wide registry, loaded on first use; then, with ``announce``, each load error is a ``warning:``
+    line on stderr (``thinkfast plugins`` lists them itself)."""
     global _REGISTRY
     if _REGISTRY is None:
         _REGISTRY = load_registry()
-        for err in _REGISTRY.load_errors:
+        for err in _REGISTRY.load_errors if announce else ():
             if err.detail and traceback_wanted():
                 print(err.detail.rstrip(), file=sys.stderr)
             print(f"warning: {err.describe()}", file=sys.stderr)

@@ -18,7 +18,7 @@ console = Console(highlight=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(as_json: bool) -> None:
     """List plugins by family: name, providing package and version, and load errors."""
-    registry = get_registry()
+    registry = get_registry(announce=as_json)  # the table lists the load errors below it: not twice
     entries = [
         {"family": e.family, "name": e.name, "package": e.package, "version": e.version, "module": e.module}
         for e in registry.all_entries()
