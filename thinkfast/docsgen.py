@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from thinkfast.config.toml_writer import toml_value
 from thinkfast.config.validate import _type_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -33,11 +34,7 @@ def _value_text(value: Any) -> str:
         return "(table)"
     if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
         return "(see below)"
-    if isinstance(value, str):
-        return f'`"{value}"`'
-    if isinstance(value, bool):
-        return f"`{str(value).lower()}`"
-    return f"`{value!r}`"
+    return f"`{toml_value(value)}`"  # as a recipe writes it: one line, escapes TOML reads back
 
 
 def _constraints(meta: dict[str, Any]) -> str:
@@ -72,6 +69,8 @@ def dataclass_table(cls: type, prefix: str, out: list[str], heading_level: int =
     """
     hints = typing.get_type_hints(cls)
     doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    if doc.startswith(f"{cls.__name__}("):  # no docstring: the signature dataclasses write in its place
+        doc = ""
     out.append(f"{'#' * heading_level} `{prefix}`\n")
     if doc:
         out.append(doc + "\n")

@@ -28,7 +28,8 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE (a TOML file): every key, type, range and plugin name, and that the data files it
     names (data.path, data.responses) and a .gguf teacher (teacher.model) exist.
 
-    Exits 0 when it is valid and 2 with one message per problem otherwise.
+    Exits 0 when it is valid and 2 with one message per problem otherwise; the files are checked once
+    every key and value is valid.
     """
     loaded = load_recipe(recipe, overrides)
     check_input_files(loaded, source=loaded.source, overrides=loaded.override_spans)
