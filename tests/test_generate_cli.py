@@ -160,6 +160,21 @@ def test_extending_a_finished_run_marks_it_running_until_its_summary_is_written(
     assert "previous_summary" not in summary and len(summary["problem_seconds"]) == 4
 
 
+def test_a_label_written_into_run_json_by_hand_survives_extending_the_run(first_run, tiny_llama_dir,
+                                                                            gsm8k_train_path, tmp_path):
+    """evaluate names a run by run.json's label; before, the extended run's summary dropped it."""
+    import shutil
+
+    out = tmp_path / "labelled"
+    shutil.copytree(first_run, out)
+    run = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**run, "label": "tiny teacher, T=1"}))
+    more = [a if a != "3" else "4" for a in _args(tiny_llama_dir, gsm8k_train_path, out)]  # --limit 4
+    assert thinkfast(*more).returncode == 0
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["num_problems"] == 4 and summary["label"] == "tiny teacher, T=1"
+
+
 def test_engine_settings_come_from_the_recipe(tiny_llama_dir, gsm8k_train_path, tmp_path, monkeypatch):
     """--state-dtype and the [generate] engine keys are the engine's settings, not only what run.json records
     (samples do not depend on most of them: only the engine shows whether they arrived)."""

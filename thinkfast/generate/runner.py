@@ -365,4 +365,7 @@ def _summary(recipe: Any, settings: dict[str, Any], dtype: torch.dtype, out_dir:
         "problem_seconds": problem_seconds(records),
         "torch": torch.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # a label written into run.json by hand names the run in evaluate's tables: an extension keeps it
+        **({"label": previous.get("label", earlier.get("label"))} if "label" in previous or "label" in earlier
+           else {}),
     }
