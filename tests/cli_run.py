@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner, Result
 
 from thinkfast.cli import cli
@@ -19,6 +20,39 @@ ROOT = Path(__file__).resolve().parents[1]
 def thinkfast(*args: str) -> Result:
     """``thinkfast ARGS`` in this process; a Python exception other than SystemExit fails the test."""
     return CliRunner().invoke(cli, list(args), prog_name="thinkfast", catch_exceptions=False)
+
+
+def subcommands(group: click.Group = cli, path: tuple[str, ...] = ()):
+    """``(path, command)`` for every subcommand of the CLI, nested groups' too (``("recipe", "show")``)."""
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from subcommands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def distill_recipe(tmp_path: Path, model: Path, data: Path, steps: int) -> Path:
+    """``tmp_path/distill.toml``: one ``hidden`` stage of ``steps`` steps (32 tokens, batch 2, 8 GSM8K problems
+    from ``data``) distilling ``model`` into a small Llamba on the CPU."""
+    recipe = tmp_path / "distill.toml"
+    recipe.write_text(f"""
+[run]
+device = "cpu"
+[teacher]
+model = "{model}"
+[student]
+kind = "llamba"
+options = {{ conv_kernel = 2, chunk_size = 16 }}
+[[distill.stages]]
+kind = "hidden"
+steps = {steps}
+seq_len = 32
+batch_size = 2
+warmup_steps = 0
+loss_on = "all"
+data = {{ dataset = "gsm8k", path = "{data}", split = "train", limit = 8 }}
+""")
+    return recipe
 
 
 def free_port() -> str:

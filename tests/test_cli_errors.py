@@ -385,7 +385,7 @@ def test_an_output_directory_another_run_is_writing_in_is_refused_until_that_run
     import subprocess
     import sys
 
-    from cli_run import python_path
+    from cli_run import distill_recipe, python_path
 
     out = tmp_path / "out"
     out.mkdir()
@@ -393,23 +393,7 @@ def test_an_output_directory_another_run_is_writing_in_is_refused_until_that_run
         args = ["generate", "--model", str(tiny_llama_dir), "--data-path", str(gsm8k_train_path), "--limit", "1",
                 "--n-samples", "1", "--max-new-tokens", "2", "--template", "plain", "--device", "cpu", "-o", str(out)]
     else:
-        recipe = tmp_path / "r.toml"
-        recipe.write_text(textwrap.dedent(f"""
-            [run]
-            device = "cpu"
-            [teacher]
-            model = "{tiny_llama_dir}"
-            [student]
-            kind = "llamba"
-            options = {{ conv_kernel = 2, chunk_size = 16 }}
-            [[distill.stages]]
-            kind = "hidden"
-            steps = 1
-            seq_len = 32
-            batch_size = 1
-            loss_on = "all"
-            data = {{ dataset = "gsm8k", path = "{gsm8k_train_path}", limit = 2 }}
-            """))
+        recipe = distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=1)
         args = ["distill", str(recipe), "-o", str(out), "--no-progress"]
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": python_path()})

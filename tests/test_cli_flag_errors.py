@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import click
 import pytest
-from cli_run import thinkfast
-
-from thinkfast.cli import cli
+from cli_run import subcommands, thinkfast
 
 
 @pytest.fixture(autouse=True)
@@ -80,18 +78,9 @@ def test_a_flag_overridden_by_set_is_not_named_for_the_value_set_gave():
 
 # --- empty and zero values are refused, not read as "not given" ------------------------------------------
 
-def _commands(group: click.Group, path: tuple[str, ...] = ()):
-    """(path, command) for every subcommand, nested groups' too."""
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            yield from _commands(command, (*path, name))
-        else:
-            yield (*path, name), command
-
-
 def _empty_values():
     """(args, name): every text or path option, and every argument, of every subcommand given ``''``."""
-    for path, command in _commands(cli):
+    for path, command in subcommands():
         recipe = ("r.toml",) if any(isinstance(p, click.Argument) and p.required for p in command.params) else ()
         dry_run = ("--dry-run",) if any(p.name == "dry_run" for p in command.params) else ()  # never measure
         for param in command.params:

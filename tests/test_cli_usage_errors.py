@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 import pytest
-from cli_run import thinkfast
+from cli_run import subcommands, thinkfast
 from click.testing import CliRunner
 
 from thinkfast.cli import cli, ranks
@@ -64,22 +64,13 @@ def test_a_command_line_mistake_is_one_line_naming_the_flag_and_the_fix(args, li
     assert one_error_line(thinkfast(*args)).startswith(line)
 
 
-def _commands(group: click.Group, path: tuple[str, ...] = ()):
-    """(path, command) for every subcommand, nested groups' too."""
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            yield from _commands(command, (*path, name))
-        else:
-            yield (*path, name), command
-
-
 #: Option types that refuse some values (a string or a path option takes anything the shell can pass).
 CHECKED_TYPES = (click.types.IntParamType, click.types.FloatParamType, click.Choice)
 
 
 def _bad_uses():
     """(args, flag): a value every option that checks its value refuses, and a value given to every switch."""
-    for path, command in _commands(cli):
+    for path, command in subcommands():
         recipe = ("r.toml",) if any(isinstance(p, click.Argument) and p.required for p in command.params) else ()
         for param in command.params:
             if not isinstance(param, click.Option) or param.name == "help":

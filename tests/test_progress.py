@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_run import distill_recipe
 
 from thinkfast.tables import format_number, format_significant
 
@@ -27,28 +28,6 @@ INTERRUPTED = "interrupted; anything already written is kept"
 SLOW_EXIT = ("import atexit, time; atexit.register(time.sleep, 0.5); "
              "from thinkfast.cli import main; main()")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def _distill_recipe(tmp_path: Path, model: Path, data: Path, steps: int) -> Path:
-    recipe = tmp_path / "distill.toml"
-    recipe.write_text(f"""
-[run]
-device = "cpu"
-[teacher]
-model = "{model}"
-[student]
-kind = "llamba"
-options = {{ conv_kernel = 2, chunk_size = 16 }}
-[[distill.stages]]
-kind = "hidden"
-steps = {steps}
-seq_len = 32
-batch_size = 2
-warmup_steps = 0
-loss_on = "all"
-data = {{ dataset = "gsm8k", path = "{data}", split = "train", limit = 8 }}
-""")
-    return recipe
 
 
 def _generate_args(model: Path, data: Path, out: Path, limit: int, max_new_tokens: int) -> list[str]:
@@ -102,7 +81,7 @@ def test_ctrl_c_message_is_the_last_line_and_the_bar_is_not_drawn_again(command,
     """Ctrl-C in a terminal: the bar stops (its last frame stays), then the message follows on a line of its
     own and nothing after it, not even while the process takes its time to exit; the cursor shows again."""
     if command == "distill":
-        recipe = _distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=5000)
+        recipe = distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=5000)
         args, ready = ["distill", str(recipe), "-o", str(tmp_path / "out")], "step "
     else:
         args, ready = _generate_args(tiny_llama_dir, gsm8k_train_path, tmp_path / "out", 100, 400), "samples"
@@ -140,7 +119,7 @@ def test_a_log_gets_plain_progress_lines_and_no_bar(command, tiny_llama_dir, gsm
     THINKFAST_PROGRESS_SECONDS (here all the time), and none at all with 0."""
     def args(out: str) -> list[str]:
         if command == "distill":
-            recipe = _distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=6)
+            recipe = distill_recipe(tmp_path, tiny_llama_dir, gsm8k_train_path, steps=6)
             return ["distill", str(recipe), "-o", str(tmp_path / out)]
         return _generate_args(tiny_llama_dir, gsm8k_train_path, tmp_path / out, 4, 24)
 
