@@ -154,7 +154,7 @@ def run_warnings(runs: list[Run]) -> list[str]:
         if not run.problem_seconds:
             warnings.append(f"{run.path}: run.json has no problem_seconds and its samples no seconds, so its "
                             f"time budget is unknown; it is left out of the plots against seconds")
-        unmerged = shard_files(Path(run.path))
+        unmerged = shard_files(run.path)
         if unmerged:
             warnings.append(f"{run.path}: {', '.join(f.name for f in unmerged)} hold samples a stopped torchrun "
                             f"generate did not merge into samples.jsonl; they are not evaluated: run the same "

@@ -330,6 +330,7 @@ def _summary(recipe: Any, settings: dict[str, Any], dtype: torch.dtype, out_dir:
     for rec in records:
         counts[str(rec["problem_id"])] = counts.get(str(rec["problem_id"]), 0) + 1
     complete = all(counts.get(p.id, 0) >= gen.n_samples for p in problems)
+    label = previous.get("label", earlier.get("label"))
     return {
         "status": "complete" if complete else "partial",
         "settings": settings,
@@ -366,6 +367,5 @@ def _summary(recipe: Any, settings: dict[str, Any], dtype: torch.dtype, out_dir:
         "torch": torch.__version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         # a label written into run.json by hand names the run in evaluate's tables: an extension keeps it
-        **({"label": previous.get("label", earlier.get("label"))} if "label" in previous or "label" in earlier
-           else {}),
+        **({"label": label} if label is not None else {}),
     }
