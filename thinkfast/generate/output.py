@@ -175,7 +175,7 @@ def merge_samples(out_dir: Path, problem_order: Iterable[str]) -> int:
         for key in keys:
             fh.write(json.dumps(done[key], ensure_ascii=False) + "\n")
     os.replace(tmp, out_dir / SAMPLES)
-    for shard in out_dir.glob("samples.rank*.jsonl"):
+    for shard in shard_files(out_dir):
         shard.unlink()
     return len(keys)
 

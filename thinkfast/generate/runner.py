@@ -35,6 +35,7 @@ from thinkfast.generate.output import (
     problem_seconds,
     read_done,
     read_run_json,
+    shard_files,
     shard_name,
     write_json,
 )
@@ -209,7 +210,7 @@ def run_generate(recipe: Any, out_dir: Path, console: Any = None) -> dict[str, A
         if not env.is_main:
             return {}
         merged = merge_rank_stats(read_rank_stats(out_dir, env.world_size))
-        if env.distributed or any(out_dir.glob("samples.rank*.jsonl")):
+        if env.distributed or shard_files(out_dir):
             merge_samples(out_dir, [p.id for p in problems])
         previous = read_run_json(out_dir)
         summary = _summary(recipe, settings, dtype, out_dir, problems, merged, env, previous, accounted)
